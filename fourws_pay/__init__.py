@@ -1,0 +1,103 @@
+"""fourws-pay: pay with 4WS Suite gift cards in e-commerce checkouts.
+
+The public surface is re-exported here; everything else is internal. Importing this package
+loads no web framework, database driver or CLI library (see ``tests/test_import_light.py``).
+"""
+
+from fourws_pay.api.client import AsyncClient, Client
+from fourws_pay.api.models import (
+    GeneratedGiftCard,
+    GiftCard,
+    GiftCardPdf,
+    GiftCardUpdate,
+    InsertedBarcode,
+    LoginToken,
+    LoyaltyVoucher,
+    QueuedOperation,
+    Sku,
+    VoucherStatus,
+)
+from fourws_pay.clock import Clock, ManualClock, SystemClock
+from fourws_pay.errors import (
+    AmbiguousOutcomeError,
+    APIError,
+    APIFailure,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    CallbackRejected,
+    ConfigurationError,
+    ConnectError,
+    ConnectTimeout,
+    CurrencyMismatchError,
+    FourWSError,
+    InvalidAmountError,
+    InvalidInputError,
+    InvalidStateError,
+    MalformedResponseError,
+    NotFoundError,
+    NotFoundInLedgerError,
+    PaymentError,
+    PaymentRefused,
+    PermissionDeniedError,
+    RateLimitedError,
+    ReadTimeout,
+    ServerError,
+    ThrottledError,
+    TimeoutError,
+    TransportError,
+    UniqueConstraintError,
+)
+from fourws_pay.logs import mask_barcode
+from fourws_pay.settings import RetryPolicy, Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "APIFailure",
+    "APIStatusError",
+    "AmbiguousOutcomeError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallbackRejected",
+    "Client",
+    "Clock",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectTimeout",
+    "CurrencyMismatchError",
+    "FourWSError",
+    "GeneratedGiftCard",
+    "GiftCard",
+    "GiftCardPdf",
+    "GiftCardUpdate",
+    "InsertedBarcode",
+    "InvalidAmountError",
+    "InvalidInputError",
+    "InvalidStateError",
+    "LoginToken",
+    "LoyaltyVoucher",
+    "MalformedResponseError",
+    "ManualClock",
+    "NotFoundError",
+    "NotFoundInLedgerError",
+    "PaymentError",
+    "PaymentRefused",
+    "PermissionDeniedError",
+    "QueuedOperation",
+    "RateLimitedError",
+    "ReadTimeout",
+    "RetryPolicy",
+    "ServerError",
+    "Settings",
+    "Sku",
+    "SystemClock",
+    "ThrottledError",
+    "TimeoutError",
+    "TransportError",
+    "UniqueConstraintError",
+    "VoucherStatus",
+    "mask_barcode",
+]

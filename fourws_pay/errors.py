@@ -1,0 +1,232 @@
+"""Every error fourws-pay raises, in one tree.
+
+Callers catch the branch that matches what they can do about it::
+
+    FourWSError                        anything raised by this package
+    ├── ConfigurationError             settings missing or inconsistent; fix the configuration
+    ├── InvalidInputError              the caller passed something unusable; nothing was sent
+    │   ├── InvalidAmountError         NaN, infinity, zero/negative, float, too many decimals
+    │   └── CurrencyMismatchError      order currency differs from the card's
+    ├── TransportError                 no HTTP response was received
+    │   ├── ConnectError               the request certainly never reached 4WS (safe to retry)
+    │   └── TimeoutError               no answer in time
+    │       ├── ConnectTimeout         timed out connecting (never sent, safe to retry)
+    │       └── ReadTimeout            sent, then no answer (may have been applied)
+    ├── APIError                       4WS answered, and the answer is a failure
+    │   ├── APIStatusError             a non-2xx status; ``status_code`` says which
+    │   │   ├── BadRequestError           400
+    │   │   ├── AuthenticationError       401 (after one re-login for bearer calls)
+    │   │   ├── PermissionDeniedError     403
+    │   │   ├── NotFoundError             404
+    │   │   ├── UniqueConstraintError     422 (and 400 "Unique constraint error …")
+    │   │   ├── RateLimitedError          429; ``retry_after`` seconds, when 4WS said
+    │   │   └── ServerError               5xx
+    │   ├── APIFailure                 HTTP 2xx with ``"success": false``; ``message`` is 4WS's
+    │   └── MalformedResponseError     the body is not JSON or not the documented shape
+    ├── AmbiguousOutcomeError          a balance-changing POST may or may not have been applied:
+    │                                  never retried automatically; reconcile instead
+    └── PaymentError                   the payments layer (see ``fourws_pay.payments``)
+        ├── PaymentRefused             the card cannot pay; ``reason`` is a RefusalReason
+        ├── ThrottledError             too many failed lookups for this client key
+        ├── NotFoundInLedgerError      unknown reservation or operation id
+        ├── InvalidStateError          the operation is not allowed in the current state
+        └── CallbackRejected           a callback was forged, unknown or malformed
+
+Errors carry what a caller needs (``status_code``, ``message``, ``retry_after``,
+``endpoint``) and never a credential, bearer token, callback token or full barcode:
+messages are built from masked values only (invariant 12 in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from fourws_pay.payments.models import RefusalReason
+
+
+class FourWSError(Exception):
+    """Base class of every error raised by fourws-pay."""
+
+
+class ConfigurationError(FourWSError):
+    """Settings are missing or inconsistent (for example no base URL)."""
+
+
+class InvalidInputError(FourWSError, ValueError):
+    """The caller passed an unusable value; nothing was sent and nothing was written."""
+
+
+class InvalidAmountError(InvalidInputError):
+    """An amount is not a finite, positive Decimal with the allowed number of decimals."""
+
+
+class CurrencyMismatchError(InvalidInputError):
+    """The requested currency is not the card's currency."""
+
+
+class TransportError(FourWSError):
+    """No HTTP response was received.
+
+    ``request_sent`` is False only when the request certainly never left this process
+    (connection refused, DNS failure, connect timeout); only then is a retry of a
+    balance-changing call safe.
+    """
+
+    request_sent: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class ConnectError(TransportError):
+    """The connection could not be established: the request was never sent."""
+
+    request_sent = False
+
+
+class TimeoutError(TransportError):  # noqa: A001 - mirrors httpx's naming inside our namespace
+    """No answer within the configured timeout."""
+
+
+class ConnectTimeout(TimeoutError):
+    """Timed out while connecting: the request was never sent."""
+
+    request_sent = False
+
+
+class ReadTimeout(TimeoutError):
+    """The request was sent but no answer arrived in time; it may have been applied."""
+
+
+class APIError(FourWSError):
+    """4WS answered with a failure.
+
+    ``message`` is the text 4WS gave (``"barcode not found"``), or a description of what
+    was wrong with the answer.
+    """
+
+    def __init__(
+        self, message: str, *, endpoint: str = "", status_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.status_code = status_code
+
+
+class APIStatusError(APIError):
+    """A non-2xx HTTP status."""
+
+    status_code: int  # always set for status errors
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was rejected as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: credentials or token refused. Check username, password and applicationId."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the API user lacks the permission for this operation."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the product, SKU or barcode does not exist."""
+
+
+class UniqueConstraintError(APIStatusError):
+    """422 (or 400 with a unique-constraint message): the value already exists."""
+
+
+class RateLimitedError(APIStatusError):
+    """429: too many requests. ``retry_after`` is the interval 4WS asked for, in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status_code: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: 4WS failed. For reads this is retried; for balance changes it is ambiguous."""
+
+
+class APIFailure(APIError):
+    """HTTP 2xx whose body says ``"success": false``; ``message`` is 4WS's explanation."""
+
+
+class MalformedResponseError(APIError):
+    """The body is not JSON or lacks what the documented shape requires."""
+
+
+class AmbiguousOutcomeError(FourWSError):
+    """A balance-changing POST may have been applied: do not resend it blindly.
+
+    Raised for a timeout after sending, a 5xx, a dropped connection or an unreadable
+    2xx body on ``updateGiftcard``. The payments layer records the operation as
+    ``unknown`` and ``reconcile()`` decides from the card's balance. ``__cause__`` holds
+    the underlying error.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class PaymentError(FourWSError):
+    """Base class of the payments layer's errors."""
+
+
+class PaymentRefused(PaymentError):
+    """The card cannot pay what was asked.
+
+    ``reason`` is the precise RefusalReason for the shop's logs and back office;
+    ``public_message`` is what to show a customer, uniform for not-found, inactive,
+    expired and empty cards so that the answer does not help guessing card numbers.
+    """
+
+    def __init__(self, reason: RefusalReason, message: str, *, public_message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.public_message = public_message
+
+
+class ThrottledError(PaymentError):
+    """Too many failed card lookups for this client key; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFoundInLedgerError(PaymentError, KeyError):
+    """No reservation or operation with that id exists in the ledger."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidStateError(PaymentError):
+    """The reservation or operation is in a state that does not allow this action."""
+
+
+class CallbackRejected(PaymentError):
+    """A callback was forged, unknown, replayed or malformed; nothing was written.
+
+    ``status_code`` is the HTTP status a receiver should answer with.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code

@@ -1,0 +1,84 @@
+"""Hooks between fourws-pay and the shop that embeds it (pluggy, project ``fourws_pay``).
+
+Two directions:
+
+- what a **host cart provides**: ``fourws_pay_cart_snapshot`` (order total, currency,
+  customer codes) and ``fourws_pay_callback_base_url`` (the public URL 4WS can reach);
+- what a **host is told**: ``fourws_pay_payment_event`` for every life-cycle step
+  (reserved, captured, settled, capture_failed, released, expired, refunded, refund_failed,
+  manual_review, alert).
+
+Payment methods are contributed through ``fourws_pay_register_payment_methods``: the plugin
+calls ``register(name, factory)``; the gift-card provider is a default plugin.
+
+Hooks are synchronous and must not do network I/O; they run inside payment calls. A hook
+that raises does not undo a payment step already committed: events are delivered after the
+ledger commit, and errors in event hooks are logged, not propagated.
+
+Plugins are found on the entry-point group ``fourws_pay`` (see ``fourws_pay.plugins``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from fourws_pay.payments.models import CartSnapshot, PaymentEvent
+
+PROJECT_NAME = "fourws_pay"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec(firstresult=True)
+def fourws_pay_cart_snapshot(order_ref: str) -> CartSnapshot | None:
+    """Describe the cart or order ``order_ref`` that a gift card is about to pay.
+
+    Used when ``reserve`` is called without an amount or currency, and to pass customer
+    codes (``clientCode``, ``clientBarcode``, ``clientDenomination``) to 4WS on capture.
+
+    :param order_ref: the shop's reference for the order (basket id, order number).
+    :return: a ``CartSnapshot``, or None if this plugin does not know the order.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def fourws_pay_callback_base_url() -> str | None:
+    """The public base URL at which 4WS can POST callbacks to this shop.
+
+    Overrides ``Settings.callback_base_url``. The provider appends
+    ``/<operation id>/<secret token>`` to it for each operation.
+
+    :return: an ``http(s)://`` URL without a trailing slash, or None.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec
+def fourws_pay_payment_event(event: PaymentEvent) -> None:
+    """Be told about a payment life-cycle step, after it was committed to the ledger.
+
+    :param event: the event; ``event.kind`` says which step, ``event.reservation`` and
+        ``event.operation`` carry masked barcodes only.
+
+    Every implementation is called; exceptions are logged and swallowed so that a faulty
+    listener cannot break a payment.
+    """
+
+
+@hookspec
+def fourws_pay_register_payment_methods(
+    register: Callable[[str, Callable[..., Any]], None],
+) -> None:
+    """Contribute payment methods.
+
+    :param register: call ``register(name, factory)``; ``factory(**kwargs)`` builds the
+        provider (``GiftCardPayments`` for the built-in ``"giftcard"`` method).
+    """

@@ -1,0 +1,108 @@
+"""Logging through structlog onto the stdlib logger ``fourws_pay``, without configuring either.
+
+The library never calls ``logging.basicConfig`` or ``structlog.configure``: a host's Django
+``LOGGING`` (or anything else) decides where ``fourws_pay`` records go. We wrap the stdlib
+logger with a private processor chain so a host's global structlog configuration is neither
+required nor changed.
+
+Hygiene (invariant 12): call sites pass barcodes already masked, and a last processor masks
+any field named like a barcode and drops any field named like a secret, so a slip at a call
+site still does not leak a card number or a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import MutableMapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+
+LOGGER_NAME = "fourws_pay"
+
+_BARCODE_KEYS = frozenset({"barcode", "card_barcode", "cardbarcode", "card", "code"})
+_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "token",
+        "authorization",
+        "secret",
+        "callback_token",
+        "bearer",
+        "auth_token",
+        "cookie",
+    }
+)
+_MASK = "*"
+
+
+def mask_barcode(barcode: object) -> str:
+    """Show only the last 4 characters of a card or voucher barcode: ``*********1814``.
+
+    Codes of 4 characters or fewer are hidden entirely, since their "last 4" is all of them.
+    """
+    text = str(barcode)
+    if len(text) <= 4:
+        return _MASK * 4
+    return _MASK * (len(text) - 4) + text[-4:]
+
+
+def redact_url(url: str) -> str:
+    """Drop the query string and fragment of a URL (callback URLs carry a secret token).
+
+    The last path segment is also masked because our callback URLs put the operation token
+    there.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "[unparseable url]"
+    path = parts.path
+    if path.count("/") >= 2:
+        head, _, tail = path.rpartition("/")
+        if len(tail) > 12:
+            path = f"{head}/{_MASK * 4}"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+_LONG_DIGITS = re.compile(r"\d{8,}")
+
+
+def _scrub(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        lowered = key.lower()
+        value = event_dict[key]
+        if any(secret in lowered for secret in _SECRET_KEYS):
+            event_dict[key] = "[redacted]"
+        elif lowered in _BARCODE_KEYS and value is not None:
+            text = str(value)
+            if not text.startswith(_MASK):
+                event_dict[key] = mask_barcode(text)
+        elif lowered.endswith("url") and isinstance(value, str):
+            event_dict[key] = redact_url(value)
+        elif isinstance(value, str) and lowered in {"error", "message", "detail"}:
+            # Free text from 4WS may echo a barcode ("barcode 8050200058081 already exists").
+            event_dict[key] = _LONG_DIGITS.sub(lambda m: mask_barcode(m.group(0)), value)
+    return event_dict
+
+
+def get_logger(**initial: Any) -> Any:
+    """A structlog logger bound to the stdlib logger ``fourws_pay``.
+
+    Events are rendered as ``event key=value ...`` so that they read well under plain
+    stdlib logging; a host that wants structured records can still parse them.
+    """
+    return structlog.wrap_logger(
+        logging.getLogger(LOGGER_NAME),
+        processors=[
+            structlog.stdlib.filter_by_level,
+            _scrub,
+            structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    ).bind(**initial)

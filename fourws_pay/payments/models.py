@@ -1,0 +1,265 @@
+"""What the payments layer hands back to shops: decisions, reservations, operations, events.
+
+Vocabulary (DESIGN.md §2): *check* reads, *reserve* holds an amount locally, *capture* posts
+the negative-amount update when the order is confirmed, *settle* applies 4WS's callback,
+*release* drops a hold, *refund* posts a positive amount back, *reconcile* resolves
+operations whose outcome is unknown.
+
+State machines (DESIGN.md invariant 5), one-way:
+
+- reservation: ``active -> captured | released | expired``
+- operation: ``prepared -> sending -> enqueued -> succeeded | failed``;
+  ``sending``/``enqueued`` -> ``unknown`` when the outcome is ambiguous;
+  ``unknown -> succeeded | failed | manual_review`` through ``reconcile``.
+
+Amounts are positive magnitudes everywhere in this module; the sign on the wire is decided
+by the operation kind (a capture posts ``-amount``, a refund ``+amount``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from fourws_pay.logs import mask_barcode
+
+
+class ReservationState(StrEnum):
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class OperationKind(StrEnum):
+    CAPTURE = "capture"
+    REFUND = "refund"
+
+
+class OperationState(StrEnum):
+    PREPARED = "prepared"
+    SENDING = "sending"
+    ENQUEUED = "enqueued"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    MANUAL_REVIEW = "manual_review"
+
+
+TERMINAL_OPERATION_STATES = frozenset(
+    {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
+)
+IN_FLIGHT_OPERATION_STATES = frozenset(
+    {OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED,
+     OperationState.UNKNOWN}
+)
+
+RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
+    ReservationState.ACTIVE: frozenset(
+        {ReservationState.CAPTURED, ReservationState.RELEASED, ReservationState.EXPIRED}
+    ),
+    ReservationState.CAPTURED: frozenset(),
+    ReservationState.RELEASED: frozenset(),
+    ReservationState.EXPIRED: frozenset(),
+}
+
+OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
+    OperationState.PREPARED: frozenset({OperationState.SENDING, OperationState.FAILED}),
+    OperationState.SENDING: frozenset(
+        {OperationState.ENQUEUED, OperationState.FAILED, OperationState.UNKNOWN,
+         OperationState.SUCCEEDED}
+    ),
+    OperationState.ENQUEUED: frozenset(
+        {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.UNKNOWN}
+    ),
+    OperationState.UNKNOWN: frozenset(
+        {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
+    ),
+    OperationState.SUCCEEDED: frozenset(),
+    OperationState.FAILED: frozenset(),
+    OperationState.MANUAL_REVIEW: frozenset(),
+}
+
+
+class RefusalReason(StrEnum):
+    """Why a card cannot pay. Shown to staff; customers see ``public_message``."""
+
+    NOT_FOUND = "not_found"
+    INACTIVE = "inactive"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    EMPTY = "empty"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    PARTIAL_USAGE_NOT_ALLOWED = "partial_usage_not_allowed"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    NETWORK_RESTRICTED = "network_restricted"
+    NOT_A_GIFT_CARD = "not_a_gift_card"
+    INVALID_AMOUNT = "invalid_amount"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer of ``check``: can this card pay, and how much of the amount asked.
+
+    ``usable_amount`` is what the card can contribute (the whole amount, or less when the
+    balance is short and partial use is allowed); for a card that must be spent in one go
+    it is the whole balance. ``available_balance`` is None whenever the card is refused
+    with the uniform reason, so a refusal never discloses a balance.
+    """
+
+    ok: bool
+    reason: RefusalReason | None
+    message: str
+    public_message: str
+    requested_amount: Decimal
+    usable_amount: Decimal
+    available_balance: Decimal | None
+    currency: str | None
+    decimals: int
+    covers_full_amount: bool
+    masked_barcode: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A local hold on part of a card's balance for one checkout.
+
+    ``amount`` is what capture will consume. ``forfeited`` is the part of a one-go card
+    (``flgPartiallyUsage = N``) that exceeds the order and is lost by the customer's
+    choice; ``amount - forfeited`` pays the order.
+    """
+
+    id: str
+    barcode: str = field(repr=False)
+    amount: Decimal
+    currency: str
+    decimals: int
+    entity_code: str
+    order_ref: str
+    state: ReservationState
+    created_at: datetime
+    expires_at: datetime
+    forfeited: Decimal = Decimal(0)
+    operation_id: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def masked_barcode(self) -> str:
+        return mask_barcode(self.barcode)
+
+    @property
+    def applied_amount(self) -> Decimal:
+        """What this reservation pays towards the order."""
+        return self.amount - self.forfeited
+
+    def with_state(self, state: ReservationState, at: datetime) -> Reservation:
+        return replace(self, state=state, updated_at=at)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One balance-changing call to 4WS (a capture or a refund) and what became of it.
+
+    ``callback_token_hash`` is the SHA-256 of the secret in the callback URL; the secret
+    itself is never stored. ``balance_before`` is the card balance read just before the
+    POST: the evidence ``reconcile`` compares against.
+    """
+
+    id: str
+    kind: OperationKind
+    reservation_id: str
+    barcode: str = field(repr=False)
+    amount: Decimal
+    currency: str
+    entity_code: str
+    state: OperationState
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime
+    callback_token_hash: str = field(repr=False, default="")
+    queue_id: str | None = None
+    balance_before: Decimal | None = None
+    parent_id: str | None = None
+    refunded_amount: Decimal = Decimal(0)
+    message: str | None = None
+    callback_id: str | None = None
+
+    @property
+    def masked_barcode(self) -> str:
+        return mask_barcode(self.barcode)
+
+    @property
+    def signed_amount(self) -> Decimal:
+        """The amount as posted to 4WS: negative for a capture, positive for a refund."""
+        return -self.amount if self.kind is OperationKind.CAPTURE else self.amount
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_OPERATION_STATES
+
+
+class EventKind(StrEnum):
+    """What a host is told through ``fourws_pay_payment_event``."""
+
+    RESERVED = "reserved"
+    CAPTURED = "captured"  # the consumption was posted; settlement follows
+    SETTLED = "settled"  # 4WS confirmed the consumption
+    CAPTURE_FAILED = "capture_failed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"  # 4WS confirmed the re-credit
+    REFUND_FAILED = "refund_failed"
+    MANUAL_REVIEW = "manual_review"
+    ALERT = "alert"  # something that should not happen: a conflicting callback, say
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """A payment life-cycle event. Carries masked barcodes only, never secrets."""
+
+    kind: EventKind
+    at: datetime
+    reservation: Reservation | None = None
+    operation: Operation | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def order_ref(self) -> str | None:
+        return self.reservation.order_ref if self.reservation else None
+
+
+@dataclass(frozen=True)
+class CartSnapshot:
+    """What a host cart tells the provider about the order being paid."""
+
+    order_ref: str
+    total: Decimal
+    currency: str
+    client_code: str | None = None
+    client_barcode: str | None = None
+    client_denomination: str | None = None
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    """What ``handle_callback`` did; ``status_code`` is the HTTP answer to give 4WS."""
+
+    status_code: int
+    operation: Operation | None
+    applied: bool  # False for duplicates and late callbacks (no-ops)
+    message: str
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """Outcome of one ``reconcile`` pass."""
+
+    succeeded: list[Operation] = field(default_factory=list)
+    failed: list[Operation] = field(default_factory=list)
+    manual_review: list[Operation] = field(default_factory=list)
+    still_pending: list[Operation] = field(default_factory=list)
+    expired_reservations: int = 0

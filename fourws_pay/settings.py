@@ -1,0 +1,156 @@
+"""Configuration: one ``Settings`` model, from keyword arguments or ``FOURWS_*`` variables.
+
+``Settings(...)`` takes keyword arguments only and never reads the environment, so tests are
+not at the mercy of a developer's shell; ``Settings.from_env()`` reads ``FOURWS_<FIELD>`` (field
+name in upper case: ``FOURWS_APPLICATION_ID``, ``FOURWS_PASSWORD``, ``FOURWS_CMD_GET_GIFTCARD``)
+and lets keyword arguments override it.
+
+The 4WS reference does not show every ``cmd`` name, parameter name or Data management path;
+the defaults below are the reference's [inferred] guesses and are settings precisely so that
+a tenant that differs needs no code change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from fourws_pay.errors import ConfigurationError
+
+ENV_PREFIX = "FOURWS_"
+
+
+class RetryPolicy(BaseModel):
+    """How idempotent reads are retried (balance-changing POSTs never are, once sent).
+
+    Waits grow as ``backoff_base * 2**(attempt-1)`` capped at ``backoff_max``, with full
+    jitter; a ``Retry-After`` from 4WS wins when present, capped at ``retry_after_cap``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    backoff_base: float = Field(default=0.25, ge=0)
+    backoff_max: float = Field(default=8.0, ge=0)
+    retry_after_cap: float = Field(default=60.0, ge=0)
+
+
+class Settings(BaseModel):
+    """Everything fourws-pay needs to talk to one 4WS tenant and to run payments.
+
+    Secrets (``password``) are ``SecretStr``: they print as ``**********`` in ``repr`` and
+    logs, and are revealed only when a request header is built.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    # Where 4WS lives. The reference never shows a host; it is handed over per tenant.
+    documents_base_url: str = "http://127.0.0.1:8765"
+    data_base_url: str | None = None  # Data management API; defaults to documents_base_url
+
+    # Documents API credentials, sent as headers on every call (README §3 of the reference).
+    application_id: str = ""
+    namespace: str = ""
+    language_id: str = "EN"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    company_id: str = ""
+    site_id: str = ""
+    load_roles: bool = True
+    entity_code: str = ""  # this shop's entity; cards with flgNetworkUsage=N must match it
+
+    # HTTP behaviour.
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=15.0, gt=0)
+    retry: RetryPolicy = RetryPolicy()
+
+    # Documents API cmd names ([inferred] where the reference does not show them).
+    cmd_get_giftcard: str = "getGiftcard_v1"
+    cmd_update_giftcard: str = "updateGiftcard_v1"
+    cmd_generate_giftcards: str = "generateGiftcards_v1"
+    cmd_giftcard_pdf: str = "generateGiftcardPdf_v1"
+    cmd_loyalty_vouchers: str = "getLoyaltyVouchers_v1"
+    cmd_loyalty_vouchers_between: str = "getLoyaltyVouchersByInterval_v1"
+    cmd_last_loyalty_vouchers: str = "getLastLoyaltyVouchers_v1"
+    # Query parameter names ([inferred] where not shown).
+    param_giftcard_barcode: str = "barcode"
+    param_card_barcode: str = "cardBarcode"
+    param_interval_start: str = "startDate"
+    param_interval_end: str = "endDate"
+    param_last_from: str = "fromDateTime"
+    # updateGiftcard is documented as text/plain with a JS literal; we send strict JSON
+    # (also a valid JS literal) under this content type.
+    update_giftcard_content_type: str = "text/plain"
+
+    # Data management API paths ([inferred] except insert barcode, which is documented).
+    path_login: str = "/api/v1/login"
+    path_insert_barcode: str = "/api/v1/products/{item_code}/barcodes"
+    path_sku_from_barcode: str = "/api/v1/barcodes/{barcode}"
+    path_delete_barcode: str = "/api/v1/products/{item_code}/barcodes/{barcode}"
+    path_generate_missing_barcodes: str = "/api/v1/products/{item_code}/barcodes/generate"
+    token_refresh_margin: float = Field(default=30.0, ge=0)  # seconds before expiry
+
+    # Payments.
+    reservation_ttl: float = Field(default=900.0, gt=0)  # seconds a hold lives
+    callback_base_url: str = "http://127.0.0.1:8000/fourws/callback"
+    callback_timeout: float = Field(default=600.0, gt=0)  # seconds to wait for 4WS's callback
+    reconcile_window: float = Field(default=3600.0, gt=0)  # then manual review
+    check_cache_ttl: float = Field(default=5.0, ge=0)  # 0 disables the check() cache
+    forfeit_partial_remainder: bool = False  # flgPartiallyUsage=N: allow spending less
+    ledger_url: str = "sqlite:///fourws-pay-ledger.db"
+    throttle_window: float = Field(default=600.0, gt=0)
+    throttle_limit: int = Field(default=10, ge=1)
+
+    @field_validator("documents_base_url", "data_base_url", "callback_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def data_url(self) -> str:
+        """Base URL of the Data management API."""
+        return self.data_base_url or self.documents_base_url
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from ``FOURWS_*`` variables, then ``overrides``.
+
+        Retry fields are ``FOURWS_RETRY_MAX_ATTEMPTS`` and so on. Raises
+        ``ConfigurationError`` naming the offending variable, never the secret's value.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        retry: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if name == "retry":
+                for sub in RetryPolicy.model_fields:
+                    sub_key = f"{ENV_PREFIX}RETRY_{sub.upper()}"
+                    if sub_key in env:
+                        retry[sub] = env[sub_key]
+            elif key in env:
+                values[name] = env[key]
+        if retry:
+            values["retry"] = retry
+        values.update(overrides)
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **values: Any) -> Settings:
+        """Like ``Settings(**values)`` but raising ``ConfigurationError`` on bad values."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid fourws-pay settings: {problems}") from None
