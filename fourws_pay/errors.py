@@ -86,7 +86,7 @@ class ConnectError(TransportError):
     request_sent = False
 
 
-class TimeoutError(TransportError):  # noqa: A001 - mirrors httpx's naming inside our namespace
+class TimeoutError(TransportError):
     """No answer within the configured timeout."""
 
 
@@ -107,9 +107,7 @@ class APIError(FourWSError):
     was wrong with the answer.
     """
 
-    def __init__(
-        self, message: str, *, endpoint: str = "", status_code: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, endpoint: str = "", status_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.endpoint = endpoint

@@ -25,7 +25,7 @@ def to_decimal(value: object, *, what: str = "amount") -> Decimal:
 
     Floats are refused: ``0.1`` is not a price. Booleans are refused too (``True == 1``).
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise InvalidAmountError(
             f"{what} must be a Decimal, int or numeric string, not {type(value).__name__}"
         )

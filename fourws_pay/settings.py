@@ -119,9 +119,7 @@ class Settings(BaseModel):
         return self.data_base_url or self.documents_base_url
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``FOURWS_*`` variables, then ``overrides``.
 
         Retry fields are ``FOURWS_RETRY_MAX_ATTEMPTS`` and so on. Raises

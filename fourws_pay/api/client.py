@@ -152,8 +152,9 @@ class Client(_Surface):
 
     def generate_giftcards(self, item_code: str, count: int, callback: str) -> QueuedOperation:
         """Ask 4WS for ``count`` new barcodes, delivered later to ``callback``."""
-        return self.run(self._core.generate_giftcards(
-            self._generate_request(item_code, count, callback)))
+        return self.run(
+            self._core.generate_giftcards(self._generate_request(item_code, count, callback))
+        )
 
     def giftcard_pdf(self, barcodes: Iterable[str], callback: str | None = None) -> GiftCardPdf:
         """Request a printable PDF of the cards: a URL now, or a queue id and a callback."""
@@ -290,8 +291,9 @@ class AsyncClient(_Surface):
         self, item_code: str, count: int, callback: str
     ) -> QueuedOperation:
         """See ``Client.generate_giftcards``."""
-        return await self.run(self._core.generate_giftcards(
-            self._generate_request(item_code, count, callback)))
+        return await self.run(
+            self._core.generate_giftcards(self._generate_request(item_code, count, callback))
+        )
 
     async def giftcard_pdf(
         self, barcodes: Iterable[str], callback: str | None = None

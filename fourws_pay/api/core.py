@@ -229,9 +229,7 @@ def require_success(body: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
             str(message)[:500] if message is not None else "4WS reported a failure",
             endpoint=endpoint.name,
         )
-    raise MalformedResponseError(
-        "4WS answer has no boolean 'success'", endpoint=endpoint.name
-    )
+    raise MalformedResponseError("4WS answer has no boolean 'success'", endpoint=endpoint.name)
 
 
 class ClientCore:
@@ -246,7 +244,7 @@ class ClientCore:
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._rng = rng or random.Random()
         self._token_lock = threading.Lock()
         self._tokens: cachetools.TLRUCache[str, LoginToken] = cachetools.TLRUCache(
             maxsize=1, ttu=self._token_expiry, timer=self.clock.monotonic
@@ -307,7 +305,10 @@ class ClientCore:
             headers["Content-Type"] = "application/json"
             content = wirejson.dumps(body).encode()
         return httpx.Request(
-            method, f"{self.settings.data_url}{path}", headers=headers, content=content,
+            method,
+            f"{self.settings.data_url}{path}",
+            headers=headers,
+            content=content,
             params=params,
         )
 
@@ -339,8 +340,13 @@ class ClientCore:
             wait: float | None = None
             if isinstance(outcome, httpx.HTTPError):
                 error = _transport_error(endpoint, outcome)
-                log.warning("fourws_pay.http.error", **fields, error=str(error),
-                            attempt=attempt, duration_ms=duration_ms)
+                log.warning(
+                    "fourws_pay.http.error",
+                    **fields,
+                    error=str(error),
+                    attempt=attempt,
+                    duration_ms=duration_ms,
+                )
                 if endpoint.idempotent or not error.request_sent:
                     wait = backoff(policy, attempt, self._rng)
                 else:
@@ -351,8 +357,13 @@ class ClientCore:
                 raise RuntimeError("flow resumed without an outcome")  # driver bug
             else:
                 response = outcome
-                log.debug("fourws_pay.http.request", **fields, status=response.status_code,
-                          attempt=attempt, duration_ms=duration_ms)
+                log.debug(
+                    "fourws_pay.http.request",
+                    **fields,
+                    status=response.status_code,
+                    attempt=attempt,
+                    duration_ms=duration_ms,
+                )
                 if response.status_code == 401 and token is not None and not relogged:
                     relogged = True
                     attempt -= 1
@@ -384,8 +395,13 @@ class ClientCore:
                         wait = asked if asked is not None else backoff(policy, attempt, self._rng)
             if wait is None or attempt >= policy.max_attempts:
                 raise error
-            log.info("fourws_pay.http.retry_scheduled", **fields, attempt=attempt,
-                     wait=round(wait, 3), error=type(error).__name__)
+            log.info(
+                "fourws_pay.http.retry_scheduled",
+                **fields,
+                attempt=attempt,
+                wait=round(wait, 3),
+                error=type(error).__name__,
+            )
             yield Sleep(wait)
 
     # -------------------------------------------------------------------- bearer tokens
@@ -446,9 +462,11 @@ class ClientCore:
             body = require_success(json_body(response, GET_GIFTCARD), GET_GIFTCARD)
             return parse_model(GiftCard, body.get("giftcard"), endpoint=GET_GIFTCARD.name)
 
-        return (yield from self.exchange(
-            GET_GIFTCARD, build, parse, log_fields={"barcode": mask_barcode(barcode)}
-        ))
+        return (
+            yield from self.exchange(
+                GET_GIFTCARD, build, parse, log_fields={"barcode": mask_barcode(barcode)}
+            )
+        )
 
     def update_giftcard(self, update: GiftCardUpdate) -> Flow[QueuedOperation]:
         if not isinstance(update, GiftCardUpdate):
@@ -458,15 +476,24 @@ class ClientCore:
 
         def build(_: LoginToken | None) -> httpx.Request:
             return self.documents_request(
-                "POST", s.cmd_update_giftcard, body=body,
+                "POST",
+                s.cmd_update_giftcard,
+                body=body,
                 content_type=s.update_giftcard_content_type,
             )
 
-        return (yield from self.exchange(
-            UPDATE_GIFTCARD, build, self._queued(UPDATE_GIFTCARD),
-            log_fields={"barcode": mask_barcode(update.barcode), "kind": update.kind,
-                        "amount": str(update.amount)},
-        ))
+        return (
+            yield from self.exchange(
+                UPDATE_GIFTCARD,
+                build,
+                self._queued(UPDATE_GIFTCARD),
+                log_fields={
+                    "barcode": mask_barcode(update.barcode),
+                    "kind": update.kind,
+                    "amount": str(update.amount),
+                },
+            )
+        )
 
     def generate_giftcards(self, request: GenerateGiftCardsRequest) -> Flow[QueuedOperation]:
         s = self.settings
@@ -475,10 +502,14 @@ class ClientCore:
         def build(_: LoginToken | None) -> httpx.Request:
             return self.documents_request("POST", s.cmd_generate_giftcards, body=body)
 
-        return (yield from self.exchange(
-            GENERATE_GIFTCARDS, build, self._queued(GENERATE_GIFTCARDS),
-            log_fields={"item_code": request.item_code, "count": request.giftcards},
-        ))
+        return (
+            yield from self.exchange(
+                GENERATE_GIFTCARDS,
+                build,
+                self._queued(GENERATE_GIFTCARDS),
+                log_fields={"item_code": request.item_code, "count": request.giftcards},
+            )
+        )
 
     def giftcard_pdf(self, barcodes: Iterable[str], callback: str | None) -> Flow[GiftCardPdf]:
         codes = [_require_text(b, "barcode") for b in barcodes]
@@ -496,8 +527,9 @@ class ClientCore:
             body = require_success(json_body(response, GIFTCARD_PDF), GIFTCARD_PDF)
             return parse_model(GiftCardPdf, body, endpoint=GIFTCARD_PDF.name)
 
-        return (yield from self.exchange(GIFTCARD_PDF, build, parse,
-                                         log_fields={"count": len(codes)}))
+        return (
+            yield from self.exchange(GIFTCARD_PDF, build, parse, log_fields={"count": len(codes)})
+        )
 
     def voucher_page(
         self, endpoint: Endpoint, cmd: str, params: dict[str, str], start: int
@@ -539,9 +571,7 @@ class ClientCore:
             params[s.param_card_barcode] = card_barcode
         return LOYALTY_VOUCHERS_BETWEEN, s.cmd_loyalty_vouchers_between, params
 
-    def last_loyalty_vouchers_query(
-        self, since: datetime
-    ) -> tuple[Endpoint, str, dict[str, str]]:
+    def last_loyalty_vouchers_query(self, since: datetime) -> tuple[Endpoint, str, dict[str, str]]:
         if since.tzinfo is None:
             raise InvalidInputError("since must be a timezone-aware datetime")
         s = self.settings
@@ -572,10 +602,14 @@ class ClientCore:
                 inner = {"barcode": inner}
             return parse_model(InsertedBarcode, inner, endpoint=INSERT_BARCODE.name)
 
-        return (yield from self.exchange(
-            INSERT_BARCODE, build, parse,
-            log_fields={"item_code": item_code, "barcode": mask_barcode(barcode.barcode)},
-        ))
+        return (
+            yield from self.exchange(
+                INSERT_BARCODE,
+                build,
+                parse,
+                log_fields={"item_code": item_code, "barcode": mask_barcode(barcode.barcode)},
+            )
+        )
 
     def sku_from_barcode(self, barcode: str) -> Flow[Sku]:
         path = self.settings.path_sku_from_barcode.format(barcode=_path_part(barcode))
@@ -588,9 +622,11 @@ class ClientCore:
             inner = data.get("sku") or data.get("product") or data
             return parse_model(Sku, inner, endpoint=SKU_FROM_BARCODE.name)
 
-        return (yield from self.exchange(
-            SKU_FROM_BARCODE, build, parse, log_fields={"barcode": mask_barcode(barcode)}
-        ))
+        return (
+            yield from self.exchange(
+                SKU_FROM_BARCODE, build, parse, log_fields={"barcode": mask_barcode(barcode)}
+            )
+        )
 
     def delete_barcode(
         self, item_code: str, barcode: str, *, ignore_movements: bool = False
@@ -607,17 +643,19 @@ class ClientCore:
             if response.content.strip():
                 _data_success(json_body(response, DELETE_BARCODE), DELETE_BARCODE)
 
-        return (yield from self.exchange(
-            DELETE_BARCODE, build, parse,
-            log_fields={"item_code": item_code, "barcode": mask_barcode(barcode)},
-        ))
+        return (
+            yield from self.exchange(
+                DELETE_BARCODE,
+                build,
+                parse,
+                log_fields={"item_code": item_code, "barcode": mask_barcode(barcode)},
+            )
+        )
 
     def generate_missing_barcodes(
         self, item_code: str, dimensions: dict[str, str] | None
     ) -> Flow[list[InsertedBarcode]]:
-        path = self.settings.path_generate_missing_barcodes.format(
-            item_code=_path_part(item_code)
-        )
+        path = self.settings.path_generate_missing_barcodes.format(item_code=_path_part(item_code))
         body = dict(dimensions or {})
 
         def build(token: LoginToken | None) -> httpx.Request:
@@ -637,9 +675,11 @@ class ClientCore:
                 for item in items
             ]
 
-        return (yield from self.exchange(
-            GENERATE_MISSING_BARCODES, build, parse, log_fields={"item_code": item_code}
-        ))
+        return (
+            yield from self.exchange(
+                GENERATE_MISSING_BARCODES, build, parse, log_fields={"item_code": item_code}
+            )
+        )
 
     # ------------------------------------------------------------------------ helpers
 
@@ -655,8 +695,9 @@ class ClientCore:
 def _data_success(body: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     """Data management bodies: trust the status, but a ``success: false`` is still a failure."""
     if body.get("success") is False:
-        raise APIFailure(str(body.get("message") or "4WS reported a failure"),
-                         endpoint=endpoint.name)
+        raise APIFailure(
+            str(body.get("message") or "4WS reported a failure"), endpoint=endpoint.name
+        )
     return body
 
 
