@@ -53,8 +53,12 @@ TERMINAL_OPERATION_STATES = frozenset(
     {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
 )
 IN_FLIGHT_OPERATION_STATES = frozenset(
-    {OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED,
-     OperationState.UNKNOWN}
+    {
+        OperationState.PREPARED,
+        OperationState.SENDING,
+        OperationState.ENQUEUED,
+        OperationState.UNKNOWN,
+    }
 )
 
 RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
@@ -69,8 +73,12 @@ RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
 OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
     OperationState.PREPARED: frozenset({OperationState.SENDING, OperationState.FAILED}),
     OperationState.SENDING: frozenset(
-        {OperationState.ENQUEUED, OperationState.FAILED, OperationState.UNKNOWN,
-         OperationState.SUCCEEDED}
+        {
+            OperationState.ENQUEUED,
+            OperationState.FAILED,
+            OperationState.UNKNOWN,
+            OperationState.SUCCEEDED,
+        }
     ),
     OperationState.ENQUEUED: frozenset(
         {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.UNKNOWN}
@@ -183,9 +191,9 @@ class Operation:
     queue_id: str | None = None
     balance_before: Decimal | None = None
     parent_id: str | None = None
-    refunded_amount: Decimal = Decimal(0)
     message: str | None = None
     callback_id: str | None = None
+    settled_at: datetime | None = None
 
     @property
     def masked_barcode(self) -> str:

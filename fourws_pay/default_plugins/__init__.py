@@ -1,0 +1,1 @@
+"""Plugins shipped inside fourws-pay and registered by default."""

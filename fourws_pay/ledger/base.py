@@ -1,0 +1,99 @@
+"""The ledger store protocol: durable reservations and operations.
+
+The provider needs very little from a store, and says exactly what:
+
+- ``card_transaction(barcode)``: a transaction that is also the *per-card critical section*.
+  Two transactions on the same card never interleave (SQLite: ``BEGIN IMMEDIATE``;
+  PostgreSQL: ``pg_advisory_xact_lock``; MariaDB: ``SELECT … FOR UPDATE`` on a card row;
+  Redis: a WATCH/MULTI or Lua script per card key). No HTTP call is ever made while it is
+  open: the provider reads 4WS first, then decides under the lock.
+- compare-and-set updates (``update_*`` with the expected current state) so that every state
+  change is one-way and a lost race is detected instead of overwriting (invariant 5);
+- plain reads outside any transaction for listings and callbacks.
+
+Everything is synchronous; the async provider calls stores inline (a SQLite transaction
+here takes tens of microseconds). Amounts are Decimal, times aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from fourws_pay.payments.models import (
+    Operation,
+    OperationKind,
+    OperationState,
+    Reservation,
+    ReservationState,
+)
+
+
+class LedgerTransaction(Protocol):
+    """Reads and writes inside one store transaction."""
+
+    def reservations_for_card(
+        self, barcode: str, states: Iterable[ReservationState]
+    ) -> list[Reservation]: ...
+
+    def operations_for_card(
+        self, barcode: str, states: Iterable[OperationState]
+    ) -> list[Operation]: ...
+
+    def operations_settled_since(self, barcode: str, since: datetime) -> list[Operation]:
+        """Succeeded operations on the card settled at or after ``since``."""
+        ...
+
+    def get_reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def get_operation(self, operation_id: str) -> Operation | None: ...
+
+    def operations_for_reservation(self, reservation_id: str) -> list[Operation]: ...
+
+    def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]: ...
+
+    def insert_reservation(self, reservation: Reservation) -> None: ...
+
+    def insert_operation(self, operation: Operation) -> None: ...
+
+    def update_reservation(self, reservation: Reservation, expected: ReservationState) -> bool:
+        """Write ``reservation`` if its stored state is still ``expected``; say if it did."""
+        ...
+
+    def update_operation(self, operation: Operation, expected: OperationState) -> bool:
+        """Write ``operation`` if its stored state is still ``expected``; say if it did."""
+        ...
+
+
+class LedgerStore(Protocol):
+    """A durable home for reservations and operations."""
+
+    def card_transaction(self, barcode: str) -> AbstractContextManager[LedgerTransaction]:
+        """Open a transaction holding the per-card critical section for ``barcode``."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
+        """Open a write transaction with no card lock (state changes that use CAS only)."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[LedgerTransaction]:
+        """A consistent read-only view (``check`` uses it; it takes no write lock)."""
+        ...
+
+    def get_reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def get_operation(self, operation_id: str) -> Operation | None: ...
+
+    def list_reservations(
+        self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
+    ) -> list[Reservation]: ...
+
+    def list_operations(
+        self,
+        states: Iterable[OperationState] | None = None,
+        kind: OperationKind | None = None,
+    ) -> list[Operation]: ...
+
+    def close(self) -> None: ...

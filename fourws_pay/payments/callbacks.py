@@ -1,0 +1,79 @@
+"""The 4WS callback receiver as a plain ASGI app (no web framework needed).
+
+Mount it under the path that ``Settings.callback_base_url`` points to; 4WS then POSTs to
+``<base>/<operation id>/<token>``. Answers: 200 for applied, duplicate and late callbacks
+(so 4WS stops retrying), 4xx with no write for forged, unknown or malformed ones, 405 for
+other methods. Bodies over 64 KiB are refused before parsing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fourws_pay.errors import CallbackRejected
+from fourws_pay.logs import get_logger
+from fourws_pay.payments.models import CallbackResult
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY = 64 * 1024
+log = get_logger()
+
+
+class CallbackApp:
+    """ASGI app around a ``handle_callback(path, body)`` function."""
+
+    def __init__(self, handle: Callable[[str, bytes], CallbackResult]) -> None:
+        self._handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope.get("method") != "POST":
+            await _respond(send, 405, {"success": False, "message": "POST only"})
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_BODY:
+                await _respond(send, 413, {"success": False, "message": "body too large"})
+                return
+        path = scope.get("root_path", "") + scope.get("path", "")
+        try:
+            result = self._handle(path, bytes(body))
+        except CallbackRejected as exc:
+            log.warning("fourws_pay.callback.rejected", status=exc.status_code, reason=str(exc))
+            await _respond(send, exc.status_code, {"success": False, "message": str(exc)})
+            return
+        await _respond(send, result.status_code, {"success": True, "message": result.message})
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,875 @@
+"""The gift-card provider's logic, written once for both twins (sans-I/O).
+
+Every public action is a *flow*: a generator that yields the 4WS calls it needs
+(``ReadCard``, ``PostUpdate``) and receives their results (or has their typed errors thrown
+into it). ``GiftCardPayments`` and ``AsyncGiftCardPayments`` only execute those effects.
+Ledger work happens inline: stores are synchronous and fast, and no store transaction is
+ever open across a yield, i.e. across an HTTP call.
+
+How money stays safe (DESIGN.md §5):
+
+- *held* on a card = active, unexpired reservations + reservations whose capture is in
+  flight or under manual review (they never expire) + captures settled since the card was
+  read (4WS's balance may not show them yet). ``available = balance − held`` (inv. 2, 7).
+- reserve and capture read the card fresh, then decide under the per-card transaction
+  (inv. 2, 10); ``check`` may use a short cache because it promises nothing.
+- capture writes the operation (``prepared``), commits, marks it ``sending``, commits, and
+  only then posts (inv. 4); one balance-changing operation per card is in flight at a time,
+  so that ``reconcile`` can read the outcome off the balance (inv. 3, 6).
+- an ambiguous POST leaves the operation ``unknown``; nothing re-posts it (inv. 3);
+  ``reconcile`` decides from ``balance_before`` versus the current balance, and after
+  ``reconcile_window`` gives up to ``manual_review`` rather than guess.
+- callbacks must present the operation's secret (constant-time compare) and only move
+  operations that await them; terminal states never change (inv. 5, 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from fourws_pay.api import wirejson
+from fourws_pay.api.models import GiftCard, GiftCardUpdate, QueuedOperation, UpdateGiftCardResult
+from fourws_pay.clock import Clock
+from fourws_pay.errors import (
+    AmbiguousOutcomeError,
+    APIFailure,
+    CallbackRejected,
+    FourWSError,
+    InvalidAmountError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundInLedgerError,
+    PaymentRefused,
+)
+from fourws_pay.logs import get_logger, mask_barcode
+from fourws_pay.money import positive_amount, to_decimal
+from fourws_pay.payments.crash import crash_point
+from fourws_pay.payments.models import (
+    IN_FLIGHT_OPERATION_STATES,
+    CallbackResult,
+    CartSnapshot,
+    Decision,
+    EventKind,
+    Operation,
+    OperationKind,
+    OperationState,
+    PaymentEvent,
+    ReconcileReport,
+    RefusalReason,
+    Reservation,
+    ReservationState,
+)
+from fourws_pay.payments.rules import (
+    UNIFORM_REASONS,
+    PaymentRequest,
+    evaluate,
+    forfeited_amount,
+    public_message,
+)
+from fourws_pay.payments.throttle import LookupThrottle
+from fourws_pay.settings import Settings
+
+if TYPE_CHECKING:
+    from fourws_pay.ledger.base import LedgerStore, LedgerTransaction
+
+T = TypeVar("T")
+log = get_logger()
+
+HOLDING_OPERATION_STATES = IN_FLIGHT_OPERATION_STATES | {OperationState.MANUAL_REVIEW}
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    """Effect: Get Giftcard. ``cached`` allows the short ``check`` cache."""
+
+    barcode: str
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class PostUpdate:
+    """Effect: updateGiftcard (the balance-changing POST)."""
+
+    update: GiftCardUpdate
+
+
+Effect = ReadCard | PostUpdate
+PaymentFlow = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """A card as read from 4WS, with the instant the read started (for *held*)."""
+
+    card: GiftCard | None
+    read_at: datetime
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_callback_path(path: str) -> tuple[str, str]:
+    """``…/<operation id>/<token>`` -> (operation id, token), or ``CallbackRejected``."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if len(parts) < 2 or not parts[-2].startswith("op_"):
+        raise CallbackRejected("callback path does not name an operation", status_code=404)
+    return parts[-2], parts[-1]
+
+
+def _require_barcode(barcode: object) -> str:
+    if not isinstance(barcode, str) or not barcode.strip():
+        raise InvalidInputError("barcode must be a non-empty string")
+    text = barcode.strip()
+    if len(text) > 64 or not text.isprintable() or "/" in text:
+        raise InvalidInputError("barcode is not a valid gift card code")
+    return text
+
+
+def _require_currency(currency: object) -> str:
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
+    return currency.upper()
+
+
+def _requested_amount(amount: object) -> Decimal:
+    """Validate before any 4WS call; digits are checked against the card later."""
+    value = to_decimal(amount)
+    if value <= 0:
+        raise InvalidAmountError(f"amount must be greater than zero, got {value}")
+    return value
+
+
+class PaymentsCore:
+    """Rules + ledger + the 4WS effects they need. Drivers execute the effects."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: LedgerStore,
+        clock: Clock,
+        plugin_manager: pluggy.PluginManager,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.pm = plugin_manager
+        self.throttle = LookupThrottle(
+            window=settings.throttle_window, limit=settings.throttle_limit, clock=clock
+        )
+        # A crashed send is recognised after the longest a live send can take.
+        self.send_grace = timedelta(seconds=settings.connect_timeout + settings.read_timeout + 5)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def emit(
+        self,
+        kind: EventKind,
+        *,
+        reservation: Reservation | None = None,
+        operation: Operation | None = None,
+        message: str = "",
+        **details: Any,
+    ) -> None:
+        """Tell hosts (after the commit); a failing listener never breaks a payment."""
+        event = PaymentEvent(
+            kind=kind,
+            at=self.clock.now(),
+            reservation=reservation,
+            operation=operation,
+            message=message,
+            details=details,
+        )
+        subject = reservation or operation
+        barcode = subject.barcode if subject is not None else None
+        log.info(
+            f"fourws_pay.payments.{kind.value}",
+            barcode=mask_barcode(barcode) if barcode else None,
+            reservation_id=reservation.id if reservation else None,
+            operation_id=operation.id if operation else None,
+            state=operation.state.value if operation else None,
+            message=message,
+        )
+        try:
+            self.pm.hook.fourws_pay_payment_event(event=event)
+        except Exception as exc:
+            log.error(
+                "fourws_pay.payments.event_hook_failed", kind=kind.value, error=type(exc).__name__
+            )
+
+    def cart(self, order_ref: str) -> CartSnapshot | None:
+        result: CartSnapshot | None = self.pm.hook.fourws_pay_cart_snapshot(order_ref=order_ref)
+        return result
+
+    def callback_base_url(self) -> str:
+        url: str | None = self.pm.hook.fourws_pay_callback_base_url()
+        return (url or self.settings.callback_base_url).rstrip("/")
+
+    def read(self, barcode: str, *, cached: bool) -> PaymentFlow[CardRead]:
+        """Read a card; ``success: false`` from 4WS means "no such card" here."""
+        read_at = self.clock.now()
+        try:
+            result = yield ReadCard(barcode, cached=cached)
+        except APIFailure:
+            return CardRead(None, read_at)
+        if isinstance(result, CardRead):  # a cache hit carries its own read time
+            return result
+        assert isinstance(result, GiftCard)
+        return CardRead(result, read_at)
+
+    def held(
+        self,
+        tx: LedgerTransaction,
+        barcode: str,
+        now: datetime,
+        read_at: datetime,
+        exclude_reservation: str | None = None,
+    ) -> Decimal:
+        """What 4WS's balance for ``barcode`` does not reflect yet (module docstring)."""
+        holding_ops = [
+            op
+            for op in tx.operations_for_card(barcode, HOLDING_OPERATION_STATES)
+            if op.kind is OperationKind.CAPTURE
+        ]
+        pinned = {op.reservation_id for op in holding_ops}
+        total = Decimal(0)
+        for r in tx.reservations_for_card(barcode, [ReservationState.ACTIVE]):
+            if r.id == exclude_reservation:
+                continue
+            if r.expires_at > now or r.id in pinned:
+                total += r.amount
+        for op in tx.operations_settled_since(barcode, read_at):
+            if op.kind is OperationKind.CAPTURE and op.reservation_id != exclude_reservation:
+                total += op.amount
+        return total
+
+    def _request(
+        self, amount: Decimal, currency: str, now: datetime, allow_partial: bool
+    ) -> PaymentRequest:
+        return PaymentRequest(
+            amount=amount,
+            currency=currency,
+            now=now,
+            shop_entity_code=self.settings.entity_code,
+            allow_partial=allow_partial,
+            forfeit_partial_remainder=self.settings.forfeit_partial_remainder,
+        )
+
+    def _refused(self, decision: Decision, client_key: str | None) -> PaymentRefused:
+        if decision.reason in UNIFORM_REASONS:
+            self.throttle.record_failure(client_key)
+        assert decision.reason is not None
+        return PaymentRefused(
+            decision.reason, decision.message, public_message=decision.public_message
+        )
+
+    def _reservation(self, reservation_id: str) -> Reservation:
+        if not isinstance(reservation_id, str):
+            raise InvalidInputError("reservation id must be a string")
+        reservation = self.store.get_reservation(reservation_id)
+        if reservation is None:
+            raise NotFoundInLedgerError(f"no reservation {reservation_id!r}")
+        return reservation
+
+    def _operation(self, operation_id: str) -> Operation:
+        if not isinstance(operation_id, str):
+            raise InvalidInputError("operation id must be a string")
+        operation = self.store.get_operation(operation_id)
+        if operation is None:
+            raise NotFoundInLedgerError(f"no operation {operation_id!r}")
+        return operation
+
+    # ---------------------------------------------------------------------- check
+
+    def check(
+        self,
+        barcode: str,
+        amount: object,
+        currency: str,
+        client_key: str | None,
+        allow_partial: bool,
+    ) -> PaymentFlow[Decision]:
+        barcode = _require_barcode(barcode)
+        requested = _requested_amount(amount)
+        currency = _require_currency(currency)
+        self.throttle.check(client_key)
+        read = yield from self.read(barcode, cached=True)
+        now = self.clock.now()
+        with self.store.snapshot() as tx:
+            held = self.held(tx, barcode, now, read.read_at)
+        decision = evaluate(
+            read.card,
+            self._request(requested, currency, now, allow_partial),
+            held=held,
+            barcode=barcode,
+        )
+        if not decision.ok and decision.reason in UNIFORM_REASONS:
+            self.throttle.record_failure(client_key)
+        return decision
+
+    # -------------------------------------------------------------------- reserve
+
+    def reserve(
+        self,
+        barcode: str,
+        amount: object | None,
+        currency: str | None,
+        order_ref: str,
+        client_key: str | None,
+        allow_partial: bool,
+        ttl: float | None,
+    ) -> PaymentFlow[Reservation]:
+        barcode = _require_barcode(barcode)
+        if not isinstance(order_ref, str) or not order_ref.strip() or len(order_ref) > 200:
+            raise InvalidInputError("order_ref must be a non-empty string (max 200 chars)")
+        if amount is None or currency is None:
+            snapshot = self.cart(order_ref)
+            if snapshot is None:
+                raise InvalidInputError(
+                    "amount and currency are required (no plugin described this order)"
+                )
+            amount = snapshot.total if amount is None else amount
+            currency = snapshot.currency if currency is None else currency
+        requested = _requested_amount(amount)
+        currency = _require_currency(currency)
+        if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
+            raise InvalidInputError("ttl must be a positive number of seconds")
+        self.throttle.check(client_key)
+
+        read = yield from self.read(barcode, cached=False)
+        now = self.clock.now()
+        with self.store.card_transaction(barcode) as tx:
+            held = self.held(tx, barcode, now, read.read_at)
+            decision = evaluate(
+                read.card,
+                self._request(requested, currency, now, allow_partial),
+                held=held,
+                barcode=barcode,
+            )
+            reservation: Reservation | None = None
+            if decision.ok:
+                assert read.card is not None
+                expires_at = now + timedelta(seconds=ttl or self.settings.reservation_ttl)
+                if read.card.expiration_date is not None:
+                    expires_at = min(expires_at, read.card.expiration_date)
+                reservation = Reservation(
+                    id=f"res_{uuid.uuid4().hex}",
+                    barcode=barcode,
+                    amount=decision.usable_amount,
+                    currency=currency,
+                    decimals=decision.decimals,
+                    entity_code=read.card.entity_code or self.settings.entity_code,
+                    order_ref=order_ref,
+                    state=ReservationState.ACTIVE,
+                    created_at=now,
+                    expires_at=expires_at,
+                    forfeited=forfeited_amount(decision),
+                    updated_at=now,
+                )
+                tx.insert_reservation(reservation)
+                crash_point("reserve.before_commit")
+        if reservation is None:
+            raise self._refused(decision, client_key)
+        self.emit(EventKind.RESERVED, reservation=reservation)
+        return reservation
+
+    # -------------------------------------------------------------------- capture
+
+    def capture(self, reservation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+        reservation = self._reservation(reservation_id)
+        existing = self._existing_capture(reservation)
+        if existing is not None:
+            return existing
+        if reservation.state is not ReservationState.ACTIVE:
+            raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
+        if amount is None:
+            to_capture = reservation.amount
+        else:
+            to_capture = positive_amount(amount, reservation.decimals)
+            if to_capture > reservation.amount:
+                raise InvalidAmountError("cannot capture more than was reserved")
+            if reservation.forfeited > 0 and to_capture != reservation.amount:
+                raise InvalidAmountError("a one-go card is captured for its whole reservation")
+
+        read = yield from self.read(reservation.barcode, cached=False)
+        now = self.clock.now()
+        token = secrets.token_urlsafe(32)
+        refusal: Decision | None = None
+        with self.store.card_transaction(reservation.barcode) as tx:
+            current = tx.get_reservation(reservation.id)
+            assert current is not None
+            reservation = current
+            same = [
+                op
+                for op in tx.operations_for_reservation(reservation.id)
+                if op.state is not OperationState.FAILED
+            ]
+            if same:
+                return same[-1]  # a concurrent capture won; at most one POST per hold
+            self._require_capturable(tx, reservation, now)
+            held_others = self.held(
+                tx, reservation.barcode, now, read.read_at, exclude_reservation=reservation.id
+            )
+            decision = evaluate(
+                read.card,
+                PaymentRequest(
+                    amount=reservation.amount,
+                    currency=reservation.currency,
+                    now=now,
+                    shop_entity_code=self.settings.entity_code,
+                    allow_partial=False,
+                    forfeit_partial_remainder=reservation.forfeited > 0,
+                ),
+                held=held_others,
+                barcode=reservation.barcode,
+            )
+            if not decision.ok:
+                refusal = decision
+            else:
+                assert read.card is not None
+                operation = Operation(
+                    id=f"op_{uuid.uuid4().hex}",
+                    kind=OperationKind.CAPTURE,
+                    reservation_id=reservation.id,
+                    barcode=reservation.barcode,
+                    amount=to_capture,
+                    currency=reservation.currency,
+                    entity_code=read.card.entity_code or reservation.entity_code,
+                    state=OperationState.PREPARED,
+                    created_at=now,
+                    updated_at=now,
+                    deadline=now + timedelta(seconds=self.settings.callback_timeout),
+                    callback_token_hash=token_hash(token),
+                    balance_before=read.card.amount,
+                )
+                tx.insert_operation(operation)
+        if refusal is not None:
+            self.emit(
+                EventKind.CAPTURE_FAILED,
+                reservation=reservation,
+                message=f"re-check before capture refused: {refusal.message}",
+            )
+            raise PaymentRefused(
+                refusal.reason or RefusalReason.INSUFFICIENT_BALANCE,
+                f"capture refused: {refusal.message}",
+                public_message=refusal.public_message,
+            )
+        crash_point("capture.after_prepare")
+        return (yield from self._send(operation, reservation, token))
+
+    def _existing_capture(self, reservation: Reservation) -> Operation | None:
+        """Capturing twice returns the first capture (idempotent for retried requests)."""
+        with self.store.snapshot() as tx:
+            ops = [
+                op
+                for op in tx.operations_for_reservation(reservation.id)
+                if op.state is not OperationState.FAILED
+            ]
+        return ops[-1] if ops else None
+
+    def _require_capturable(
+        self, tx: LedgerTransaction, reservation: Reservation, now: datetime
+    ) -> None:
+        if reservation.state is not ReservationState.ACTIVE:
+            raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
+        if reservation.expires_at <= now:
+            raise InvalidStateError("reservation has expired")
+        self._require_card_idle(tx, reservation.barcode)
+
+    @staticmethod
+    def _require_card_idle(tx: LedgerTransaction, barcode: str) -> None:
+        if tx.operations_for_card(barcode, IN_FLIGHT_OPERATION_STATES):
+            raise InvalidStateError(
+                "another operation on this card is in flight; retry once it has settled"
+            )
+
+    def _send(
+        self, operation: Operation, reservation: Reservation, token: str
+    ) -> PaymentFlow[Operation]:
+        """prepared -> sending (committed) -> POST -> enqueued | unknown | failed."""
+        now = self.clock.now()
+        sending = replace(operation, state=OperationState.SENDING, updated_at=now)
+        with self.store.transaction() as tx:
+            if not tx.update_operation(sending, OperationState.PREPARED):
+                raise InvalidStateError("operation changed before it was sent")
+        crash_point(
+            "capture.after_sending"
+            if operation.kind is OperationKind.CAPTURE
+            else "refund.after_sending"
+        )
+        cart = self.cart(reservation.order_ref)
+        update = GiftCardUpdate(
+            entity_code=operation.entity_code,
+            barcode=operation.barcode,
+            amount=operation.signed_amount,
+            decimals=reservation.decimals,
+            callback=f"{self.callback_base_url()}/{operation.id}/{token}",
+            payload={"operation_id": operation.id, "order_ref": reservation.order_ref},
+            client_code=cart.client_code if cart else None,
+            client_barcode=cart.client_barcode if cart else None,
+            client_denomination=cart.client_denomination if cart else None,
+        )
+        try:
+            queued: QueuedOperation = yield PostUpdate(update)
+        except AmbiguousOutcomeError as exc:
+            unknown = self._transition(
+                sending.id, OperationState.SENDING, state=OperationState.UNKNOWN, message=str(exc)
+            )
+            return unknown or self._operation(sending.id)
+        except FourWSError as exc:
+            failed = self._transition(
+                sending.id,
+                OperationState.SENDING,
+                state=OperationState.FAILED,
+                message=str(exc)[:500],
+            )
+            self.emit(
+                EventKind.CAPTURE_FAILED
+                if operation.kind is OperationKind.CAPTURE
+                else EventKind.REFUND_FAILED,
+                reservation=reservation,
+                operation=failed,
+                message=str(exc)[:200],
+            )
+            raise
+        crash_point("capture.after_post")
+        enqueued = self._transition(
+            sending.id,
+            OperationState.SENDING,
+            state=OperationState.ENQUEUED,
+            queue_id=queued.queue_id,
+        )
+        if enqueued is None:  # the callback came first and settled it: keep its verdict
+            current = self._operation(sending.id)
+            if current.queue_id is None:
+                with self.store.transaction() as tx:
+                    tx.update_operation(replace(current, queue_id=queued.queue_id), current.state)
+            return self._operation(sending.id)
+        if operation.kind is OperationKind.CAPTURE:
+            self.emit(EventKind.CAPTURED, reservation=reservation, operation=enqueued)
+        return enqueued
+
+    def _transition(
+        self, operation_id: str, expected: OperationState, **changes: Any
+    ) -> Operation | None:
+        """CAS one operation; None if it was no longer in ``expected``."""
+        with self.store.transaction() as tx:
+            current = tx.get_operation(operation_id)
+            if current is None or current.state is not expected:
+                return None
+            updated = replace(current, updated_at=self.clock.now(), **changes)
+            return updated if tx.update_operation(updated, expected) else None
+
+    # -------------------------------------------------------------------- release
+
+    def release(self, reservation_id: str) -> Reservation:
+        reservation = self._reservation(reservation_id)
+        now = self.clock.now()
+        with self.store.card_transaction(reservation.barcode) as tx:
+            current = tx.get_reservation(reservation.id)
+            assert current is not None
+            if current.state in (ReservationState.RELEASED, ReservationState.EXPIRED):
+                return current
+            if current.state is ReservationState.CAPTURED:
+                raise InvalidStateError("reservation was captured; refund it instead")
+            ops = [
+                op
+                for op in tx.operations_for_reservation(current.id)
+                if op.state is not OperationState.FAILED
+            ]
+            if ops:
+                raise InvalidStateError("a capture of this reservation is in progress")
+            target = (
+                ReservationState.EXPIRED if current.expires_at <= now else ReservationState.RELEASED
+            )
+            updated = current.with_state(target, now)
+            if not tx.update_reservation(updated, ReservationState.ACTIVE):
+                raise InvalidStateError("reservation changed concurrently")
+        self.emit(
+            EventKind.RELEASED if target is ReservationState.RELEASED else EventKind.EXPIRED,
+            reservation=updated,
+        )
+        return updated
+
+    # --------------------------------------------------------------------- refund
+
+    def refund(self, operation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+        parent = self._operation(operation_id)
+        if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
+            raise InvalidStateError("only a settled capture can be refunded")
+        reservation = self._reservation(parent.reservation_id)
+        requested = None if amount is None else positive_amount(amount, reservation.decimals)
+
+        read = yield from self.read(parent.barcode, cached=False)
+        if read.card is None:
+            raise PaymentRefused(
+                RefusalReason.NOT_FOUND,
+                "card not found at 4WS for refund",
+                public_message=public_message(RefusalReason.NOT_FOUND),
+            )
+        now = self.clock.now()
+        token = secrets.token_urlsafe(32)
+        with self.store.card_transaction(parent.barcode) as tx:
+            refunds = [
+                op
+                for op in tx.children_of(parent.id, OperationKind.REFUND)
+                if op.state is not OperationState.FAILED
+            ]
+            refundable = parent.amount - sum((op.amount for op in refunds), Decimal(0))
+            to_refund = refundable if requested is None else requested
+            if to_refund <= 0:
+                raise InvalidAmountError("nothing left to refund on this capture")
+            if to_refund > refundable:
+                raise InvalidAmountError(
+                    f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
+                )
+            self._require_card_idle(tx, parent.barcode)
+            operation = Operation(
+                id=f"op_{uuid.uuid4().hex}",
+                kind=OperationKind.REFUND,
+                reservation_id=parent.reservation_id,
+                barcode=parent.barcode,
+                amount=to_refund,
+                currency=parent.currency,
+                entity_code=parent.entity_code,
+                state=OperationState.PREPARED,
+                created_at=now,
+                updated_at=now,
+                deadline=now + timedelta(seconds=self.settings.callback_timeout),
+                callback_token_hash=token_hash(token),
+                balance_before=read.card.amount,
+                parent_id=parent.id,
+            )
+            tx.insert_operation(operation)
+        return (yield from self._send(operation, reservation, token))
+
+    # ------------------------------------------------------------------- callbacks
+
+    def handle_callback(self, path: str, body: bytes) -> CallbackResult:
+        """Apply a 4WS callback; forged/unknown/malformed ones raise ``CallbackRejected``."""
+        if not isinstance(path, str) or not isinstance(body, bytes | bytearray):
+            raise CallbackRejected("callback needs a path and a bytes body")
+        operation_id, token = parse_callback_path(path)
+        operation = self.store.get_operation(operation_id)
+        if operation is None:
+            raise CallbackRejected("unknown operation", status_code=404)
+        if not hmac.compare_digest(token_hash(token), operation.callback_token_hash):
+            raise CallbackRejected("callback token does not match", status_code=403)
+        result = self._parse_callback(bytes(body), operation_id)
+        now = self.clock.now()
+        with self.store.card_transaction(operation.barcode) as tx:
+            current = tx.get_operation(operation_id)
+            assert current is not None
+            verdict = OperationState.SUCCEEDED if result.success else OperationState.FAILED
+            if current.state in (
+                OperationState.SUCCEEDED,
+                OperationState.FAILED,
+                OperationState.MANUAL_REVIEW,
+            ):
+                duplicate = current.state is verdict
+                conflict = None if duplicate else current
+                applied = None
+            elif current.state is OperationState.PREPARED:
+                raise CallbackRejected("operation was never sent", status_code=409)
+            else:
+                conflict = None
+                duplicate = False
+                applied = replace(
+                    current,
+                    state=verdict,
+                    updated_at=now,
+                    settled_at=now,
+                    callback_id=result.id or result.queue_id,
+                    message=None if result.success else (result.message or "failed")[:500],
+                )
+                if not tx.update_operation(applied, current.state):
+                    raise CallbackRejected("operation changed concurrently; retry", status_code=409)
+                reservation = tx.get_reservation(current.reservation_id)
+                if (
+                    result.success
+                    and current.kind is OperationKind.CAPTURE
+                    and reservation is not None
+                    and reservation.state is ReservationState.ACTIVE
+                ):
+                    captured = replace(
+                        reservation,
+                        state=ReservationState.CAPTURED,
+                        operation_id=current.id,
+                        updated_at=now,
+                    )
+                    tx.update_reservation(captured, ReservationState.ACTIVE)
+                crash_point("callback.before_commit")
+        if applied is not None:
+            self._emit_settlement(applied)
+            return CallbackResult(200, applied, True, f"operation {applied.state.value}")
+        if conflict is not None:
+            self.emit(
+                EventKind.ALERT,
+                operation=conflict,
+                message=f"callback says {verdict.value} but operation is "
+                f"{conflict.state.value}; left unchanged",
+            )
+            return CallbackResult(200, conflict, False, "conflicting callback ignored")
+        return CallbackResult(200, current, False, "duplicate callback ignored")
+
+    @staticmethod
+    def _parse_callback(body: bytes, operation_id: str) -> UpdateGiftCardResult:
+        try:
+            data = wirejson.loads(body)
+        except (ValueError, RecursionError):
+            raise CallbackRejected("callback body is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+            raise CallbackRejected("callback body has no boolean 'success'")
+        payload = data.get("payload")
+        if isinstance(payload, dict) and payload.get("operation_id") not in (None, operation_id):
+            raise CallbackRejected("callback payload names another operation")
+        try:
+            return UpdateGiftCardResult.model_validate(data)
+        except ValueError:
+            raise CallbackRejected("callback body does not match the documented shape") from None
+
+    def _emit_settlement(self, operation: Operation) -> None:
+        reservation = self.store.get_reservation(operation.reservation_id)
+        capture = operation.kind is OperationKind.CAPTURE
+        if operation.state is OperationState.SUCCEEDED:
+            kind = EventKind.SETTLED if capture else EventKind.REFUNDED
+        elif operation.state is OperationState.FAILED:
+            kind = EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED
+        else:
+            kind = EventKind.MANUAL_REVIEW
+        self.emit(
+            kind, reservation=reservation, operation=operation, message=operation.message or ""
+        )
+
+    # ------------------------------------------------------------ sweep, reconcile
+
+    def sweep(self) -> int:
+        """Mark holds past their expiry as expired (idempotent); returns how many."""
+        now = self.clock.now()
+        count = 0
+        for candidate in self.store.list_reservations([ReservationState.ACTIVE]):
+            if candidate.expires_at > now:
+                continue
+            with self.store.card_transaction(candidate.barcode) as tx:
+                current = tx.get_reservation(candidate.id)
+                if current is None or current.state is not ReservationState.ACTIVE:
+                    continue
+                if any(
+                    op.state in HOLDING_OPERATION_STATES
+                    for op in tx.operations_for_reservation(current.id)
+                ):
+                    continue  # a hold with an operation in flight never expires
+                expired = current.with_state(ReservationState.EXPIRED, now)
+                if not tx.update_reservation(expired, ReservationState.ACTIVE):
+                    continue
+            count += 1
+            self.emit(EventKind.EXPIRED, reservation=expired)
+        return count
+
+    def stale_operations(self) -> list[Operation]:
+        """Move crashed sends and overdue callbacks to ``unknown``; list what needs reading."""
+        now = self.clock.now()
+        for op in self.store.list_operations(
+            [OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED]
+        ):
+            if op.state is OperationState.PREPARED and op.updated_at + self.send_grace <= now:
+                # Never marked sending, so never posted: safe to call it failed.
+                failed = self._transition(
+                    op.id,
+                    OperationState.PREPARED,
+                    state=OperationState.FAILED,
+                    message="never sent (process stopped before send)",
+                )
+                if failed is not None:
+                    self._emit_settlement(failed)
+            elif op.state is OperationState.SENDING and op.updated_at + self.send_grace <= now:
+                self._transition(
+                    op.id,
+                    OperationState.SENDING,
+                    state=OperationState.UNKNOWN,
+                    message="process stopped while sending",
+                )
+            elif op.state is OperationState.ENQUEUED and op.deadline <= now:
+                self._transition(
+                    op.id,
+                    OperationState.ENQUEUED,
+                    state=OperationState.UNKNOWN,
+                    message="no callback before the deadline",
+                )
+        return self.store.list_operations([OperationState.UNKNOWN])
+
+    def reconcile(self) -> PaymentFlow[ReconcileReport]:
+        report = ReconcileReport()
+        for op in self.stale_operations():
+            read = yield from self.read(op.barcode, cached=False)
+            resolved = self._judge(op, read.card)
+            bucket = {
+                OperationState.SUCCEEDED: report.succeeded,
+                OperationState.FAILED: report.failed,
+                OperationState.MANUAL_REVIEW: report.manual_review,
+            }.get(resolved.state, report.still_pending)
+            bucket.append(resolved)
+        return replace(report, expired_reservations=self.sweep())
+
+    def _judge(self, op: Operation, card: GiftCard | None) -> Operation:
+        """Decide an ``unknown`` operation from the balance (see the module docstring)."""
+        now = self.clock.now()
+        old_enough = op.created_at + timedelta(seconds=self.settings.reconcile_window) <= now
+        verdict: OperationState | None = None
+        why = ""
+        if card is not None and op.balance_before is not None:
+            if card.amount == op.balance_before + op.signed_amount:
+                verdict, why = OperationState.SUCCEEDED, "balance moved by exactly the amount"
+            elif card.amount == op.balance_before and old_enough:
+                verdict, why = OperationState.FAILED, "balance unchanged after the window"
+        if verdict is None and old_enough:
+            verdict, why = OperationState.MANUAL_REVIEW, "balance inconclusive after the window"
+        if verdict is None:
+            return op
+        with self.store.card_transaction(op.barcode) as tx:
+            current = tx.get_operation(op.id)
+            if current is None or current.state is not OperationState.UNKNOWN:
+                return current or op
+            resolved = replace(
+                current,
+                state=verdict,
+                updated_at=now,
+                message=why,
+                settled_at=now if verdict is OperationState.SUCCEEDED else None,
+            )
+            tx.update_operation(resolved, OperationState.UNKNOWN)
+            reservation = tx.get_reservation(current.reservation_id)
+            if (
+                verdict is OperationState.SUCCEEDED
+                and current.kind is OperationKind.CAPTURE
+                and reservation is not None
+                and reservation.state is ReservationState.ACTIVE
+            ):
+                tx.update_reservation(
+                    replace(
+                        reservation,
+                        state=ReservationState.CAPTURED,
+                        operation_id=current.id,
+                        updated_at=now,
+                    ),
+                    ReservationState.ACTIVE,
+                )
+        self._emit_settlement(resolved)
+        return resolved
+
+    # ----------------------------------------------------------------- listings
+
+    def operations(self, states: Iterable[OperationState] | None = None) -> list[Operation]:
+        return self.store.list_operations(states)

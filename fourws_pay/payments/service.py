@@ -1,0 +1,396 @@
+"""``GiftCardPayments`` and ``AsyncGiftCardPayments``: the provider shops call.
+
+Both execute the flows of ``PaymentsCore`` (all the logic lives there); what differs is only
+how a 4WS call is made and how concurrent ``check`` lookups of one card share a single
+request (threads wait on an event; tasks await a future).
+
+``check`` may answer from a short TTL cache (``Settings.check_cache_ttl``); ``reserve``,
+``capture`` and ``refund`` always read the card fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cachetools
+import pluggy
+
+from fourws_pay.api.client import AsyncClient, Client
+from fourws_pay.api.models import GiftCard
+from fourws_pay.clock import Clock, SystemClock
+from fourws_pay.errors import FourWSError
+from fourws_pay.payments.callbacks import CallbackApp
+from fourws_pay.payments.core import CardRead, PaymentFlow, PaymentsCore, PostUpdate, ReadCard
+from fourws_pay.payments.models import (
+    CallbackResult,
+    Decision,
+    Operation,
+    OperationState,
+    ReconcileReport,
+    Reservation,
+    ReservationState,
+)
+from fourws_pay.settings import Settings
+
+if TYPE_CHECKING:
+    from fourws_pay.ledger.base import LedgerStore
+
+T = TypeVar("T")
+
+
+class _Provider:
+    """Construction and the effect-free methods common to both twins."""
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        store: LedgerStore | None,
+        clock: Clock | None,
+        plugin_manager: pluggy.PluginManager | None,
+        client_settings: Settings | None,
+    ) -> None:
+        settings = settings or client_settings or Settings.from_env()
+        if plugin_manager is None:
+            from fourws_pay.plugins import make_plugin_manager
+
+            plugin_manager = make_plugin_manager()
+        self.clock: Clock = clock or SystemClock()
+        if store is None:
+            from fourws_pay.ledger import open_store
+
+            store = open_store(settings.ledger_url)
+        self.core = PaymentsCore(settings, store, self.clock, plugin_manager)
+        ttl = settings.check_cache_ttl
+        self._cache: cachetools.TTLCache[str, CardRead] | None = (
+            cachetools.TTLCache(maxsize=10_000, ttl=ttl, timer=self.clock.monotonic)
+            if ttl > 0
+            else None
+        )
+        self._cache_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @property
+    def store(self) -> LedgerStore:
+        return self.core.store
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        return self.core.pm
+
+    def _cached(self, barcode: str) -> CardRead | None:
+        if self._cache is None:
+            return None
+        with self._cache_lock:
+            return self._cache.get(barcode)
+
+    def _remember(self, barcode: str, read: CardRead) -> None:
+        if self._cache is not None:
+            with self._cache_lock:
+                self._cache[barcode] = read
+
+    def _forget(self, barcode: str) -> None:
+        if self._cache is not None:
+            with self._cache_lock:
+                self._cache.pop(barcode, None)
+
+    # Effect-free actions are the same for both twins.
+
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        return self.core._reservation(reservation_id)
+
+    def get_operation(self, operation_id: str) -> Operation:
+        return self.core._operation(operation_id)
+
+    def list_reservations(
+        self, states: list[ReservationState] | None = None, order_ref: str | None = None
+    ) -> list[Reservation]:
+        return self.store.list_reservations(states, order_ref)
+
+    def list_operations(self, states: list[OperationState] | None = None) -> list[Operation]:
+        return self.store.list_operations(states)
+
+    def callback_app(self) -> CallbackApp:
+        """An ASGI app to mount where 4WS posts callbacks (``POST /<op id>/<token>``)."""
+        return CallbackApp(self.core.handle_callback)
+
+
+class GiftCardPayments(_Provider):
+    """Blocking gift-card provider. Safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        client: Client | None = None,
+        store: LedgerStore | None = None,
+        *,
+        clock: Clock | None = None,
+        plugin_manager: pluggy.PluginManager | None = None,
+    ) -> None:
+        super().__init__(
+            settings, store, clock, plugin_manager, client.settings if client else None
+        )
+        self.client = client or Client(self.settings, clock=self.clock)
+        self._inflight: dict[str, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
+
+    def _run(self, flow: PaymentFlow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, ReadCard):
+                    value = self._read(effect)
+                else:
+                    assert isinstance(effect, PostUpdate)
+                    self._forget(effect.update.barcode)
+                    value = self.client.update_giftcard(effect.update)
+            except FourWSError as exc:
+                error = exc
+
+    def _read(self, effect: ReadCard) -> GiftCard | CardRead:
+        if not effect.cached or self._cache is None:
+            card = self.client.get_giftcard(effect.barcode)
+            self._remember(effect.barcode, CardRead(card, self.clock.now()))
+            return card
+        hit = self._cached(effect.barcode)
+        if hit is not None:
+            return hit
+        with self._inflight_lock:
+            event = self._inflight.get(effect.barcode)
+            leader = event is None
+            if leader:
+                event = self._inflight[effect.barcode] = threading.Event()
+        assert event is not None
+        if not leader:
+            event.wait(self.settings.read_timeout + self.settings.connect_timeout)
+            hit = self._cached(effect.barcode)
+            if hit is not None:
+                return hit
+            return self.client.get_giftcard(effect.barcode)
+        try:
+            read_at = self.clock.now()
+            card = self.client.get_giftcard(effect.barcode)
+            self._remember(effect.barcode, CardRead(card, read_at))
+            return card
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(effect.barcode, None)
+            event.set()
+
+    def check(
+        self,
+        barcode: str,
+        amount: Decimal | int | str,
+        currency: str,
+        *,
+        client_key: str | None = None,
+        allow_partial: bool = True,
+    ) -> Decision:
+        """Can the card pay ``amount``? Never raises for a refusal: read ``Decision.ok``.
+
+        With ``allow_partial`` (the default) a card whose balance is short is still usable
+        for part of the amount (``usable_amount``, ``covers_full_amount``).
+        """
+        return self._run(self.core.check(barcode, amount, currency, client_key, allow_partial))
+
+    def reserve(
+        self,
+        barcode: str,
+        *,
+        amount: Decimal | int | str | None = None,
+        currency: str | None = None,
+        order_ref: str,
+        client_key: str | None = None,
+        allow_partial: bool = False,
+        ttl: float | None = None,
+    ) -> Reservation:
+        """Hold part of the card's balance for ``order_ref``; raises ``PaymentRefused``.
+
+        Without ``amount``/``currency`` the cart is asked through the
+        ``fourws_pay_cart_snapshot`` hook. ``allow_partial`` lets a short card hold what it
+        has (the rest is paid another way). The hold lasts ``ttl`` seconds
+        (``Settings.reservation_ttl``) and never beyond the card's expiration.
+        """
+        return self._run(
+            self.core.reserve(barcode, amount, currency, order_ref, client_key, allow_partial, ttl)
+        )
+
+    def capture(
+        self, reservation_id: str, *, amount: Decimal | int | str | None = None
+    ) -> Operation:
+        """The order is confirmed: post the consumption. Idempotent per reservation.
+
+        Returns the operation, normally ``enqueued`` until 4WS's callback settles it;
+        ``unknown`` if the outcome is ambiguous (``reconcile`` resolves it). Raises
+        ``PaymentRefused`` if the fresh re-check fails, or the 4WS error if the POST was
+        definitely refused.
+        """
+        return self._run(self.core.capture(reservation_id, amount))
+
+    def release(self, reservation_id: str) -> Reservation:
+        """Let a hold go (idempotent)."""
+        return self.core.release(reservation_id)
+
+    def refund(self, operation_id: str, *, amount: Decimal | int | str | None = None) -> Operation:
+        """Give captured money back to the card (all that is left, or ``amount``).
+
+        4WS documents no re-credit; this posts a *positive* updateGiftcard amount, which
+        the reference marks [inferred]. Confirm with 4WS before relying on it in production.
+        """
+        return self._run(self.core.refund(operation_id, amount))
+
+    def handle_callback(self, path: str, body: bytes) -> CallbackResult:
+        """Apply a 4WS callback posted to ``path`` (raises ``CallbackRejected``)."""
+        return self.core.handle_callback(path, body)
+
+    def reconcile(self) -> ReconcileReport:
+        """Resolve unknown and overdue operations from the card balances, then sweep."""
+        return self._run(self.core.reconcile())
+
+    def sweep(self) -> int:
+        """Expire holds past their expiry; returns how many changed (idempotent)."""
+        return self.core.sweep()
+
+    def close(self) -> None:
+        self.client.close()
+        self.store.close()
+
+
+class AsyncGiftCardPayments(_Provider):
+    """asyncio gift-card provider: the same methods as ``GiftCardPayments``, awaited."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        client: AsyncClient | None = None,
+        store: LedgerStore | None = None,
+        *,
+        clock: Clock | None = None,
+        plugin_manager: pluggy.PluginManager | None = None,
+    ) -> None:
+        super().__init__(
+            settings, store, clock, plugin_manager, client.settings if client else None
+        )
+        self.client = client or AsyncClient(self.settings, clock=self.clock)
+        self._inflight: dict[str, asyncio.Future[GiftCard]] = {}
+
+    async def _run(self, flow: PaymentFlow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, ReadCard):
+                    value = await self._read(effect)
+                else:
+                    assert isinstance(effect, PostUpdate)
+                    self._forget(effect.update.barcode)
+                    value = await self.client.update_giftcard(effect.update)
+            except FourWSError as exc:
+                error = exc
+
+    async def _read(self, effect: ReadCard) -> GiftCard | CardRead:
+        if not effect.cached or self._cache is None:
+            card = await self.client.get_giftcard(effect.barcode)
+            self._remember(effect.barcode, CardRead(card, self.clock.now()))
+            return card
+        hit = self._cached(effect.barcode)
+        if hit is not None:
+            return hit
+        pending = self._inflight.get(effect.barcode)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[GiftCard] = asyncio.get_running_loop().create_future()
+        self._inflight[effect.barcode] = future
+        try:
+            read_at = self.clock.now()
+            card = await self.client.get_giftcard(effect.barcode)
+            self._remember(effect.barcode, CardRead(card, read_at))
+            future.set_result(card)
+            return card
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: followers re-raise it themselves
+            raise
+        finally:
+            self._inflight.pop(effect.barcode, None)
+
+    async def check(
+        self,
+        barcode: str,
+        amount: Decimal | int | str,
+        currency: str,
+        *,
+        client_key: str | None = None,
+        allow_partial: bool = True,
+    ) -> Decision:
+        """See ``GiftCardPayments.check``."""
+        return await self._run(
+            self.core.check(barcode, amount, currency, client_key, allow_partial)
+        )
+
+    async def reserve(
+        self,
+        barcode: str,
+        *,
+        amount: Decimal | int | str | None = None,
+        currency: str | None = None,
+        order_ref: str,
+        client_key: str | None = None,
+        allow_partial: bool = False,
+        ttl: float | None = None,
+    ) -> Reservation:
+        """See ``GiftCardPayments.reserve``."""
+        return await self._run(
+            self.core.reserve(barcode, amount, currency, order_ref, client_key, allow_partial, ttl)
+        )
+
+    async def capture(
+        self, reservation_id: str, *, amount: Decimal | int | str | None = None
+    ) -> Operation:
+        """See ``GiftCardPayments.capture``."""
+        return await self._run(self.core.capture(reservation_id, amount))
+
+    async def release(self, reservation_id: str) -> Reservation:
+        """See ``GiftCardPayments.release``."""
+        return self.core.release(reservation_id)
+
+    async def refund(
+        self, operation_id: str, *, amount: Decimal | int | str | None = None
+    ) -> Operation:
+        """See ``GiftCardPayments.refund``."""
+        return await self._run(self.core.refund(operation_id, amount))
+
+    async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
+        """See ``GiftCardPayments.handle_callback``."""
+        return self.core.handle_callback(path, body)
+
+    async def reconcile(self) -> ReconcileReport:
+        """See ``GiftCardPayments.reconcile``."""
+        return await self._run(self.core.reconcile())
+
+    async def sweep(self) -> int:
+        """See ``GiftCardPayments.sweep``."""
+        return self.core.sweep()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        self.store.close()
+
+
+__all__ = ["AsyncGiftCardPayments", "GiftCardPayments"]
