@@ -1,0 +1,367 @@
+"""Bulk barcode import: validate a CSV, insert rows concurrently within a rate, resume later.
+
+The engine behind ``fourws-pay barcodes import``, kept free of typer and rich so it can be
+tested (and embedded) on its own.
+
+Resumability: a JSON-lines state file records ``sending`` before each insert is posted and
+``inserted`` after 4WS confirms it. A re-run skips inserted barcodes. A unique-constraint
+answer for a barcode that an earlier run had already sent means that earlier insert did
+land (the answer was lost, or the run crashed before recording it): it counts as done.
+Any other unique-constraint answer is checked against the SKU 4WS has for the barcode.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fourws_pay.api.client import Client
+from fourws_pay.clock import Clock
+from fourws_pay.errors import (
+    APIError,
+    FourWSError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitedError,
+    TransportError,
+    UniqueConstraintError,
+)
+from fourws_pay.sandbox.ean import ean13_check_digit
+
+LEVELS = 5
+DIMENSION_COLUMNS = tuple(f"dimension_level{i}" for i in range(1, LEVELS + 1))
+COLUMNS = ("item_code", "barcode", "barcode_type", *DIMENSION_COLUMNS)
+MAX_CODE_LENGTH = 250
+
+
+@dataclass(frozen=True)
+class Row:
+    """One valid CSV row: a barcode for the SKU ``item_code`` + ``dimensions``."""
+
+    line: int
+    item_code: str
+    barcode: str
+    barcode_type: str
+    dimensions: tuple[str, ...]  # levels 1..n without gaps
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    item_code: str
+    barcode: str
+    reason: str
+
+
+def _bad_code(value: str) -> bool:
+    return len(value) > MAX_CODE_LENGTH or any(ord(ch) < 32 for ch in value) or "/" in value
+
+
+def check_barcode(barcode: str, barcode_type: str) -> str | None:
+    """Why ``barcode`` is not a valid ``barcode_type``, or None when it is."""
+    kind = barcode_type.upper()
+    if kind in ("EAN13", "EAN-13"):
+        if len(barcode) != 13 or not (barcode.isdigit() and barcode.isascii()):
+            return "EAN-13 must be exactly 13 digits"
+        expected = ean13_check_digit(barcode[:12])
+        if barcode[12] != expected:
+            return f"EAN-13 check digit is {barcode[12]}, expected {expected}"
+        return None
+    if kind in ("EAN8", "EAN-8"):
+        if len(barcode) != 8 or not (barcode.isdigit() and barcode.isascii()):
+            return "EAN-8 must be exactly 8 digits"
+        total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(barcode[:7]))
+        expected = str((10 - total % 10) % 10)
+        if barcode[7] != expected:
+            return f"EAN-8 check digit is {barcode[7]}, expected {expected}"
+        return None
+    if _bad_code(barcode) or any(ch.isspace() for ch in barcode):
+        return "barcode has spaces, control characters or '/', or is too long"
+    return None
+
+
+def check_row(line: int, record: dict[str, str]) -> Row | Rejected:
+    """Validate one CSV record (values already stripped)."""
+    item_code = record.get("item_code", "")
+    barcode = record.get("barcode", "")
+    barcode_type = record.get("barcode_type", "") or "EAN13"
+
+    def reject(reason: str) -> Rejected:
+        return Rejected(line, item_code, barcode, reason)
+
+    if not item_code:
+        return reject("item_code is empty")
+    if _bad_code(item_code):
+        return reject("item_code has control characters or '/', or is too long")
+    if not barcode:
+        return reject("barcode is empty")
+    problem = check_barcode(barcode, barcode_type)
+    if problem:
+        return reject(problem)
+    levels = [record.get(column, "") for column in DIMENSION_COLUMNS]
+    while levels and not levels[-1]:
+        levels.pop()
+    for index, value in enumerate(levels):
+        if not value:
+            return reject(
+                f"dimension_level{index + 1} is empty but dimension_level{len(levels)} is set"
+            )
+        if _bad_code(value):
+            return reject(f"dimension_level{index + 1} has control characters or '/'")
+    return Row(line, item_code, barcode, barcode_type.upper().replace("-", ""), tuple(levels))
+
+
+def read_csv(path: Path) -> tuple[list[Row], list[Rejected]]:
+    """Valid rows and rejected rows of ``path``; a bad header is an ``InvalidInputError``.
+
+    The delimiter (``,``, ``;`` or tab) is detected; a UTF-8 BOM is ignored. A barcode that
+    appears twice is rejected on its second line (a barcode belongs to one SKU only).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    first_line = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=first_line.count)
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    missing = [c for c in ("item_code", "barcode") if c not in header]
+    unknown = [c for c in header if c not in COLUMNS]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown column(s) {', '.join(unknown)}")
+        raise InvalidInputError(f"{path}: {'; '.join(parts)} (expected {', '.join(COLUMNS)})")
+    rows: list[Row] = []
+    rejected: list[Rejected] = []
+    first_seen: dict[str, int] = {}
+    for index, raw in enumerate(reader):
+        line = index + 2
+        record = {
+            (k or "").strip().lower(): (v or "").strip()
+            for k, v in raw.items()
+            if isinstance(v, str | type(None))
+        }
+        if None in raw:  # more cells than columns
+            rejected.append(
+                Rejected(
+                    line,
+                    record.get("item_code", ""),
+                    record.get("barcode", ""),
+                    "more cells than columns",
+                )
+            )
+            continue
+        result = check_row(line, record)
+        if isinstance(result, Row):
+            earlier = first_seen.setdefault(result.barcode, line)
+            if earlier != line:
+                result = Rejected(
+                    line, result.item_code, result.barcode, f"barcode already on line {earlier}"
+                )
+        (rows if isinstance(result, Row) else rejected).append(result)  # type: ignore[arg-type]
+    return rows, rejected
+
+
+class StateFile:
+    """Append-only JSON lines: what earlier runs sent and what 4WS confirmed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.inserted: set[str] = set()
+        self.sent_before: set[str] = set()
+        self._lock = threading.Lock()
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        torn = 0
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                barcode, status = str(entry["barcode"]), entry["status"]
+            except (ValueError, KeyError, TypeError):
+                torn += 1  # a line cut short by a crash mid-write
+                continue
+            (self.inserted if status == "inserted" else self.sent_before).add(barcode)
+        if lines and torn == len(lines):
+            raise InvalidInputError(f"{path} is not an import state file")
+        self._handle = path.open("a", encoding="utf-8")
+        if lines and not path.read_bytes().endswith(b"\n"):
+            self._handle.write("\n")
+
+    def record(self, row: Row, status: str, prog_id: str | None = None) -> None:
+        entry = {"barcode": row.barcode, "item_code": row.item_code, "status": status}
+        if prog_id is not None:
+            entry["prog_id"] = prog_id
+        with self._lock:
+            self._handle.write(json.dumps(entry) + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class RateLimiter:
+    """At most ``rate`` starts per second across threads, and a shared pause after a 429.
+
+    Waiting goes through the injected clock, so tests with a ``ManualClock`` never sleep.
+    """
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._next = clock.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            self._clock.sleep(slot - now)
+
+    def pause(self, seconds: float) -> None:
+        """Nobody starts a request for ``seconds`` (4WS asked us to wait)."""
+        with self._lock:
+            self._next = max(self._next, self._clock.monotonic() + seconds)
+
+
+@dataclass
+class ImportReport:
+    total_rows: int = 0
+    invalid: list[Rejected] = field(default_factory=list)
+    skipped: int = 0  # inserted by an earlier run
+    inserted: int = 0
+    already_present: int = 0  # unique constraint, but the barcode is ours / on this SKU
+    rejected: list[Rejected] = field(default_factory=list)  # refused by 4WS
+    failed: list[Rejected] = field(default_factory=list)  # transient; a re-run retries them
+    waits: list[float] = field(default_factory=list)  # retry intervals honoured
+
+    @property
+    def clean(self) -> bool:
+        return not (self.invalid or self.rejected or self.failed)
+
+
+class Importer:
+    """Inserts rows with ``concurrency`` threads, at most ``rate`` per second."""
+
+    def __init__(
+        self,
+        client: Client,
+        clock: Clock,
+        state: StateFile,
+        *,
+        concurrency: int = 4,
+        rate: float = 10.0,
+        max_retries: int = 5,
+        default_wait: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.state = state
+        self.concurrency = max(1, concurrency)
+        self.limiter = RateLimiter(rate, clock)
+        self.max_retries = max_retries
+        self.default_wait = default_wait
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        rows: Iterable[Row],
+        report: ImportReport,
+        on_done: Callable[[], None] | None = None,
+    ) -> ImportReport:
+        todo = []
+        for row in rows:
+            if row.barcode in self.state.inserted:
+                report.skipped += 1
+            else:
+                todo.append(row)
+
+        def work(row: Row) -> None:
+            try:
+                self._insert(row, report)
+            finally:
+                if on_done is not None:
+                    on_done()
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for future in [pool.submit(work, row) for row in todo]:
+                future.result()
+        return report
+
+    def _insert(self, row: Row, report: ImportReport) -> None:
+        sent_before = row.barcode in self.state.sent_before
+        self.state.record(row, "sending")
+        for attempt in range(self.max_retries + 1):
+            self.limiter.acquire()
+            try:
+                inserted = self.client.insert_barcode(
+                    row.item_code,
+                    row.barcode,
+                    dimensions=row.dimensions,
+                    barcode_type=row.barcode_type,
+                )
+            except RateLimitedError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else self.default_wait
+                with self._lock:
+                    report.waits.append(wait)
+                self.limiter.pause(wait)
+                if attempt == self.max_retries:
+                    self._add(report.failed, row, f"rate limited {attempt + 1} times")
+                continue
+            except UniqueConstraintError as exc:
+                self._already_there(row, report, exc, sent_before)
+                return
+            except NotFoundError as exc:
+                self._add(report.rejected, row, f"not found: {exc.message}")
+                return
+            except TransportError as exc:
+                self._add(report.failed, row, f"4WS unreachable: {exc}")
+                return
+            except APIError as exc:
+                target = report.failed if (exc.status_code or 0) >= 500 else report.rejected
+                self._add(target, row, exc.message)
+                return
+            self.state.record(row, "inserted", inserted.prog_id)
+            with self._lock:
+                report.inserted += 1
+            return
+
+    def _already_there(
+        self, row: Row, report: ImportReport, exc: UniqueConstraintError, sent_before: bool
+    ) -> None:
+        if not sent_before:
+            try:
+                sku = self.client.sku_from_barcode(row.barcode)
+            except FourWSError:
+                self._add(report.rejected, row, f"already exists in 4WS: {exc.message}")
+                return
+            theirs = tuple(v for v in (getattr(sku, c) for c in DIMENSION_COLUMNS) if v is not None)
+            if sku.item_code != row.item_code or theirs != row.dimensions:
+                self._add(report.rejected, row, f"already used by item {sku.item_code}")
+                return
+        self.state.record(row, "inserted")
+        with self._lock:
+            report.already_present += 1
+
+    def _add(self, target: list[Rejected], row: Row, reason: str) -> None:
+        with self._lock:
+            target.append(Rejected(row.line, row.item_code, row.barcode, reason))
+
+
+def write_rejections(path: Path, rejected: Iterable[Rejected]) -> None:
+    """The rows to fix, with the reason, in the order of the input file."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "item_code", "barcode", "reason"])
+        for r in sorted(rejected, key=lambda r: r.line):
+            writer.writerow([r.line, r.item_code, r.barcode, r.reason])

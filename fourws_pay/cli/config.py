@@ -1,0 +1,138 @@
+"""Where a command's settings, client, clock and ledger come from.
+
+Precedence, lowest first: the ``.env`` file (``--env-file``, or ``./.env`` when present),
+the process environment (``FOURWS_*``), then command-line flags. The ``.env`` file is read
+into a mapping, never into ``os.environ``, so nothing leaks into child processes.
+
+``Runtime`` is the seam for tests and embedding: ``CliRunner().invoke(app, args,
+obj=Runtime(...))`` wires every command to an in-process sandbox and a ``ManualClock``
+without patching globals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from fourws_pay.api.client import Client
+from fourws_pay.clock import Clock, SystemClock
+from fourws_pay.errors import ConfigurationError
+from fourws_pay.settings import Settings
+
+if TYPE_CHECKING:
+    from fourws_pay.payments import GiftCardPayments
+
+ClientFactory = Callable[[Settings, Clock], Client]
+
+
+def _default_client(settings: Settings, clock: Clock) -> Client:
+    return Client(settings, clock=clock)
+
+
+@dataclass
+class Runtime:
+    """The outside world a command talks to. Defaults are the real ones."""
+
+    make_client: ClientFactory = _default_client
+    clock: Clock = field(default_factory=SystemClock)
+    environ: Mapping[str, str] | None = None  # None: os.environ
+    read_dotenv: bool = True
+
+
+@dataclass
+class CliContext:
+    """Per-invocation state, built by the root callback and found in ``ctx.obj``."""
+
+    runtime: Runtime
+    overrides: dict[str, Any] = field(default_factory=dict)
+    env_file: Path | None = None
+    _settings: Settings | None = None
+    _client: Client | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The ``.env`` file's values overlaid by the process environment."""
+        values: dict[str, str] = {}
+        path = self.env_file
+        if path is None and self.runtime.read_dotenv and Path(".env").is_file():
+            path = Path(".env")
+        if path is not None:
+            if not path.is_file():
+                raise ConfigurationError(f"env file not found: {path}")
+            from dotenv import dotenv_values
+
+            values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        environ = os.environ if self.runtime.environ is None else self.runtime.environ
+        values.update({k: v for k, v in environ.items() if k.startswith("FOURWS_")})
+        return values
+
+    def settings(self, **extra: Any) -> Settings:
+        """Settings for this invocation (``extra`` overrides flags, e.g. a callback URL)."""
+        if self._settings is None:
+            self._settings = Settings.from_env(self.environment(), **self.overrides)
+        if extra:
+            return Settings.build(**{**self._settings.model_dump(), **extra})
+        return self._settings
+
+    def client(self) -> Client:
+        """One client per invocation, closed when the command ends."""
+        if self._client is None:
+            self._client = self.runtime.make_client(self.settings(), self.runtime.clock)
+        return self._client
+
+    @property
+    def clock(self) -> Clock:
+        return self.runtime.clock
+
+    def payments(self) -> GiftCardPayments:
+        """The payments layer over this invocation's client and ledger."""
+        from fourws_pay.ledger import open_store
+        from fourws_pay.payments import GiftCardPayments
+
+        settings = self.settings()
+        return GiftCardPayments(
+            settings=settings,
+            client=self.client(),
+            store=open_store(settings.ledger_url),
+            clock=self.clock,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+_HANDLER_NAME = "fourws-pay-cli"
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send the library's log records to stderr: WARNING by default, -v INFO, -vv DEBUG.
+
+    This is the only place in fourws-pay that configures logging; the records are already
+    scrubbed of barcodes and secrets by ``fourws_pay.logs``.
+    """
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("fourws_pay")
+    for handler in list(logger.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def get_state(ctx: typer.Context) -> CliContext:
+    """The invocation's ``CliContext`` (set by the root callback)."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliContext):  # pragma: no cover - the root callback always runs
+        raise RuntimeError("fourws-pay context missing")
+    return obj

@@ -1,0 +1,206 @@
+"""``fourws-pay reservations list|sweep`` and ``fourws-pay reconcile``: ledger upkeep.
+
+Listing reads the ledger only (no 4WS call); ``sweep`` expires holds past their expiry;
+``reconcile`` reads the cards of operations whose outcome is unknown or overdue, settles
+what the balance proves, and lists what a person must look at.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from fourws_pay.cli import exitcodes, output
+from fourws_pay.cli.config import CliContext, get_state
+from fourws_pay.payments.models import Operation, OperationState, Reservation, ReservationState
+
+reservations_app = typer.Typer(
+    help="Inspect and expire reservations (holds).", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show full card barcodes.")]
+
+
+def reservation_record(r: Reservation, op: Operation | None, reveal: bool) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "card": output.show_code(r.barcode, reveal),
+        "amount": r.amount,
+        "currency": r.currency,
+        "order_ref": r.order_ref,
+        "state": r.state,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "operation_id": r.operation_id,
+        "operation_state": op.state if op else None,
+    }
+
+
+def operation_record(op: Operation, reveal: bool) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "card": output.show_code(op.barcode, reveal),
+        "amount": op.amount,
+        "currency": op.currency,
+        "state": op.state,
+        "reservation_id": op.reservation_id,
+        "created_at": op.created_at,
+        "deadline": op.deadline,
+        "balance_before": op.balance_before,
+        "message": op.message,
+    }
+
+
+def _operations_table(title: str, records: list[dict[str, Any]]) -> None:
+    output.print_table(
+        title,
+        ("operation", "kind", "card", "amount", "state", "created", "note"),
+        (
+            (
+                r["id"],
+                r["kind"].value,
+                r["card"],
+                output.money(r["amount"], r["currency"]),
+                r["state"].value,
+                output.when(r["created_at"]),
+                r["message"] or "",
+            )
+            for r in records
+        ),
+    )
+
+
+@reservations_app.command("list")
+def list_reservations(
+    ctx: typer.Context,
+    states: Annotated[
+        list[ReservationState] | None,
+        typer.Option("--state", help="Only these states (repeatable); default all."),
+    ] = None,
+    order_ref: Annotated[str | None, typer.Option("--order", help="Only this order.")] = None,
+    reveal: RevealOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List reservations in the ledger, newest first."""
+    from fourws_pay.ledger import open_store
+
+    store = open_store(get_state(ctx).settings().ledger_url)
+    try:
+        found = store.list_reservations(states or None, order_ref=order_ref)
+        records = [
+            reservation_record(
+                r, store.get_operation(r.operation_id) if r.operation_id else None, reveal
+            )
+            for r in sorted(found, key=lambda r: r.created_at, reverse=True)
+        ]
+    finally:
+        store.close()
+    if as_json:
+        output.print_json(records)
+        return
+    output.print_table(
+        f"{len(records)} reservations",
+        ("id", "card", "amount", "order", "state", "expires", "operation"),
+        (
+            (
+                r["id"],
+                r["card"],
+                output.money(r["amount"], r["currency"]),
+                r["order_ref"],
+                r["state"].value,
+                output.when(r["expires_at"]),
+                r["operation_state"].value if r["operation_state"] else "",
+            )
+            for r in records
+        ),
+    )
+
+
+@reservations_app.command("sweep")
+def sweep(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Mark holds past their expiry as expired (safe to run any time, e.g. from cron)."""
+    payments = get_state(ctx).payments()
+    count = payments.sweep()
+    if as_json:
+        output.print_json({"expired": count})
+    else:
+        typer.echo(f"{count} reservation(s) expired")
+
+
+def _operations(state: CliContext, states: list[OperationState]) -> list[Operation]:
+    from fourws_pay.ledger import open_store
+
+    store = open_store(state.settings().ledger_url)
+    try:
+        return store.list_operations(states)
+    finally:
+        store.close()
+
+
+def needing_attention(state: CliContext) -> list[Operation]:
+    """Operations whose outcome is unknown, or that are past their deadline."""
+    settings = state.settings()
+    now = state.clock.now()
+    grace = timedelta(seconds=settings.connect_timeout + settings.read_timeout + 5)
+    ops = _operations(
+        state,
+        [
+            OperationState.UNKNOWN,
+            OperationState.ENQUEUED,
+            OperationState.SENDING,
+            OperationState.PREPARED,
+        ],
+    )
+    return [
+        op
+        for op in ops
+        if op.state is OperationState.UNKNOWN
+        or (op.state is OperationState.ENQUEUED and op.deadline <= now)
+        or (op.state is not OperationState.ENQUEUED and op.updated_at + grace <= now)
+    ]
+
+
+def reconcile(
+    ctx: typer.Context,
+    reveal: RevealOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve unknown/overdue operations from card balances; list what needs review.
+
+    Exits 1 when operations need manual review.
+    """
+    state = get_state(ctx)
+    before = [operation_record(op, reveal) for op in needing_attention(state)]
+    payments = state.payments()
+    report = payments.reconcile()
+    review = _operations(state, [OperationState.MANUAL_REVIEW])
+    result = {
+        "found": before,
+        "succeeded": [operation_record(op, reveal) for op in report.succeeded],
+        "failed": [operation_record(op, reveal) for op in report.failed],
+        "still_pending": [operation_record(op, reveal) for op in report.still_pending],
+        "manual_review": [operation_record(op, reveal) for op in review],
+        "expired_reservations": report.expired_reservations,
+    }
+    if as_json:
+        output.print_json(result)
+    else:
+        _operations_table(f"{len(before)} operation(s) unknown or overdue", before)
+        for key, title in (
+            ("succeeded", "settled as succeeded (balance moved)"),
+            ("failed", "settled as failed (balance unchanged)"),
+            ("still_pending", "still pending (inside the reconcile window)"),
+            ("manual_review", "NEED MANUAL REVIEW"),
+        ):
+            records: list[dict[str, Any]] = result[key]  # type: ignore[assignment]
+            if records:
+                _operations_table(f"{len(records)} {title}", records)
+        typer.echo(f"{report.expired_reservations} reservation(s) expired")
+        if not review:
+            typer.echo("nothing needs manual review")
+    if review:
+        raise typer.Exit(exitcodes.FAILURE)

@@ -1,0 +1,131 @@
+"""A short-lived callback receiver for commands that wait for 4WS (generate, activate, pdf).
+
+4WS answers asynchronous calls by POSTing to a URL we give it. The receiver listens on a
+loopback port for the few seconds a command waits; each URL carries a random token, so a
+stray or forged POST is refused. When 4WS cannot reach this machine directly, pass
+``public_url`` (a tunnel that forwards to the listener) and 4WS is told to call that.
+"""
+
+from __future__ import annotations
+
+import hmac
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+from fourws_pay.errors import TimeoutError
+
+MAX_BODY = 10 * 1024 * 1024
+
+
+class CallbackReceiver:
+    """Collects callback bodies POSTed to ``url(name)``; ``wait(name)`` returns the first."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
+    ) -> None:
+        self._token = secrets.token_urlsafe(24)
+        self._inbox: dict[str, queue.Queue[bytes]] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        bound_host, bound_port = self._server.server_address[:2]
+        self._base = (public_url or f"http://{bound_host!s}:{bound_port}").rstrip("/")
+
+    def _box(self, name: str) -> queue.Queue[bytes]:
+        with self._lock:
+            return self._inbox.setdefault(name, queue.Queue())
+
+    def url(self, name: str) -> str:
+        """The callback URL to hand to 4WS for the call named ``name``."""
+        self._box(name)
+        return f"{self._base}/{name}/{self._token}"
+
+    def deliver(self, path: str, body: bytes) -> int:
+        """Accept a callback for ``path`` (``/<name>/<token>``); returns the HTTP status."""
+        parts = path.strip("/").split("/")
+        if len(parts) < 2 or not hmac.compare_digest(parts[-1], self._token):
+            return 404
+        name = parts[-2]
+        with self._lock:
+            box = self._inbox.get(name)
+        if box is None:
+            return 404
+        box.put(body)
+        return 200
+
+    def wait(
+        self,
+        name: str,
+        timeout: float,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> bytes:
+        """Block until the callback for ``name`` arrives, or raise ``TimeoutError``.
+
+        ``on_tick(elapsed_seconds)`` is called a few times a second (a progress bar).
+        """
+        box = self._box(name)
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            if on_tick is not None:
+                on_tick(elapsed)
+            remaining = timeout - elapsed
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no callback from 4WS within {timeout:g}s; is {self._base} reachable "
+                    "from 4WS? (see --public-url)"
+                )
+            try:
+                return box.get(timeout=min(0.1, remaining))
+            except queue.Empty:
+                continue
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    self._answer(413)
+                    return
+                body = self.rfile.read(length)
+                self._answer(receiver.deliver(self.path.split("?", 1)[0], body))
+
+            def _answer(self, status: int) -> None:
+                payload = b'{"success": true}' if status == 200 else b'{"success": false}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the path carries the token: never log it
+
+        return Handler
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
