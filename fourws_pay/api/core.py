@@ -512,6 +512,9 @@ class ClientCore:
         )
 
     def giftcard_pdf(self, barcodes: Iterable[str], callback: str | None) -> Flow[GiftCardPdf]:
+        if isinstance(barcodes, str | bytes):
+            # a lone barcode string would be iterated character by character
+            raise InvalidInputError("giftcard_pdf takes a list of barcodes, not one string")
         codes = [_require_text(b, "barcode") for b in barcodes]
         if not codes:
             raise InvalidInputError("giftcard_pdf needs at least one barcode")

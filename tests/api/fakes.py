@@ -228,7 +228,7 @@ class FakeFourWS:
     @staticmethod
     def route_of(request: httpx.Request) -> str:
         cmd = request.url.params.get("cmd")
-        if request.url.path == "/api" and cmd:
+        if request.url.path.endswith("/api") and cmd:
             return cmd
         return f"{request.method} {request.url.path}"
 
