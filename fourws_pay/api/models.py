@@ -78,7 +78,11 @@ class GiftCard(ResponseModel):
         if value is None or value == "":
             return DEFAULT_DECIMALS
         if isinstance(value, str | Decimal):
-            return int(to_decimal(value, what="decimalNumber"))
+            number = to_decimal(value, what="decimalNumber")
+            # "1.5" digits is nonsense, and a huge exponent would make int() crawl
+            if number != number.to_integral_value() or not -1 <= number <= MAX_DECIMALS + 1:
+                raise ValueError("decimalNumber must be a small whole number")
+            return int(number)
         return value
 
 
