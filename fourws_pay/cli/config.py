@@ -55,6 +55,7 @@ class CliContext:
     env_file: Path | None = None
     _settings: Settings | None = None
     _client: Client | None = None
+    _payments: GiftCardPayments | None = None
 
     def environment(self) -> dict[str, str]:
         """The ``.env`` file's values overlaid by the process environment."""
@@ -92,18 +93,23 @@ class CliContext:
 
     def payments(self) -> GiftCardPayments:
         """The payments layer over this invocation's client and ledger."""
-        from fourws_pay.ledger import open_store
-        from fourws_pay.payments import GiftCardPayments
+        if self._payments is None:
+            from fourws_pay.ledger import open_store
+            from fourws_pay.payments import GiftCardPayments
 
-        settings = self.settings()
-        return GiftCardPayments(
-            settings=settings,
-            client=self.client(),
-            store=open_store(settings.ledger_url),
-            clock=self.clock,
-        )
+            settings = self.settings()
+            self._payments = GiftCardPayments(
+                settings=settings,
+                client=self.client(),
+                store=open_store(settings.ledger_url),
+                clock=self.clock,
+            )
+        return self._payments
 
     def close(self) -> None:
+        if self._payments is not None:
+            self._payments.store.close()
+            self._payments = None
         if self._client is not None:
             self._client.close()
             self._client = None

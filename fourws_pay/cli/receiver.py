@@ -23,20 +23,18 @@ from fourws_pay.errors import TimeoutError
 MAX_BODY = 10 * 1024 * 1024
 
 
-class CallbackReceiver:
-    """Collects callback bodies POSTed to ``url(name)``; ``wait(name)`` returns the first."""
+class CallbackInbox:
+    """Collects callback bodies addressed to ``url(name)``; ``wait(name)`` returns the first.
 
-    def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
-    ) -> None:
+    Without a server it is fed by ``deliver`` (the in-process sandbox calls it directly);
+    ``CallbackReceiver`` puts an HTTP listener in front of it.
+    """
+
+    def __init__(self, base_url: str) -> None:
         self._token = secrets.token_urlsafe(24)
         self._inbox: dict[str, queue.Queue[bytes]] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-        bound_host, bound_port = self._server.server_address[:2]
-        self._base = (public_url or f"http://{bound_host!s}:{bound_port}").rstrip("/")
+        self.base_url = base_url.rstrip("/")
 
     def _box(self, name: str) -> queue.Queue[bytes]:
         with self._lock:
@@ -45,20 +43,25 @@ class CallbackReceiver:
     def url(self, name: str) -> str:
         """The callback URL to hand to 4WS for the call named ``name``."""
         self._box(name)
-        return f"{self._base}/{name}/{self._token}"
+        return f"{self.base_url}/{name}/{self._token}"
 
     def deliver(self, path: str, body: bytes) -> int:
-        """Accept a callback for ``path`` (``/<name>/<token>``); returns the HTTP status."""
+        """Accept a callback for ``path`` (``.../<name>/<token>``); returns the HTTP status."""
         parts = path.strip("/").split("/")
         if len(parts) < 2 or not hmac.compare_digest(parts[-1], self._token):
             return 404
-        name = parts[-2]
         with self._lock:
-            box = self._inbox.get(name)
+            box = self._inbox.get(parts[-2])
         if box is None:
             return 404
         box.put(body)
         return 200
+
+    def get_nowait(self, name: str) -> bytes | None:
+        try:
+            return self._box(name).get_nowait()
+        except queue.Empty:
+            return None
 
     def wait(
         self,
@@ -79,13 +82,44 @@ class CallbackReceiver:
             remaining = timeout - elapsed
             if remaining <= 0:
                 raise TimeoutError(
-                    f"no callback from 4WS within {timeout:g}s; is {self._base} reachable "
+                    f"no callback from 4WS within {timeout:g}s; is {self.base_url} reachable "
                     "from 4WS? (see --public-url)"
                 )
             try:
                 return box.get(timeout=min(0.1, remaining))
             except queue.Empty:
                 continue
+
+
+class CallbackReceiver(CallbackInbox):
+    """An inbox behind an HTTP listener on ``host:port`` (port 0: any free port).
+
+    POSTs whose path starts with ``other_prefix`` go to ``other`` instead (the demo routes
+    payment callbacks there), which returns the HTTP status to answer.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        public_url: str | None = None,
+        *,
+        other_prefix: str = "",
+        other: Callable[[str, bytes], int] | None = None,
+    ) -> None:
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        bound_host, bound_port = self._server.server_address[:2]
+        self.local_url = f"http://{bound_host!s}:{bound_port}"
+        super().__init__(public_url or self.local_url)
+        self._other_prefix = other_prefix
+        self._other = other
+
+    def route(self, path: str, body: bytes) -> int:
+        if self._other is not None and self._other_prefix and path.startswith(self._other_prefix):
+            return self._other(path, body)
+        return self.deliver(path, body)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -97,7 +131,7 @@ class CallbackReceiver:
                     self._answer(413)
                     return
                 body = self.rfile.read(length)
-                self._answer(receiver.deliver(self.path.split("?", 1)[0], body))
+                self._answer(receiver.route(self.path.split("?", 1)[0], body))
 
             def _answer(self, status: int) -> None:
                 payload = b'{"success": true}' if status == 200 else b'{"success": false}'
