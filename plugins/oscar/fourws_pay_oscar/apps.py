@@ -1,0 +1,21 @@
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+
+
+def _settings_changed(setting: str, **kwargs: object) -> None:
+    if setting in {"FOURWS_PAY", "SECRET_KEY", "BASE_DIR"}:
+        from fourws_pay_oscar import provider
+
+        provider.reset()
+
+
+class FourWSPayOscarConfig(AppConfig):
+    """Templates, management commands and settings hooks of the Oscar integration."""
+
+    name = "fourws_pay_oscar"
+    label = "fourws_pay_oscar"
+    verbose_name = "4WS gift cards for Oscar"
+    default_auto_field = "django.db.models.AutoField"
+
+    def ready(self) -> None:
+        setting_changed.connect(_settings_changed, dispatch_uid="fourws_pay_oscar.settings")

@@ -1,0 +1,90 @@
+"""The ``FOURWS_PAY`` Django setting, read in one place.
+
+Keys (all optional)::
+
+    FOURWS_PAY = {
+        # "http": talk to 4WS (or a served sandbox) at SETTINGS["documents_base_url"];
+        # "sandbox": an in-process fourws_pay.sandbox.Sandbox (demos and tests).
+        "BACKEND": "http",
+        # keyword arguments for fourws_pay.Settings, over FOURWS_* environment variables.
+        "SETTINGS": {},
+        # where the reservation/operation ledger lives; any URL fourws_pay.ledger.open_store
+        # understands. Default: a SQLite file next to the project (BASE_DIR or the cwd).
+        "LEDGER_URL": None,
+        # public URL of fourws_pay_oscar.urls' callback view, without trailing slash.
+        "CALLBACK_BASE_URL": None,
+        # in-process sandbox only: cards created when it starts, and whether queued 4WS
+        # updates are applied (and their callbacks delivered) right after each capture/refund.
+        "SANDBOX_CARDS": [],
+        "SANDBOX_AUTO_SETTLE": True,
+        # how long a gift-card code carried from payment details to preview stays usable.
+        "CODE_MAX_AGE": 3600,
+        # order status set when 4WS refuses a capture (None leaves the status alone).
+        "CAPTURE_FAILED_STATUS": None,
+        "SOURCE_TYPE": "4WS gift card",
+        "ORDER_REF_PREFIX": "oscar-",
+    }
+
+The ledger location is a URL precisely so that a PostgreSQL or MariaDB store plugs in by
+changing a setting, not code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "BACKEND": "http",
+    "SETTINGS": {},
+    "LEDGER_URL": None,
+    "CALLBACK_BASE_URL": None,
+    "SANDBOX_CARDS": [],
+    "SANDBOX_AUTO_SETTLE": True,
+    "CODE_MAX_AGE": 3600,
+    "CAPTURE_FAILED_STATUS": None,
+    "SOURCE_TYPE": "4WS gift card",
+    "ORDER_REF_PREFIX": "oscar-",
+}
+
+BACKENDS = ("http", "sandbox")
+LEDGER_FILENAME = "fourws-pay-ledger.db"
+
+
+def get(key: str) -> Any:
+    """One key of ``settings.FOURWS_PAY``, or its default."""
+    from django.conf import settings
+
+    configured = getattr(settings, "FOURWS_PAY", None) or {}
+    if key not in DEFAULTS:
+        raise KeyError(f"unknown FOURWS_PAY key {key!r}")
+    return configured.get(key, DEFAULTS[key])
+
+
+def ledger_url() -> str:
+    """The ledger URL: ``LEDGER_URL``, else a SQLite file in ``BASE_DIR`` (or the cwd)."""
+    url = get("LEDGER_URL")
+    if url:
+        return str(url)
+    from django.conf import settings
+
+    base = Path(getattr(settings, "BASE_DIR", None) or os.getcwd())
+    return f"sqlite:///{base / LEDGER_FILENAME}"
+
+
+def order_ref(order_number: str) -> str:
+    """The ``order_ref`` fourws-pay records for an Oscar order number.
+
+    The prefix lets the host hooks tell Oscar's orders from anything else a shared plugin
+    manager might see.
+    """
+    return f"{get('ORDER_REF_PREFIX')}{order_number}"
+
+
+def order_number(order_ref: str | None) -> str | None:
+    """The Oscar order number inside an ``order_ref``, or None if it is not one of ours."""
+    prefix = get("ORDER_REF_PREFIX")
+    if not order_ref or not order_ref.startswith(prefix):
+        return None
+    return order_ref[len(prefix) :] or None

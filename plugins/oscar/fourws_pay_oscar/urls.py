@@ -1,0 +1,15 @@
+"""Include with ``path("fourws-pay/", include("fourws_pay_oscar.urls"))``.
+
+The callback base URL is then ``https://<shop>/fourws-pay/callback`` (no trailing slash:
+fourws-pay appends ``/<operation id>/<token>``).
+"""
+
+from django.urls import path
+
+from fourws_pay_oscar import views
+
+app_name = "fourws_pay_oscar"
+
+urlpatterns = [
+    path("callback/<str:operation_id>/<str:token>", views.callback, name="callback"),
+]

@@ -1,0 +1,84 @@
+"""Oscar test project settings (the minimal set Oscar 4.2 needs, plus fourws_pay_oscar)."""
+
+import os
+import tempfile
+from pathlib import Path
+
+from oscar import INSTALLED_APPS as OSCAR_APPS
+from oscar.defaults import *  # noqa: F403
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "fourws-pay-oscar-tests-only"  # noqa: S105
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+USE_TZ = True
+LANGUAGE_CODE = "en-gb"
+SITE_ID = 1
+ROOT_URLCONF = "oscar_testshop.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "oscar_testshop.checkout.apps.CheckoutConfig"
+    if app == "oscar.apps.checkout.apps.CheckoutConfig"
+    else app
+    for app in OSCAR_APPS
+] + ["sorl.thumbnail", "fourws_pay_oscar"]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "oscar.apps.basket.middleware.BasketMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.template.context_processors.i18n",
+                "django.contrib.messages.context_processors.messages",
+                "oscar.apps.search.context_processors.search_form",
+                "oscar.apps.checkout.context_processors.checkout",
+                "oscar.core.context_processors.metadata",
+            ]
+        },
+    }
+]
+
+# One file per xdist worker, kept between runs (migrate then only checks, like --keepdb).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_DB = os.environ.get("FOURWS_PAY_OSCAR_TEST_DB") or os.path.join(
+    tempfile.gettempdir(), f"fourws-pay-oscar-tests-{_WORKER}.sqlite3"
+)
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB, "TEST": {"NAME": _DB}}
+}
+
+AUTHENTICATION_BACKENDS = (
+    "oscar.apps.customer.auth_backends.EmailBackend",
+    "django.contrib.auth.backends.ModelBackend",
+)
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STATIC_URL = "/static/"
+MEDIA_ROOT = os.path.join(tempfile.gettempdir(), "fourws-pay-oscar-tests-media")
+MEDIA_URL = "/media/"
+LOGGING_CONFIG = None
+
+OSCAR_DEFAULT_CURRENCY = "EUR"
+OSCAR_ALLOW_ANON_CHECKOUT = True
+
+FOURWS_PAY = {
+    "BACKEND": "sandbox",
+    "CALLBACK_BASE_URL": "http://testserver/fourws-pay/callback",
+    "SANDBOX_AUTO_SETTLE": False,
+}

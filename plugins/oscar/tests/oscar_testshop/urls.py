@@ -1,0 +1,7 @@
+from django.apps import apps
+from django.urls import include, path
+
+urlpatterns = [
+    path("fourws-pay/", include("fourws_pay_oscar.urls")),
+    path("", include(apps.get_app_config("oscar").urls[0])),
+]
