@@ -68,6 +68,14 @@ def redact_url(url: str) -> str:
 
 
 _LONG_DIGITS = re.compile(r"\d{8,}")
+_URL = re.compile(r"https?://[^\s\"'<>]+")
+
+
+def scrub_text(text: str) -> str:
+    """Mask what free text from 4WS may echo: card numbers (runs of 8+ digits, last 4 kept)
+    and URLs (query and long last segment dropped: callback URLs carry a secret token)."""
+    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _LONG_DIGITS.sub(lambda m: mask_barcode(m.group(0)), text)
 
 
 def _scrub(
@@ -86,7 +94,7 @@ def _scrub(
             event_dict[key] = redact_url(value)
         elif isinstance(value, str) and lowered in {"error", "message", "detail"}:
             # Free text from 4WS may echo a barcode ("barcode 8050200058081 already exists").
-            event_dict[key] = _LONG_DIGITS.sub(lambda m: mask_barcode(m.group(0)), value)
+            event_dict[key] = scrub_text(value)
     return event_dict
 
 

@@ -19,6 +19,7 @@ Retry rules (issue #2, DESIGN.md invariant 3):
 
 from __future__ import annotations
 
+import collections
 import random
 import threading
 import time
@@ -66,11 +67,12 @@ from fourws_pay.errors import (
     TransportError,
     UniqueConstraintError,
 )
-from fourws_pay.logs import get_logger, mask_barcode
+from fourws_pay.logs import get_logger, mask_barcode, scrub_text
 from fourws_pay.settings import Settings
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=APIError)
 
 log = get_logger()
 
@@ -162,10 +164,10 @@ def _status_error(endpoint: Endpoint, response: httpx.Response, now: datetime) -
 def _message_of(response: httpx.Response) -> str | None:
     try:
         body = wirejson.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:500]
+        return scrub_text(str(body["message"])[:500])
     return None
 
 
@@ -226,7 +228,7 @@ def require_success(body: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     if success is False:
         message = body.get("message")
         raise APIFailure(
-            str(message)[:500] if message is not None else "4WS reported a failure",
+            scrub_text(str(message)[:500]) if message is not None else "4WS reported a failure",
             endpoint=endpoint.name,
         )
     raise MalformedResponseError("4WS answer has no boolean 'success'", endpoint=endpoint.name)
@@ -246,6 +248,7 @@ class ClientCore:
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._token_lock = threading.Lock()
+        self._seen_tokens: collections.deque[str] = collections.deque(maxlen=4)
         self._tokens: cachetools.TLRUCache[str, LoginToken] = cachetools.TLRUCache(
             maxsize=1, ttu=self._token_expiry, timer=self.clock.monotonic
         )
@@ -372,7 +375,10 @@ class ClientCore:
                 if response.is_success:
                     try:
                         return parse(response)
-                    except MalformedResponseError as exc:
+                    except APIError as exc:
+                        self._redact_error(exc)
+                        if not isinstance(exc, MalformedResponseError):
+                            raise
                         if not endpoint.idempotent:
                             raise AmbiguousOutcomeError(
                                 f"{endpoint.name} answer unreadable; it may have been applied",
@@ -381,7 +387,7 @@ class ClientCore:
                         error = exc
                         wait = backoff(policy, attempt, self._rng)
                 else:
-                    error = _status_error(endpoint, response, self.clock.now())
+                    error = self._redact_error(_status_error(endpoint, response, self.clock.now()))
                     if not endpoint.idempotent and isinstance(error, ServerError):
                         raise AmbiguousOutcomeError(
                             f"{endpoint.name} failed with HTTP {response.status_code}; "
@@ -403,6 +409,18 @@ class ClientCore:
                 error=type(error).__name__,
             )
             yield Sleep(wait)
+
+    def _redact_error(self, error: E) -> E:
+        """Take our own secrets out of a message 4WS wrote (it may echo what we sent)."""
+        secrets = [self.settings.password.get_secret_value(), *self._seen_tokens]
+        message = error.message
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "[redacted]")
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
+        return error
 
     # -------------------------------------------------------------------- bearer tokens
 
@@ -446,6 +464,7 @@ class ClientCore:
 
         token = yield from self.exchange(LOGIN, build, parse)
         with self._token_lock:
+            self._seen_tokens.append(token.token.get_secret_value())
             self._tokens["token"] = token
         return token
 
@@ -699,7 +718,8 @@ def _data_success(body: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     """Data management bodies: trust the status, but a ``success: false`` is still a failure."""
     if body.get("success") is False:
         raise APIFailure(
-            str(body.get("message") or "4WS reported a failure"), endpoint=endpoint.name
+            scrub_text(str(body.get("message") or "4WS reported a failure")[:500]),
+            endpoint=endpoint.name,
         )
     return body
 

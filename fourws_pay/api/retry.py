@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from fourws_pay.settings import RetryPolicy
@@ -28,8 +28,10 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime) -> float | No
             pass
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
+        if when.tzinfo is None:  # "-0000" means UTC with no zone information
+            when = when.replace(tzinfo=UTC)
         return max(0.0, (when - now).total_seconds())
     for name in ("x-ratelimit-reset", "ratelimit-reset"):
         raw = lowered.get(name)
