@@ -1,0 +1,299 @@
+"""The ASGI application: manifest, install, the six sync webhooks, the 4WS callback.
+
+Every webhook goes through the same gate before any business code runs:
+
+1. ``Saleor-Api-Url`` names an installed Saleor (a token is stored for it), else 401;
+2. ``Saleor-Event`` matches the endpoint, else 400;
+3. ``Saleor-Signature`` verifies over the raw body against that Saleor's JWKS, else 401
+   (503 when the JWKS cannot be fetched, so that Saleor retries);
+4. the body parses as the expected payload, else 400.
+
+Reports to Saleor are flushed in a background task after each request that can queue one,
+and by a periodic loop while the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from fourws_pay.clock import Clock, SystemClock
+from fourws_pay.errors import CallbackRejected
+from fourws_pay.logs import get_logger
+from fourws_pay_saleor.config import AppConfig
+from fourws_pay_saleor.events import PLUGIN_NAME, SaleorEventListener
+from fourws_pay_saleor.gateway import Gateway
+from fourws_pay_saleor.handlers import PaymentHandlers, Unavailable
+from fourws_pay_saleor.jsonutil import dumps, loads
+from fourws_pay_saleor.jws import JWKSVerifier, KeysUnavailable, SignatureError
+from fourws_pay_saleor.manifest import MANIFEST_PATH, REGISTER_PATH, WEBHOOK_PATHS, build_manifest
+from fourws_pay_saleor.payloads import (
+    PayloadError,
+    PaymentGatewayInitializeSession,
+    TransactionActionRequest,
+    TransactionSession,
+    WebhookEvent,
+    parse_payload,
+)
+from fourws_pay_saleor.reporter import SaleorReporter
+from fourws_pay_saleor.store import AppStore
+
+log = get_logger(component="saleor.app")
+
+APP_ID_QUERY = "query FourWSAppId { app { id } }"
+
+
+class JSONBody(Response):
+    """A JSON response rendered with ``jsonutil.dumps`` (Decimal-safe)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@dataclass
+class SaleorApp:
+    """Everything a running App holds; ``create_app`` wires it into Starlette."""
+
+    config: AppConfig
+    store: AppStore
+    gateway: Gateway
+    http: httpx.AsyncClient
+    clock: Clock
+    handlers: PaymentHandlers = field(init=False)
+    verifier: JWKSVerifier = field(init=False)
+    reporter: SaleorReporter = field(init=False)
+    listener: SaleorEventListener = field(init=False)
+    _flush_wanted: asyncio.Event | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.handlers = PaymentHandlers(self.config, self.store, self.gateway, self.clock)
+        self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
+        self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
+        self.listener = SaleorEventListener(self.store, self.clock, self._wake)
+        self.gateway.add_listener(self.listener, PLUGIN_NAME)
+
+    def _wake(self) -> None:
+        # Called from inside payment calls, possibly on a worker thread: only flag.
+        event = self._flush_wanted
+        if event is not None:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+                loop.call_soon(event.set)
+
+    async def flush_reports(self) -> None:
+        try:
+            await self.reporter.flush()
+        except Exception as exc:  # the outbox keeps the rows; the next flush retries
+            log.error("saleor.flush_failed", error=repr(exc))
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def manifest(self, request: Request) -> Response:
+        return JSONResponse(build_manifest(self.config))
+
+    async def home(self, request: Request) -> Response:
+        return HTMLResponse(
+            "<!doctype html><title>4WS gift cards</title>"
+            "<h1>4WS gift cards for Saleor</h1>"
+            "<p>This App accepts 4WS Suite gift cards through Saleor's Transaction API.</p>"
+        )
+
+    async def register(self, request: Request) -> Response:
+        api_url = request.headers.get("saleor-api-url", "").strip()
+        domain = request.headers.get("saleor-domain", "").strip()
+        if not _is_http_url(api_url):
+            return _error(400, "missing or invalid Saleor-Api-Url header")
+        if not self.config.is_allowed(api_url):
+            log.warning("saleor.register_refused", api_url=api_url)
+            return _error(403, "this Saleor instance may not install the App")
+        try:
+            body = loads(await request.body())
+        except ValueError:
+            return _error(400, "body is not JSON")
+        token = body.get("auth_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            return _error(400, "auth_token is required")
+        app_id: str | None = None
+        if self.config.verify_token_on_register:
+            try:
+                app_id = await self._app_id(api_url, token)
+            except httpx.HTTPError:
+                return _error(503, "cannot reach Saleor to confirm the token")
+            if app_id is None:
+                return _error(401, "Saleor did not accept the token")
+        self.store.save_installation(
+            api_url, domain or (urlsplit(api_url).hostname or ""), token, app_id, self.clock.now()
+        )
+        self.verifier.forget(api_url)
+        log.info("saleor.registered", api_url=api_url, app_id=app_id)
+        return JSONResponse({"success": True})
+
+    async def _app_id(self, api_url: str, token: str) -> str | None:
+        response = await self.http.post(
+            api_url,
+            json={"query": APP_ID_QUERY},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self.config.http_timeout,
+        )
+        if response.status_code != 200:
+            return None
+        try:
+            document = response.json()
+            app_id = document["data"]["app"]["id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return str(app_id) if app_id else None
+
+    async def _gate(self, request: Request, event: WebhookEvent) -> tuple[str, bytes, Any]:
+        """Authenticate and parse one webhook; raises ``_Reject``."""
+        body = await request.body()
+        api_url = request.headers.get("saleor-api-url", "").strip()
+        if not api_url or self.store.get_installation(api_url) is None:
+            log.warning("saleor.webhook_unknown_saleor", api_url=api_url or None)
+            raise _Reject(401, "unknown Saleor-Api-Url")
+        header_event = request.headers.get("saleor-event", "").strip().lower()
+        if header_event != event.value:
+            log.warning("saleor.webhook_wrong_event", expected=event.value, got=header_event)
+            raise _Reject(400, "Saleor-Event does not match this endpoint")
+        try:
+            await self.verifier.verify(api_url, request.headers.get("saleor-signature"), body)
+        except SignatureError as exc:
+            log.warning("saleor.webhook_bad_signature", api_url=api_url, error=str(exc))
+            raise _Reject(401, "invalid signature") from None
+        except KeysUnavailable as exc:
+            log.warning("saleor.jwks_unavailable", api_url=api_url, error=str(exc))
+            raise _Reject(503, "cannot verify the signature now") from None
+        try:
+            payload = parse_payload(event, loads(body))
+        except PayloadError as exc:
+            raise _Reject(400, str(exc)) from None
+        except ValueError:
+            raise _Reject(400, "body is not JSON") from None
+        return api_url, body, payload
+
+    def webhook(self, event: WebhookEvent) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                api_url, body, payload = await self._gate(request, event)
+            except _Reject as reject:
+                return _error(reject.status, reject.message)
+            try:
+                result = await self._dispatch(event, api_url, body, payload)
+            except Unavailable as exc:
+                log.warning("saleor.webhook_unavailable", event=event.value, error=str(exc))
+                return _error(503, "temporarily unavailable")
+            return JSONBody(result, background=BackgroundTask(self.flush_reports))
+
+        return endpoint
+
+    async def _dispatch(
+        self, event: WebhookEvent, api_url: str, body: bytes, payload: Any
+    ) -> dict[str, Any]:
+        if event is WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION:
+            assert isinstance(payload, PaymentGatewayInitializeSession)
+            return await self.handlers.gateway_initialize(api_url, payload)
+        if event is WebhookEvent.TRANSACTION_INITIALIZE_SESSION:
+            assert isinstance(payload, TransactionSession)
+            return await self.handlers.transaction_initialize(api_url, payload)
+        if event is WebhookEvent.TRANSACTION_PROCESS_SESSION:
+            assert isinstance(payload, TransactionSession)
+            return await self.handlers.transaction_process(api_url, payload)
+        assert isinstance(payload, TransactionActionRequest)
+        return await self.handlers.action_requested(api_url, event, payload, body)
+
+    async def fourws_callback(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            result = await self.gateway.handle_callback(request.url.path, body)
+        except CallbackRejected as exc:
+            return Response(status_code=exc.status_code)
+        return Response(
+            status_code=result.status_code, background=BackgroundTask(self.flush_reports)
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._flush_wanted = asyncio.Event()
+        task = asyncio.create_task(self._flush_loop(self._flush_wanted))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._flush_wanted = None
+
+    async def _flush_loop(self, wanted: asyncio.Event, interval: float = 30.0) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wanted.wait(), timeout=interval)
+            wanted.clear()
+            await self.flush_reports()
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in {"http", "https"} and bool(parts.netloc)
+
+
+def create_app(
+    config: AppConfig,
+    gateway: Gateway,
+    *,
+    store: AppStore | None = None,
+    http: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """Build the App. ``app.state.saleor`` is the ``SaleorApp`` (tests flush reports with it).
+
+    ``http`` is the client used to reach Saleor (JWKS, GraphQL); inject one with a
+    ``MockTransport`` or ``ASGITransport`` to talk to a fake Saleor in-process.
+    """
+    saleor = SaleorApp(
+        config=config,
+        store=store or AppStore(config.store_path),
+        gateway=gateway,
+        http=http or httpx.AsyncClient(timeout=config.http_timeout),
+        clock=clock or SystemClock(),
+    )
+    routes = [
+        Route("/", saleor.home, methods=["GET"]),
+        Route(MANIFEST_PATH, saleor.manifest, methods=["GET"]),
+        Route(REGISTER_PATH, saleor.register, methods=["POST"]),
+        Route(
+            config.callback_path + "/{operation_id}/{token}",
+            saleor.fourws_callback,
+            methods=["POST"],
+        ),
+    ]
+    for event, path in WEBHOOK_PATHS.items():
+        routes.append(Route(path, saleor.webhook(event), methods=["POST"]))
+    app = Starlette(routes=routes, lifespan=saleor.lifespan)
+    app.state.saleor = saleor
+    return app

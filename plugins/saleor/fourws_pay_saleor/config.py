@@ -1,0 +1,107 @@
+"""The App's own settings: where Saleor reaches it, where it keeps its state, whom it trusts.
+
+Separate from ``fourws_pay.Settings`` (which describes the 4WS tenant) because one 4WS tenant
+can serve several Saleor instances and the App is deployed on its own. Read from keyword
+arguments, or ``FOURWS_SALEOR_<FIELD>`` variables through ``AppConfig.from_env()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fourws_pay.errors import ConfigurationError
+
+ENV_PREFIX = "FOURWS_SALEOR_"
+
+
+class AppConfig(BaseModel):
+    """Settings of one running App.
+
+    ``app_url`` is the public base URL at which Saleor can reach this App; every URL in the
+    manifest is built from it. ``allowed_saleor_api_urls`` restricts which Saleor instances
+    may install the App: leave it empty only on a private network, because an App that
+    accepts any installation also accepts webhooks signed by any Saleor that installed it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_url: str = "http://127.0.0.1:8300"
+    app_id: str = "fourws-pay.giftcard"
+    app_name: str = "4WS gift cards"
+    app_version: str = "0.1.0"
+    author: str = "fourws-pay"
+    store_path: str = "fourws-pay-saleor.db"
+    allowed_saleor_api_urls: tuple[str, ...] = ()
+    verify_token_on_register: bool = True
+    # Seconds a fetched JWKS is trusted before it is fetched again.
+    jwks_ttl: float = Field(default=300.0, ge=0)
+    # Seconds for every call to Saleor; Saleor itself gives a sync webhook ~20 s.
+    http_timeout: float = Field(default=10.0, gt=0)
+    # How hard transactionEventReport is retried within one flush.
+    report_max_attempts: int = Field(default=5, ge=1, le=20)
+    report_backoff_base: float = Field(default=0.5, ge=0)
+    report_backoff_max: float = Field(default=8.0, ge=0)
+    # Seconds a handler waits for another worker holding the same transaction.
+    lease_wait: float = Field(default=15.0, gt=0)
+    lease_ttl: float = Field(default=60.0, gt=0)
+    # Saleor >= 3.23 accepts paymentMethodDetails of type GIFT_CARD; older ones reject it.
+    send_payment_method_details: bool = True
+    payment_method_name: str = Field(default="4WS gift card", max_length=256)
+    payment_method_brand: str = Field(default="4WS", max_length=40)
+    # Path (under app_url) of the 4WS callback receiver; Settings.callback_base_url must
+    # point at it for 4WS callbacks to reach this App.
+    callback_path: str = "/fourws/callback"
+
+    @field_validator("app_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("allowed_saleor_api_urls", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callback_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value.rstrip("/")
+
+    def url(self, path: str) -> str:
+        """An absolute URL of this App."""
+        return f"{self.app_url}{path}"
+
+    def is_allowed(self, saleor_api_url: str) -> bool:
+        """Whether a Saleor instance may install this App."""
+        if not self.allowed_saleor_api_urls:
+            return True
+        wanted = saleor_api_url.rstrip("/")
+        return any(wanted == allowed.rstrip("/") for allowed in self.allowed_saleor_api_urls)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AppConfig:
+        """Build from ``FOURWS_SALEOR_*`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in env:
+                values[name] = env[key]
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            fields = ", ".join(
+                ENV_PREFIX + str(err["loc"][0]).upper() for err in exc.errors() if err["loc"]
+            )
+            raise ConfigurationError(f"invalid Saleor App setting(s): {fields}") from None

@@ -1,0 +1,93 @@
+"""Turning payment events into queued Saleor reports (the ``fourws_pay_payment_event`` hook).
+
+The hook runs inside payment calls and must not do network I/O, so it only writes a row to
+the report outbox; ``SaleorReporter.flush()`` sends it. Events for operations the App did not
+start (another host sharing the ledger) are ignored: only operations linked to a Saleor
+transaction in the App's store are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fourws_pay.clock import Clock
+from fourws_pay.hookspecs import hookimpl
+from fourws_pay.logs import get_logger
+from fourws_pay.payments.models import EventKind, OperationKind, PaymentEvent
+from fourws_pay_saleor.store import AppStore, ReportRecord
+
+log = get_logger(component="saleor.events")
+
+PLUGIN_NAME = "fourws_pay_saleor"
+
+_REPORT_TYPES: dict[tuple[OperationKind, EventKind], str] = {
+    (OperationKind.CAPTURE, EventKind.SETTLED): "CHARGE_SUCCESS",
+    (OperationKind.CAPTURE, EventKind.CAPTURE_FAILED): "CHARGE_FAILURE",
+    (OperationKind.REFUND, EventKind.REFUNDED): "REFUND_SUCCESS",
+    (OperationKind.REFUND, EventKind.REFUND_FAILED): "REFUND_FAILURE",
+    (OperationKind.CAPTURE, EventKind.MANUAL_REVIEW): "INFO",
+    (OperationKind.REFUND, EventKind.MANUAL_REVIEW): "INFO",
+}
+
+_MANUAL_REVIEW_MESSAGE = (
+    "The gift-card operation could not be confirmed by 4WS and awaits manual review."
+)
+
+
+class SaleorEventListener:
+    """A pluggy plugin: register it on the payments' plugin manager."""
+
+    def __init__(self, store: AppStore, clock: Clock, on_enqueued: Callable[[], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_enqueued = on_enqueued
+
+    @hookimpl
+    def fourws_pay_payment_event(self, event: PaymentEvent) -> None:
+        try:
+            if self.record(event):
+                self._on_enqueued()
+        except Exception as exc:  # a listener must never break a payment step
+            log.error("saleor.event_listener_failed", kind=str(event.kind), error=repr(exc))
+
+    def record(self, event: PaymentEvent) -> bool:
+        """Queue the report an event calls for; True when a new report was queued."""
+        operation = event.operation
+        if operation is not None:
+            report_type = _REPORT_TYPES.get((operation.kind, event.kind))
+            if report_type is None:
+                return False
+            link = self._store.get_operation_link(operation.id)
+            if link is None:
+                return False
+            message = _MANUAL_REVIEW_MESSAGE if report_type == "INFO" else event.message
+            return self._store.enqueue_report(
+                ReportRecord(
+                    api_url=link.api_url,
+                    transaction_id=link.transaction_id,
+                    psp_reference=operation.id,
+                    type=report_type,
+                    amount=None if report_type == "INFO" else operation.amount,
+                    time=event.at,
+                    message=(message or "")[:512],
+                ),
+                self._clock.now(),
+            )
+        if event.kind is EventKind.EXPIRED and event.reservation is not None:
+            record = self._store.find_by_reservation(event.reservation.id)
+            if record is None or record.capture_operation_id is not None:
+                return False
+            # An authorization that lapsed is voided in Saleor with CANCEL_SUCCESS.
+            return self._store.enqueue_report(
+                ReportRecord(
+                    api_url=record.api_url,
+                    transaction_id=record.transaction_id,
+                    psp_reference=event.reservation.id,
+                    type="CANCEL_SUCCESS",
+                    amount=event.reservation.applied_amount,
+                    time=event.at,
+                    message="The gift-card authorization expired.",
+                ),
+                self._clock.now(),
+            )
+        return False

@@ -1,0 +1,95 @@
+"""The App manifest Saleor reads on install, and the subscription queries it declares.
+
+Each webhook's ``query`` decides the body Saleor sends; ``payloads.py`` parses exactly these
+fields. ``issuedAt`` is selected on the ``*_REQUESTED`` events because Saleor re-sends the
+stored payload unchanged on retry: the App recognises a retried delivery by the hash of the
+signed body, and ``issuedAt`` keeps two genuine, otherwise identical requests (two partial
+refunds of the same amount) apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fourws_pay_saleor.config import AppConfig
+from fourws_pay_saleor.payloads import WebhookEvent
+
+_SOURCE_OBJECT = """
+    sourceObject {
+      __typename
+      ... on Checkout { id channel { slug } totalPrice { gross { amount currency } } }
+      ... on Order { id channel { slug } total { gross { amount currency } } }
+    }"""
+
+_TRANSACTION = """
+    transaction { id pspReference }"""
+
+_ACTION = """
+    action { amount currency actionType }"""
+
+SUBSCRIPTIONS: dict[WebhookEvent, str] = {
+    WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION: (
+        "subscription { event { ... on PaymentGatewayInitializeSession {\n"
+        "    issuedAt amount data" + _SOURCE_OBJECT + "\n  } } }"
+    ),
+    WebhookEvent.TRANSACTION_INITIALIZE_SESSION: (
+        "subscription { event { ... on TransactionInitializeSession {\n"
+        "    issuedAt data merchantReference idempotencyKey customerIpAddress"
+        + _TRANSACTION
+        + _ACTION
+        + _SOURCE_OBJECT
+        + "\n  } } }"
+    ),
+    WebhookEvent.TRANSACTION_PROCESS_SESSION: (
+        "subscription { event { ... on TransactionProcessSession {\n"
+        "    issuedAt data merchantReference customerIpAddress"
+        + _TRANSACTION
+        + _ACTION
+        + _SOURCE_OBJECT
+        + "\n  } } }"
+    ),
+    WebhookEvent.TRANSACTION_CHARGE_REQUESTED: (
+        "subscription { event { ... on TransactionChargeRequested {\n"
+        "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
+    ),
+    WebhookEvent.TRANSACTION_REFUND_REQUESTED: (
+        "subscription { event { ... on TransactionRefundRequested {\n"
+        "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
+    ),
+    WebhookEvent.TRANSACTION_CANCELATION_REQUESTED: (
+        "subscription { event { ... on TransactionCancelationRequested {\n"
+        "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
+    ),
+}
+
+WEBHOOK_PATHS: dict[WebhookEvent, str] = {
+    event: "/api/webhooks/" + event.value.replace("_", "-") for event in WebhookEvent
+}
+
+MANIFEST_PATH = "/api/manifest"
+REGISTER_PATH = "/api/register"
+
+
+def build_manifest(config: AppConfig) -> dict[str, Any]:
+    """The JSON Saleor fetches from the manifest URL when the App is installed."""
+    return {
+        "id": config.app_id,
+        "version": config.app_version,
+        "name": config.app_name,
+        "about": "Accept 4WS Suite gift cards as a payment method (Transaction API).",
+        "author": config.author,
+        "permissions": ["HANDLE_PAYMENTS"],
+        "appUrl": config.url("/"),
+        "tokenTargetUrl": config.url(REGISTER_PATH),
+        "webhooks": [
+            {
+                "name": f"4WS gift cards: {event.enum_name}",
+                "syncEvents": [event.enum_name],
+                "asyncEvents": [],
+                "query": SUBSCRIPTIONS[event],
+                "targetUrl": config.url(WEBHOOK_PATHS[event]),
+                "isActive": True,
+            }
+            for event in WebhookEvent
+        ],
+    }

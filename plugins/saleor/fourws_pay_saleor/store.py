@@ -1,0 +1,488 @@
+"""The App's durable memory, in one SQLite file (stdlib ``sqlite3``).
+
+What must survive a restart, and why:
+
+- **installations**: the auth token Saleor gave on install, per Saleor API URL. Webhooks from
+  a URL with no token are rejected, and the token authenticates ``transactionEventReport``.
+- **idempotency**: the answer given to an ``idempotencyKey`` of INITIALIZE_SESSION, so a
+  re-sent initialize gets the same ``pspReference`` and result.
+- **transactions**: per Saleor transaction, the reservation and capture made for it, written
+  after each step so that a retry resumes instead of reserving or capturing twice.
+- **operations**: which Saleor transaction a 4WS operation (capture/refund) belongs to, so a
+  settlement can be reported to the right place.
+- **deliveries**: the answer to each ``*_REQUESTED`` delivery, so a retried delivery is not
+  acted on twice.
+- **reports**: an outbox of ``transactionEventReport`` calls; a row is written before the
+  call is made and kept until Saleor acknowledged it.
+- **leases**: who is working on a transaction right now, across worker processes.
+
+The auth token is stored in clear (Saleor needs it back verbatim) and never logged or
+returned by ``repr``: protect the file like any credential store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fourws_pay_saleor.jsonutil import dumps, loads
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS installations (
+    api_url TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    token TEXT NOT NULL,
+    app_id TEXT,
+    installed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    api_url TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (api_url, idem_key)
+);
+CREATE TABLE IF NOT EXISTS transactions (
+    api_url TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    action_type TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    reservation_id TEXT,
+    capture_operation_id TEXT,
+    state TEXT NOT NULL,
+    response TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (api_url, transaction_id)
+);
+CREATE INDEX IF NOT EXISTS transactions_by_reservation ON transactions (reservation_id);
+CREATE TABLE IF NOT EXISTS operations (
+    operation_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_key TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_url TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    psp_reference TEXT NOT NULL,
+    type TEXT NOT NULL,
+    amount TEXT,
+    message TEXT NOT NULL DEFAULT '',
+    time TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (api_url, psp_reference, type)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    lease_key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class TransactionState:
+    """Where the App is with one Saleor transaction (strings stored as they are)."""
+
+    STARTED = "started"
+    AUTHORIZED = "authorized"
+    CHARGE_PENDING = "charge_pending"
+    CHARGED = "charged"
+    CHARGE_FAILED = "charge_failed"
+    CANCELED = "canceled"
+    FAILED = "failed"
+
+
+@dataclass
+class TransactionRecord:
+    """What the App did for one Saleor transaction."""
+
+    api_url: str
+    transaction_id: str
+    action_type: str
+    amount: Decimal
+    currency: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    reservation_id: str | None = None
+    capture_operation_id: str | None = None
+    response: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class OperationLink:
+    """Which Saleor transaction a 4WS operation belongs to."""
+
+    operation_id: str
+    api_url: str
+    transaction_id: str
+    kind: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass
+class ReportRecord:
+    """One pending or sent ``transactionEventReport``."""
+
+    api_url: str
+    transaction_id: str
+    psp_reference: str
+    type: str
+    amount: Decimal | None
+    time: datetime
+    message: str = ""
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Installation:
+    """A Saleor instance that installed the App. ``token`` never appears in ``repr``."""
+
+    api_url: str
+    domain: str
+    token: str = field(repr=False)
+    app_id: str | None
+    installed_at: datetime
+
+
+class AppStore:
+    """SQLite-backed state of the App; safe to share between threads of one process.
+
+    Several processes may open the same file (WAL mode); cross-process exclusion for one
+    Saleor transaction goes through ``try_lease``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"AppStore({self.path!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+            return row
+
+    # -- installations -------------------------------------------------------------------
+
+    def save_installation(
+        self, api_url: str, domain: str, token: str, app_id: str | None, at: datetime
+    ) -> None:
+        """Store (or replace, on re-install) the token of one Saleor instance."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO installations (api_url, domain, token, app_id, installed_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(api_url) DO UPDATE SET"
+                " domain=excluded.domain, token=excluded.token, app_id=excluded.app_id,"
+                " installed_at=excluded.installed_at",
+                (api_url, domain, token, app_id, at.isoformat()),
+            )
+
+    def get_installation(self, api_url: str) -> Installation | None:
+        row = self._one("SELECT * FROM installations WHERE api_url = ?", (api_url,))
+        if row is None:
+            return None
+        return Installation(
+            api_url=row["api_url"],
+            domain=row["domain"],
+            token=row["token"],
+            app_id=row["app_id"],
+            installed_at=datetime.fromisoformat(row["installed_at"]),
+        )
+
+    def delete_installation(self, api_url: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM installations WHERE api_url = ?", (api_url,))
+
+    # -- idempotency keys ----------------------------------------------------------------
+
+    def get_idempotent(self, api_url: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The fingerprint and answer stored for an idempotency key, if any."""
+        row = self._one(
+            "SELECT fingerprint, response FROM idempotency WHERE api_url = ? AND idem_key = ?",
+            (api_url, key),
+        )
+        if row is None:
+            return None
+        return row["fingerprint"], loads(row["response"])
+
+    def save_idempotent(
+        self,
+        api_url: str,
+        key: str,
+        fingerprint: str,
+        transaction_id: str,
+        response: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                (api_url, key, fingerprint, transaction_id, dumps(response), at.isoformat()),
+            )
+
+    # -- transactions --------------------------------------------------------------------
+
+    def get_transaction(self, api_url: str, transaction_id: str) -> TransactionRecord | None:
+        row = self._one(
+            "SELECT * FROM transactions WHERE api_url = ? AND transaction_id = ?",
+            (api_url, transaction_id),
+        )
+        return _transaction(row) if row is not None else None
+
+    def find_by_reservation(self, reservation_id: str) -> TransactionRecord | None:
+        row = self._one("SELECT * FROM transactions WHERE reservation_id = ?", (reservation_id,))
+        return _transaction(row) if row is not None else None
+
+    def save_transaction(self, record: TransactionRecord) -> None:
+        """Insert or overwrite the record (callers hold the transaction's lease)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO transactions (api_url, transaction_id, action_type, amount,"
+                " currency, reservation_id, capture_operation_id, state, response, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(api_url, transaction_id) DO UPDATE SET"
+                " action_type=excluded.action_type, amount=excluded.amount,"
+                " currency=excluded.currency, reservation_id=excluded.reservation_id,"
+                " capture_operation_id=excluded.capture_operation_id, state=excluded.state,"
+                " response=excluded.response, updated_at=excluded.updated_at",
+                (
+                    record.api_url,
+                    record.transaction_id,
+                    record.action_type,
+                    str(record.amount),
+                    record.currency,
+                    record.reservation_id,
+                    record.capture_operation_id,
+                    record.state,
+                    dumps(record.response) if record.response is not None else None,
+                    record.created_at.isoformat(),
+                    record.updated_at.isoformat(),
+                ),
+            )
+
+    # -- operations ----------------------------------------------------------------------
+
+    def link_operation(self, link: OperationLink) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO operations VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    link.operation_id,
+                    link.api_url,
+                    link.transaction_id,
+                    link.kind,
+                    str(link.amount),
+                    link.currency,
+                ),
+            )
+
+    def get_operation_link(self, operation_id: str) -> OperationLink | None:
+        row = self._one("SELECT * FROM operations WHERE operation_id = ?", (operation_id,))
+        if row is None:
+            return None
+        return OperationLink(
+            operation_id=row["operation_id"],
+            api_url=row["api_url"],
+            transaction_id=row["transaction_id"],
+            kind=row["kind"],
+            amount=Decimal(row["amount"]),
+            currency=row["currency"],
+        )
+
+    def operation_links(self, api_url: str, transaction_id: str) -> list[OperationLink]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM operations WHERE api_url = ? AND transaction_id = ? ORDER BY rowid",
+                (api_url, transaction_id),
+            ).fetchall()
+        return [
+            OperationLink(
+                operation_id=row["operation_id"],
+                api_url=row["api_url"],
+                transaction_id=row["transaction_id"],
+                kind=row["kind"],
+                amount=Decimal(row["amount"]),
+                currency=row["currency"],
+            )
+            for row in rows
+        ]
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    def get_delivery(self, key: str) -> dict[str, Any] | None:
+        row = self._one("SELECT response FROM deliveries WHERE delivery_key = ?", (key,))
+        if row is None:
+            return None
+        result: dict[str, Any] = loads(row["response"])
+        return result
+
+    def save_delivery(
+        self,
+        key: str,
+        api_url: str,
+        event: str,
+        transaction_id: str,
+        response: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                (key, api_url, event, transaction_id, dumps(response), at.isoformat()),
+            )
+
+    # -- report outbox -------------------------------------------------------------------
+
+    def enqueue_report(self, report: ReportRecord, at: datetime) -> bool:
+        """Add a report unless the same (psp reference, type) is already queued or sent.
+
+        A row in state ``answered`` records an outcome Saleor already got in a webhook
+        response; it keeps the same outcome from being reported a second time.
+        """
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO reports (api_url, transaction_id, psp_reference, type,"
+                " amount, message, time, state, attempts, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    report.api_url,
+                    report.transaction_id,
+                    report.psp_reference,
+                    report.type,
+                    str(report.amount) if report.amount is not None else None,
+                    report.message,
+                    report.time.isoformat(),
+                    report.state,
+                    at.isoformat(),
+                    at.isoformat(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def reports(self, state: str | None = None) -> list[ReportRecord]:
+        sql = "SELECT * FROM reports"
+        params: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            params = (state,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [
+            ReportRecord(
+                id=row["id"],
+                api_url=row["api_url"],
+                transaction_id=row["transaction_id"],
+                psp_reference=row["psp_reference"],
+                type=row["type"],
+                amount=Decimal(row["amount"]) if row["amount"] is not None else None,
+                message=row["message"],
+                time=datetime.fromisoformat(row["time"]),
+                state=row["state"],
+                attempts=row["attempts"],
+                last_error=row["last_error"],
+            )
+            for row in rows
+        ]
+
+    def update_report(
+        self, report_id: int, state: str, attempts: int, last_error: str | None, at: datetime
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE reports SET state = ?, attempts = ?, last_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                (state, attempts, last_error, at.isoformat(), report_id),
+            )
+
+    # -- leases --------------------------------------------------------------------------
+
+    def try_lease(self, key: str, owner: str, now: float, ttl: float) -> bool:
+        """Take the lease on ``key`` if it is free, expired, or already ours."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT owner, expires_at FROM leases WHERE lease_key = ?", (key,)
+            ).fetchone()
+            if row is not None and row["owner"] != owner and row["expires_at"] > now:
+                return False
+            conn.execute(
+                "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(lease_key) DO UPDATE SET"
+                " owner=excluded.owner, expires_at=excluded.expires_at",
+                (key, owner, now + ttl),
+            )
+            return True
+
+    def release_lease(self, key: str, owner: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM leases WHERE lease_key = ? AND owner = ?", (key, owner))
+
+
+def _transaction(row: sqlite3.Row) -> TransactionRecord:
+    return TransactionRecord(
+        api_url=row["api_url"],
+        transaction_id=row["transaction_id"],
+        action_type=row["action_type"],
+        amount=Decimal(row["amount"]),
+        currency=row["currency"],
+        reservation_id=row["reservation_id"],
+        capture_operation_id=row["capture_operation_id"],
+        state=row["state"],
+        response=loads(row["response"]) if row["response"] else None,
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )
