@@ -1,0 +1,1 @@
+"""Test helpers for shops integrating fourws-pay (the ``pytest11`` plugin lives here)."""
