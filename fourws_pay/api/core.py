@@ -76,6 +76,7 @@ E = TypeVar("E", bound=APIError)
 
 log = get_logger()
 
+MAX_TOKEN_LIFETIME_MS = 86_400_000  # trust a token for a day at most, whatever 4WS says
 MAX_PAGES = 10_000  # a server that always says moreRows=true must not loop us forever
 
 
@@ -427,7 +428,8 @@ class ClientCore:
     def _token_expiry(self, _key: str, token: LoginToken, now: float) -> float:
         lifetime: float | None = None
         if token.expires_in_ms is not None:
-            lifetime = token.expires_in_ms / 1000
+            # clamp first: a huge integer would overflow the float division
+            lifetime = min(max(token.expires_in_ms, 0), MAX_TOKEN_LIFETIME_MS) / 1000
         elif token.expires is not None:
             lifetime = (token.expires - self.clock.now()).total_seconds()
         if lifetime is None:
