@@ -1,9 +1,438 @@
-"""``fourws-pay demo``: the documented E-commerce & Gift Card use case, end to end."""
+"""``fourws-pay demo``: the documented E-commerce & Gift Card use case, end to end.
+
+The story (``/work/shared/4ws-api/use-case-ecommerce-giftcard.md``, plus the hold that
+the use case lacks): a customer buys a digital card (generate, activate), gives it to a
+friend, who pays part of an order with it (check, reserve, capture on confirmation, settled
+by 4WS's callback), returns an item (refund), and meets the refusals a checkout must
+explain (expired, inactive, insufficient balance, partial usage N, wrong currency). It ends
+by reconciling every card: 4WS's balance, the sandbox's own books and the balance our
+ledger expects (original - captured + refunded) must agree.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from fourws_pay.api.core import parse_model
+from fourws_pay.api.models import GenerateGiftCardsResult, GiftCardUpdate, UpdateGiftCardResult
+from fourws_pay.cli import exitcodes, output
+from fourws_pay.cli.config import get_state
+from fourws_pay.cli.demo_world import EmbeddedWorld, RemoteWorld, World, temp_ledger_dir
+from fourws_pay.errors import APIFailure, PaymentRefused
+from fourws_pay.money import quantize
+from fourws_pay.payments import OperationKind, OperationState, RefusalReason
 
-def demo(ctx: typer.Context) -> None:
-    """Run the E-commerce & Gift Card story on the embedded sandbox and ledger."""
+# Cards of the sandbox's "demo" seed (fourws_pay.sandbox.seed) used for the refusals.
+EXPIRED_CARD = "2000000020020"
+ONE_GO_CARD = "2000000040066"
+
+CARD_VALUE = Decimal("100.00")
+ORDER_TOTAL = Decimal("85.00")
+PAID_BY_CARD = Decimal("60.00")
+REFUND = Decimal("10.00")
+
+
+@dataclass
+class Step:
+    """One line of the timeline."""
+
+    ms: float
+    step: str
+    detail: str
+    outcome: str
+    ok: bool
+
+
+@dataclass
+class CardCheck:
+    """One card's reconciliation."""
+
+    barcode: str
+    original: Decimal
+    captured: Decimal
+    refunded: Decimal
+    expected: Decimal
+    fourws_balance: Decimal
+    sandbox_balance: Decimal | None
+
+    @property
+    def ok(self) -> bool:
+        return self.fourws_balance == self.expected and self.sandbox_balance in (
+            None,
+            self.expected,
+        )
+
+
+@dataclass
+class Story:
+    world: World
+    item_code: str
+    reveal: bool
+    steps: list[Step] = field(default_factory=list)
+    originals: dict[str, Decimal] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def code(self, barcode: str) -> str:
+        return output.show_code(barcode, self.reveal)
+
+    def log(self, step: str, detail: str, outcome: str, ok: bool = True) -> None:
+        entry = Step(
+            round((time.perf_counter() - self.started) * 1000, 1), step, detail, outcome, ok
+        )
+        self.steps.append(entry)
+
+    # ----------------------------------------------------------------- the story
+
+    def run(self) -> list[CardCheck]:
+        card, spare = self.generate()
+        self.activate(card)
+        self.pay_part_of_an_order(card)
+        self.refusals(card, spare)
+        return self.reconcile([card, spare, *self.seed_cards()])
+
+    def generate(self) -> tuple[str, str]:
+        w = self.world
+        queued = w.client.generate_giftcards(self.item_code, 2, w.inbox.url("generate"))
+        self.log(
+            "generate", f"2 digital cards of {self.item_code}", f"queued ({queued.queue_id[:8]}...)"
+        )
+        result = parse_model(
+            GenerateGiftCardsResult, _json(w.wait_inbox("generate")), endpoint="generate_giftcards"
+        )
+        if not result.success or len(result.giftcards) < 2:
+            raise APIFailure(result.message or "4WS generated no cards")
+        card, spare = (c.barcode for c in result.giftcards[:2])
+        self.log(
+            "callback",
+            "generated barcodes arrive on our callback URL",
+            f"{self.code(card)}, {self.code(spare)}",
+        )
+        self.originals[spare] = Decimal(0)
+        return card, spare
+
+    def activate(self, card: str) -> None:
+        w = self.world
+        update = GiftCardUpdate(
+            entity_code=w.settings.entity_code or "440",
+            barcode=card,
+            amount=CARD_VALUE,
+            activation_date=w.clock.now().replace(microsecond=0),
+            currency="EUR",
+            currency_symbol="€",
+            callback=w.inbox.url("activate"),
+        )
+        w.client.update_giftcard(update)
+        outcome = parse_model(
+            UpdateGiftCardResult, _json(w.wait_inbox("activate")), endpoint="update_giftcard"
+        )
+        self.log(
+            "activate",
+            f"sell {self.code(card)} loaded with {CARD_VALUE} EUR",
+            "activated" if outcome.success else f"refused: {outcome.message}",
+            outcome.success,
+        )
+        if not outcome.success:
+            raise APIFailure(outcome.message or "activation refused")
+        self.originals[card] = CARD_VALUE
+        shown = w.client.get_giftcard(card)
+        self.log(
+            "get giftcard",
+            f"the friend's card {self.code(card)}",
+            f"active={'Y' if shown.flg_active else 'N'}, balance "
+            f"{_cents(shown.amount)} {shown.currency}",
+            shown.flg_active and shown.amount == CARD_VALUE,
+        )
+
+    def pay_part_of_an_order(self, card: str) -> None:
+        p = self.world.payments
+        decision = p.check(card, PAID_BY_CARD, "EUR")
+        self.log(
+            "check",
+            f"can it pay {PAID_BY_CARD} of a {ORDER_TOTAL} EUR order?",
+            "yes" if decision.ok else f"no: {decision.reason}",
+            decision.ok,
+        )
+        reservation = p.reserve(card, amount=PAID_BY_CARD, currency="EUR", order_ref="ORD-1001")
+        self.log(
+            "reserve",
+            f"hold {PAID_BY_CARD} EUR for ORD-1001 "
+            f"(the other {ORDER_TOTAL - PAID_BY_CARD} EUR by credit card)",
+            f"reservation {reservation.id[:8]}..., expires {output.when(reservation.expires_at)}",
+        )
+        capture = p.capture(reservation.id)
+        self.log(
+            "capture",
+            "order confirmed: post the consumption (-60.00)",
+            f"operation {capture.state.value}",
+            capture.state is not OperationState.FAILED,
+        )
+        settled = self.world.wait_settled(capture.id)
+        self.log(
+            "settle",
+            "4WS's callback settles the consumption",
+            settled.state.value,
+            settled.state is OperationState.SUCCEEDED,
+        )
+        balance = self.world.client.get_giftcard(card).amount
+        self.log(
+            "balance",
+            f"card {self.code(card)} after the order",
+            f"{_cents(balance)} EUR",
+            balance == CARD_VALUE - PAID_BY_CARD,
+        )
+        refund = p.refund(settled.id, amount=REFUND)
+        refunded = self.world.wait_settled(refund.id)
+        self.log(
+            "refund",
+            f"an item is returned: {REFUND} EUR back to the card",
+            refunded.state.value,
+            refunded.state is OperationState.SUCCEEDED,
+        )
+
+    def refuse(self, step: str, detail: str, expected: RefusalReason, **kwargs: Any) -> None:
+        try:
+            reservation = self.world.payments.reserve(order_ref="ORD-1002", **kwargs)
+        except PaymentRefused as exc:
+            self.log(
+                step,
+                detail,
+                f"refused: {exc.reason.value} - customer sees {exc.public_message!r}",
+                exc.reason is expected,
+            )
+            return
+        self.world.payments.release(reservation.id)
+        self.log(step, detail, "accepted (unexpected)", False)
+
+    def refusals(self, card: str, spare: str) -> None:
+        if self.world.is_sandbox:
+            self.refuse(
+                "refuse",
+                f"expired card {self.code(EXPIRED_CARD)}",
+                RefusalReason.EXPIRED,
+                barcode=EXPIRED_CARD,
+                amount=Decimal("10.00"),
+                currency="EUR",
+            )
+        self.refuse(
+            "refuse",
+            f"never-activated card {self.code(spare)}",
+            RefusalReason.INACTIVE,
+            barcode=spare,
+            amount=Decimal("10.00"),
+            currency="EUR",
+        )
+        self.refuse(
+            "refuse",
+            f"80.00 EUR on {self.code(card)} (balance 50.00)",
+            RefusalReason.INSUFFICIENT_BALANCE,
+            barcode=card,
+            amount=Decimal("80.00"),
+            currency="EUR",
+        )
+        if self.world.is_sandbox:
+            self.refuse(
+                "refuse",
+                f"10.00 EUR on one-go card {self.code(ONE_GO_CARD)} "
+                "(flgPartiallyUsage N, balance 25.00)",
+                RefusalReason.PARTIAL_USAGE_NOT_ALLOWED,
+                barcode=ONE_GO_CARD,
+                amount=Decimal("10.00"),
+                currency="EUR",
+            )
+        self.refuse(
+            "refuse",
+            f"a USD order on the EUR card {self.code(card)}",
+            RefusalReason.CURRENCY_MISMATCH,
+            barcode=card,
+            amount=Decimal("10.00"),
+            currency="USD",
+        )
+
+    def seed_cards(self) -> list[str]:
+        if not self.world.is_sandbox:
+            return []
+        for barcode in (EXPIRED_CARD, ONE_GO_CARD):
+            balance = self.world.sandbox_balance(barcode)
+            self.originals[barcode] = balance if balance is not None else Decimal(0)
+        return [EXPIRED_CARD, ONE_GO_CARD]
+
+    # ------------------------------------------------------------ reconciliation
+
+    def reconcile(self, cards: list[str]) -> list[CardCheck]:
+        w = self.world
+        operations = w.payments.list_operations([OperationState.SUCCEEDED])
+        checks = []
+        for barcode in cards:
+            mine = [op for op in operations if op.barcode == barcode]
+            captured = sum(
+                (op.amount for op in mine if op.kind is OperationKind.CAPTURE), Decimal(0)
+            )
+            refunded = sum(
+                (op.amount for op in mine if op.kind is OperationKind.REFUND), Decimal(0)
+            )
+            original = self.originals[barcode]
+            checks.append(
+                CardCheck(
+                    barcode=barcode,
+                    original=original,
+                    captured=captured,
+                    refunded=refunded,
+                    expected=original - captured + refunded,
+                    fourws_balance=w.client.get_giftcard(barcode).amount,
+                    sandbox_balance=w.sandbox_balance(barcode),
+                )
+            )
+        ok = all(c.ok for c in checks)
+        self.log(
+            "reconcile",
+            f"{len(checks)} cards: 4WS balance vs sandbox books vs ledger",
+            "OK" if ok else "MISMATCH",
+            ok,
+        )
+        return checks
+
+
+def _json(body: bytes) -> Any:
+    from fourws_pay.api import wirejson
+
+    return wirejson.loads(body)
+
+
+def _report(
+    story: Story, checks: list[CardCheck], ledger: list[dict[str, Any]], label: str
+) -> None:
+    console = output.stdout()
+    console.width = max(console.width, 120)
+    console.print(
+        output.table(
+            f"E-commerce & Gift Card, on the {label}",
+            ("#", "ms", "step", "what happened", "result", ""),
+            (
+                (i + 1, f"{s.ms:.1f}", s.step, s.detail, s.outcome, "ok" if s.ok else "FAILED")
+                for i, s in enumerate(story.steps)
+            ),
+        )
+    )
+    if ledger:
+        console.print(
+            output.table(
+                f"Sandbox ledger of card {story.code(checks[0].barcode)}",
+                ("seq", "kind", "amount", "outcome", "balance after"),
+                (
+                    (
+                        r.get("seq"),
+                        r.get("kind"),
+                        _cents(r.get("amount")),
+                        r.get("outcome"),
+                        _cents(r.get("balanceAfter")),
+                    )
+                    for r in ledger
+                ),
+            )
+        )
+    console.print(
+        output.table(
+            "Balances: expected = original - captured + refunded",
+            (
+                "card",
+                "original",
+                "captured",
+                "refunded",
+                "expected",
+                "4WS says",
+                "sandbox books",
+                "",
+            ),
+            (
+                (
+                    story.code(c.barcode),
+                    _cents(c.original),
+                    _cents(c.captured),
+                    _cents(c.refunded),
+                    _cents(c.expected),
+                    _cents(c.fourws_balance),
+                    "n/a" if c.sandbox_balance is None else _cents(c.sandbox_balance),
+                    "ok" if c.ok else "MISMATCH",
+                )
+                for c in checks
+            ),
+        )
+    )
+
+
+def _cents(value: Any) -> str:
+    if value is None:
+        return ""
+    return format(quantize(Decimal(str(value)), 2), "f")
+
+
+def demo(
+    ctx: typer.Context,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Run against a served sandbox or a real 4WS at URL."),
+    ] = None,
+    item_code: Annotated[
+        str, typer.Option("--item-code", help="Gift-card product to generate.")
+    ] = "GIFTCARD_IVA_TAGLIO_100",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each callback.")
+    ] = 30.0,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", help="With --against: URL 4WS uses to reach us."),
+    ] = None,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Show full barcodes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the timeline as JSON.")] = False,
+) -> None:
+    """Run the E-commerce & Gift Card story on the embedded sandbox and ledger.
+
+    Exits 1 if any step did not go as the use case says or balances do not reconcile.
+    """
+    state = get_state(ctx)
+    with temp_ledger_dir() as tmp:
+        world: World
+        if against is None:
+            world = EmbeddedWorld(Path(tmp))
+        else:
+            settings = state.settings(documents_base_url=against)
+            if not settings.username and not settings.application_id:
+                from fourws_pay.sandbox import sandbox_settings
+
+                settings = sandbox_settings(against)  # a served sandbox's own credentials
+            world = RemoteWorld(settings, Path(tmp), timeout=timeout, public_url=public_url)
+        try:
+            story = Story(world, item_code, reveal)
+            checks = story.run()
+            ledger = world.sandbox_ledger(checks[0].barcode)
+        finally:
+            world.close()
+    reconciled = all(c.ok for c in checks)
+    clean = reconciled and all(s.ok for s in story.steps)
+    if as_json:
+        output.print_json(
+            {
+                "world": world.label,
+                "timeline": story.steps,
+                "cards": [
+                    {**output.jsonable(c), "barcode": story.code(c.barcode), "ok": c.ok}
+                    for c in checks
+                ],
+                "sandbox_ledger": [
+                    {k: v for k, v in r.items() if k not in ("barcode", "payload")} for r in ledger
+                ],
+                "reconciled": reconciled,
+                "ok": clean,
+            }
+        )
+    else:
+        _report(story, checks, ledger, world.label)
+        typer.echo(f"reconciled: {'OK' if reconciled else 'MISMATCH'}")
+    if not clean:
+        raise typer.Exit(exitcodes.FAILURE)

@@ -50,7 +50,10 @@ def _control(ctx: typer.Context, method: str, path: str, body: Any = None) -> An
     content = wirejson.dumps(body).encode() if body is not None else None
     try:
         response = httpx.request(
-            method, f"{base}/_sandbox/{path}", content=content, timeout=10.0,
+            method,
+            f"{base}/_sandbox/{path}",
+            content=content,
+            timeout=10.0,
             headers={"Content-Type": "application/json"} if content else None,
         )
     except httpx.HTTPError as exc:
@@ -79,8 +82,14 @@ def _print_faults(data: dict[str, Any], as_json: bool) -> None:
         f"{len(faults)} pending fault(s)",
         ("endpoint", "kind", "times", "seconds", "status", "after enqueue"),
         (
-            (f["endpoint"], f["kind"], "always" if f.get("times") is None else f["times"],
-             f.get("seconds"), f.get("status") or "", f.get("after_enqueue"))
+            (
+                f["endpoint"],
+                f["kind"],
+                "always" if f.get("times") is None else f["times"],
+                f.get("seconds"),
+                f.get("status") or "",
+                f.get("after_enqueue"),
+            )
             for f in faults
         ),
     )
@@ -119,8 +128,12 @@ def fault_add(
     """Inject a fault into the next call(s) of an endpoint of a served sandbox."""
     spec: dict[str, Any] = {"kind": kind, "endpoint": endpoint, "times": times}
     for name, value in (
-        ("seconds", seconds), ("status", status), ("message", message), ("copies", copies),
-        ("barcode", barcode), ("amount", amount),
+        ("seconds", seconds),
+        ("status", status),
+        ("message", message),
+        ("copies", copies),
+        ("barcode", barcode),
+        ("amount", amount),
     ):
         if value is not None:
             spec[name] = value
