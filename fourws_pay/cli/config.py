@@ -119,12 +119,13 @@ _HANDLER_NAME = "fourws-pay-cli"
 
 
 def configure_logging(verbosity: int) -> None:
-    """Send the library's log records to stderr: WARNING by default, -v INFO, -vv DEBUG.
+    """Send the library's log records to stderr: errors only by default (the command prints
+    its own one-line error), -v INFO, -vv DEBUG.
 
     This is the only place in fourws-pay that configures logging; the records are already
     scrubbed of barcodes and secrets by ``fourws_pay.logs``.
     """
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = logging.ERROR if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logger = logging.getLogger("fourws_pay")
     for handler in list(logger.handlers):
         if handler.get_name() == _HANDLER_NAME:

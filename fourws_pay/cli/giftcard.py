@@ -26,7 +26,7 @@ from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
 from fourws_pay.cli.receiver import CallbackReceiver
 from fourws_pay.errors import APIFailure, InvalidInputError, MalformedResponseError
-from fourws_pay.money import to_decimal
+from fourws_pay.money import quantize, to_decimal
 
 app = typer.Typer(help="Look up, activate, generate and print gift cards.", no_args_is_help=True)
 
@@ -51,8 +51,10 @@ def card_record(card: GiftCard, reveal: bool) -> dict[str, Any]:
     return {
         "barcode": output.show_code(card.card_barcode, reveal),
         "active": card.flg_active,
-        "amount": card.amount,
-        "original_amount": card.original_amount,
+        "amount": quantize(card.amount, card.decimal_number),
+        "original_amount": None
+        if card.original_amount is None
+        else quantize(card.original_amount, card.decimal_number),
         "currency": card.currency,
         "decimals": card.decimal_number,
         "activation_date": card.activation_date,
