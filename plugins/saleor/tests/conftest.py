@@ -1,0 +1,110 @@
+"""The world of a Saleor App test: a fake Saleor, the 4WS sandbox, real payments, the App.
+
+Everything runs in one event loop, in-process: the App talks to the fake Saleor through an
+``ASGITransport``, payments talk to the sandbox through its in-process transport, and the
+sandbox delivers 4WS callbacks to the App's callback endpoint through another
+``ASGITransport``. Time is a ``ManualClock``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fourws_pay_saleor import AppConfig, AppStore, PaymentsGateway, create_app
+from fourws_pay_saleor.app import SaleorApp
+
+from fourws_pay.clock import ManualClock
+from fourws_pay.ledger import open_store
+from fourws_pay.payments import AsyncGiftCardPayments
+from fourws_pay.sandbox import Sandbox
+from fourws_pay.sandbox.sandbox import sandbox_settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_saleor import FakeSaleor
+
+APP_URL = "http://app.test"
+CARD = "2000000012345"
+CARD_BALANCE = Decimal("100.00")
+
+
+@dataclass
+class World:
+    clock: ManualClock
+    sandbox: Sandbox
+    payments: AsyncGiftCardPayments
+    saleor: FakeSaleor
+    app: Any
+    client: httpx.AsyncClient
+    store: AppStore
+
+    @property
+    def state(self) -> SaleorApp:
+        state: SaleorApp = self.app.state.saleor
+        return state
+
+    async def settle(self) -> None:
+        """Let 4WS process its queue and deliver callbacks to the App."""
+        await self.sandbox.aprocess_queue()
+
+    async def flush(self) -> None:
+        await self.state.flush_reports()
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:
+    values: dict[str, Any] = {
+        "app_url": APP_URL,
+        "store_path": str(tmp_path / "app.db"),
+        "allowed_saleor_api_urls": ("http://saleor.test/graphql/",),
+    }
+    values.update(overrides)
+    return AppConfig(**values)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def saleor() -> FakeSaleor:
+    return FakeSaleor()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, clock: ManualClock, saleor: FakeSaleor) -> AsyncIterator[World]:
+    settings = sandbox_settings(callback_base_url=APP_URL + "/fourws/callback")
+    sandbox = Sandbox(settings=settings, clock=clock)
+    sandbox.add_giftcard(CARD, CARD_BALANCE)
+    payments = AsyncGiftCardPayments(
+        settings=settings,
+        client=sandbox.async_client(),
+        store=open_store(f"sqlite:///{tmp_path / 'ledger.db'}"),
+        clock=clock,
+    )
+    config = make_config(tmp_path)
+    store = AppStore(config.store_path)
+    http = saleor.http_client()
+    app = create_app(config, PaymentsGateway(payments), store=store, http=http, clock=clock)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=APP_URL)
+
+    async def deliver(url: str, body: bytes) -> int:
+        response = await client.post(url, content=body)
+        return response.status_code
+
+    sandbox.set_callback_handler(deliver)
+    world = World(clock, sandbox, payments, saleor, app, client, store)
+    response = await saleor.install(client)
+    assert response.status_code == 200, response.text
+    yield world
+    await client.aclose()
+    await http.aclose()
+    await payments.aclose()
+    store.close()
