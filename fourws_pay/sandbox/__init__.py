@@ -14,6 +14,7 @@ from fourws_pay.sandbox.faults import Fault, FaultPlan
 from fourws_pay.sandbox.sandbox import (
     CallbackDelivery,
     QueueRun,
+    RequestRecord,
     Sandbox,
     sandbox_settings,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "FaultPlan",
     "LedgerRecord",
     "QueueRun",
+    "RequestRecord",
     "Sandbox",
     "sandbox_settings",
 ]

@@ -181,6 +181,7 @@ class SandboxRoutes:
     def _data_route(self, name: str, handler: Handler) -> Handler:
         async def route(request: Request) -> Response:
             if name != "login" and not self._bearer_ok(request):
+                self.sb.log_request(name, 401, None)
                 return json_response({"message": ACCESS_DENIED}, 401)
             return await self._with_faults(request, name, handler, family="data")
 
@@ -197,9 +198,10 @@ class SandboxRoutes:
         table = self.get_cmds if request.method == "GET" else self.post_cmds
         if cmd not in table:
             return json_response({"success": False, "message": f"unknown cmd {cmd[:60]}"}, 404)
-        if not documents_credentials_ok(request.headers, self.sb.settings):
-            return json_response({"success": False, "message": ACCESS_DENIED}, 401)
         name, handler = table[cmd]
+        if not documents_credentials_ok(request.headers, self.sb.settings):
+            self.sb.log_request(name, 401, None)
+            return json_response({"success": False, "message": ACCESS_DENIED}, 401)
         return await self._with_faults(request, name, handler, family="documents")
 
     def _error(self, family: str, status: int, message: str) -> Response:
@@ -211,13 +213,25 @@ class SandboxRoutes:
     async def _with_faults(
         self, request: Request, name: str, handler: Handler, *, family: str
     ) -> Response:
+        fault = None
+        try:
+            response, fault = await self._faulted(request, name, handler, family=family)
+        except Exception:
+            self.sb.log_request(name, 500, None)
+            raise
+        self.sb.log_request(name, response.status_code, fault)
+        return response
+
+    async def _faulted(
+        self, request: Request, name: str, handler: Handler, *, family: str
+    ) -> tuple[Response, Fault | None]:
         sb = self.sb
         if sb.rate_limiter is not None:
             allowed, headers = sb.rate_limiter.acquire(sb.clock.monotonic())
             if not allowed:
                 response = self._error(family, 429, "Too Many Requests")
                 response.headers.update(headers)
-                return response
+                return response, None
         fault = sb.faults.take(name)
         request.state.callback_fault = (
             sb.faults.take(name, callback=True) if name in ASYNC_ENDPOINTS else None
@@ -225,14 +239,14 @@ class SandboxRoutes:
         if fault is not None:
             early = await self._before(fault, family)
             if early is not None:
-                return early
+                return early, fault
         try:
             response = await handler(request)
         except BadInput as exc:
             response = self._error(family, 400, str(exc))
         if fault is not None:
             response = self._after(fault, family, response)
-        return response
+        return response, fault
 
     async def _before(self, fault: Fault, family: str) -> Response | None:
         sb = self.sb

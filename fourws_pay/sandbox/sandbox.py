@@ -105,6 +105,16 @@ class CallbackDelivery:
         }
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One API request the sandbox answered: which endpoint, what status, which fault."""
+
+    endpoint: str
+    status: int
+    fault: str | None
+    at: datetime
+
+
 @dataclass
 class QueueRun:
     """What one ``process_queue()`` call did."""
@@ -172,6 +182,7 @@ class Sandbox:
         self.callback_timeout = callback_timeout
         self.public_base_url: str | None = None
         self.callbacks: list[CallbackDelivery] = []
+        self.requests: list[RequestRecord] = []
         self.dropped_callbacks: list[str] = []
         self._voucher_stats: dict[str, dict[str, Any]] = {}
         self._pdfs: dict[str, list[str]] = {}
@@ -441,6 +452,17 @@ class Sandbox:
     def expire_tokens(self) -> None:
         """Make every Data management token invalid now (the next call gets 401)."""
         self.tokens.revoke_all()
+
+    def log_request(self, endpoint: str, status: int, fault: Fault | None) -> None:
+        """Append to ``requests`` (tests count how often a POST really reached 4WS)."""
+        with self._lock:
+            self.requests.append(
+                RequestRecord(endpoint, status, fault.kind if fault else None, self.clock.now())
+            )
+
+    def requests_to(self, endpoint: str) -> list[RequestRecord]:
+        with self._lock:
+            return [r for r in self.requests if r.endpoint == endpoint]
 
     # ------------------------------------------------------------------- queue
 
