@@ -39,26 +39,29 @@ def _check_common(body: dict[str, Any], allowed_results: set[str], keys: set[str
     unknown = set(body) - keys
     assert not unknown, f"keys Saleor does not know: {unknown}"
     result = body.get("result")
-    assert isinstance(result, str) and result in allowed_results, f"bad result {result!r}"
+    assert isinstance(result, str), f"bad result {result!r}"
+    assert result in allowed_results, f"bad result {result!r}"
     assert result == result.upper()
     if PSP_REQUIRED.search(result):
-        assert isinstance(body.get("pspReference"), str) and body["pspReference"], (
-            f"{result} needs a pspReference"
-        )
+        assert body.get("pspReference"), f"{result} needs a pspReference"
     if "pspReference" in body:
-        assert isinstance(body["pspReference"], str) and body["pspReference"]
+        assert isinstance(body["pspReference"], str)
+        assert body["pspReference"]
     if "amount" in body:
         amount = body["amount"]
-        assert isinstance(amount, Decimal | int) and not isinstance(amount, bool), amount
+        assert isinstance(amount, Decimal | int), amount
+        assert not isinstance(amount, bool)
         assert amount >= 0
     if "time" in body:
         parsed = datetime.fromisoformat(body["time"])
         assert parsed.tzinfo is not None
     if "externalUrl" in body:
         parts = urlsplit(body["externalUrl"])
-        assert parts.scheme in {"http", "https"} and parts.netloc, "externalUrl must be a URL"
+        assert parts.scheme in {"http", "https"}, "externalUrl must be a URL"
+        assert parts.netloc, "externalUrl must be a URL"
     if "message" in body:
-        assert isinstance(body["message"], str) and len(body["message"]) <= 512
+        assert isinstance(body["message"], str)
+        assert len(body["message"]) <= 512
     if "actions" in body:
         assert isinstance(body["actions"], list)
         assert set(body["actions"]) <= {"CHARGE", "REFUND", "CANCEL"}
@@ -67,11 +70,14 @@ def _check_common(body: dict[str, Any], allowed_results: set[str], keys: set[str
 def _check_details(details: Any) -> None:
     assert isinstance(details, dict)
     assert details.get("type") in {"CARD", "OTHER", "GIFT_CARD"}
-    assert isinstance(details.get("name"), str) and 0 < len(details["name"]) <= 256
+    assert isinstance(details.get("name"), str)
+    assert 0 < len(details["name"]) <= 256
     if "lastChars" in details:
-        assert isinstance(details["lastChars"], str) and len(details["lastChars"]) <= 4
+        assert isinstance(details["lastChars"], str)
+        assert len(details["lastChars"]) <= 4
     if "brand" in details:
-        assert isinstance(details["brand"], str) and len(details["brand"]) <= 40
+        assert isinstance(details["brand"], str)
+        assert len(details["brand"]) <= 40
 
 
 def assert_saleor_accepts(event: WebhookEvent, body: Any) -> None:
@@ -90,6 +96,7 @@ def assert_saleor_accepts(event: WebhookEvent, body: Any) -> None:
         return
     if "result" not in body:  # asynchronous answer
         assert set(body) <= {"pspReference", "actions"}
-        assert isinstance(body.get("pspReference"), str) and body["pspReference"]
+        assert isinstance(body.get("pspReference"), str)
+        assert body["pspReference"]
         return
     _check_common(body, SYNC[event], BASE_KEYS)
