@@ -35,10 +35,19 @@ def seal(code: str, *, basket_id: int | None) -> str:
     return _fernet().encrypt(payload).decode("ascii")
 
 
-def unseal(token: str, *, basket_id: int | None) -> str:
-    """The code inside ``token``; raises ``CodeTokenError`` if it cannot be trusted."""
+def unseal(token: str, *, basket_id: int | None, now: int | None = None) -> str:
+    """The code inside ``token``; raises ``CodeTokenError`` if it cannot be trusted.
+
+    ``now`` (Unix seconds) is for tests; by default the system time decides expiry.
+    """
+    ttl = int(conf.get("CODE_MAX_AGE"))
     try:
-        raw = _fernet().decrypt(token.encode("ascii"), ttl=int(conf.get("CODE_MAX_AGE")))
+        data = token.encode("ascii")
+        raw = (
+            _fernet().decrypt(data, ttl=ttl)
+            if now is None
+            else _fernet().decrypt_at_time(data, ttl=ttl, current_time=now)
+        )
         payload = json.loads(raw)
     except (InvalidToken, UnicodeError, ValueError) as exc:
         raise CodeTokenError("gift-card code token is invalid or expired") from exc

@@ -160,6 +160,7 @@ class GiftCardPaymentDetailsMixin:
                 amount=total.incl_tax,
                 currency=total.currency,
                 client_key=self.giftcard_client_key(),
+                allow_partial=self.giftcard_allows_partial(),
             )
         except ThrottledError:
             return throttled_message()

@@ -25,16 +25,20 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.test.utils import setup_test_environment  # noqa: E402
+
+setup_test_environment()  # template-rendered signals for response.templates, locmem mail
+
 from django.core.management import call_command  # noqa: E402
 from django.db import transaction  # noqa: E402
 from django.test import Client  # noqa: E402
+from fourws_pay_oscar import provider  # noqa: E402
+
 from fourws_pay.clock import ManualClock  # noqa: E402
 from fourws_pay.hookspecs import hookimpl  # noqa: E402
 from fourws_pay.ledger import open_store  # noqa: E402
 from fourws_pay.payments import GiftCardPayments  # noqa: E402
 from fourws_pay.settings import Settings  # noqa: E402
-
-from fourws_pay_oscar import provider  # noqa: E402
 
 CALLBACK_BASE_URL = "http://testserver/fourws-pay/callback"
 
@@ -146,7 +150,7 @@ def payments(sandbox, clock, tmp_path, event_log):
         clock=clock,
         plugin_manager=pm,
     )
-    callback_client = Client()
+    callback_client = Client(enforce_csrf_checks=True)  # 4WS has no CSRF token
 
     def deliver(url: str, body: bytes) -> int:
         return callback_client.post(

@@ -22,9 +22,7 @@ TOKEN_RE = re.compile(r'name="giftcard_token" value="([^"]+)"')
 
 def to_payment_details(client: Client, product_id: int, quantity: int = 1) -> Any:
     """Basket, guest e-mail, shipping address, shipping method: the payment-details page."""
-    response = client.post(
-        reverse("basket:add", kwargs={"pk": product_id}), {"quantity": quantity}
-    )
+    response = client.post(reverse("basket:add", kwargs={"pk": product_id}), {"quantity": quantity})
     assert response.status_code == 302, response.status_code
     response = client.post(
         reverse("checkout:index"), {"username": "ada@example.com", "options": "anonymous"}

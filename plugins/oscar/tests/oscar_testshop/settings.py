@@ -8,7 +8,7 @@ from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403
 
 BASE_DIR = Path(__file__).resolve().parent
-SECRET_KEY = "fourws-pay-oscar-tests-only"  # noqa: S105
+SECRET_KEY = "fourws-pay-oscar-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 USE_TZ = True

@@ -1,10 +1,9 @@
 """The shop's own checkout: an "Invoice" payment method, and the gift card in front of it."""
 
+from fourws_pay_oscar.mixins import GiftCardPaymentDetailsMixin
 from oscar.apps.checkout import views
 from oscar.apps.payment.exceptions import UnableToTakePayment
 from oscar.apps.payment.models import Source, SourceType
-
-from fourws_pay_oscar.mixins import GiftCardPaymentDetailsMixin
 
 INVOICE = "Invoice"
 
