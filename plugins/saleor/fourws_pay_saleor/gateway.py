@@ -45,6 +45,8 @@ class Gateway(Protocol):
 
     async def get_operation(self, operation_id: str) -> Operation: ...
 
+    async def find_reservations(self, order_ref: str) -> list[Reservation]: ...
+
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult: ...
 
     def add_listener(self, plugin: object, name: str) -> None: ...
@@ -107,6 +109,10 @@ class PaymentsGateway:
 
     async def get_operation(self, operation_id: str) -> Operation:
         return cast(Operation, await self._call("get_operation", operation_id))
+
+    async def find_reservations(self, order_ref: str) -> list[Reservation]:
+        result = await self._call("list_reservations", None, order_ref)
+        return cast(list[Reservation], result)
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         return cast(CallbackResult, await self._call("handle_callback", path, body))

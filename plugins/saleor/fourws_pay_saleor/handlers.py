@@ -349,6 +349,10 @@ class PaymentHandlers:
             payload.source_object.id if payload.source_object else tx_id
         )
         if record.reservation_id is None:
+            # A reservation made just before a crash (not yet in our store) is adopted
+            # rather than doubled: the order reference is the Saleor transaction id.
+            record.reservation_id = await self._adoptable(record)
+        if record.reservation_id is None:
             try:
                 reservation = await self.gateway.reserve(
                     code, action.amount, action.currency, tx_id, client_key
@@ -402,6 +406,21 @@ class PaymentHandlers:
             return self._failure(action.action_type, TRY_LATER), False
         response = self._charge_session_response(operation, code)
         return self._finish(record, response), True
+
+    async def _adoptable(self, record: TransactionRecord) -> str | None:
+        for reservation in await self.gateway.find_reservations(record.transaction_id):
+            if (
+                reservation.state in (ReservationState.ACTIVE, ReservationState.CAPTURED)
+                and reservation.applied_amount == record.amount
+                and reservation.currency == record.currency
+            ):
+                log.info(
+                    "saleor.reservation_adopted",
+                    transaction_id=record.transaction_id,
+                    reservation_id=reservation.id,
+                )
+                return reservation.id
+        return None
 
     def _charge_session_response(self, operation: Operation, code: str | None) -> dict[str, Any]:
         details = self._details(code) if code else None
