@@ -74,6 +74,22 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def control_response(body: Any, status: int = 200) -> Response:
+    """JSON for the control API, where floats (fault seconds) are fine."""
+    import json
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return float(value) if value != value.to_integral_value() else int(value)
+        raise TypeError(f"cannot encode {type(value).__name__}")
+
+    return Response(
+        json.dumps(body, default=default, ensure_ascii=False),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
 def _js_literal(content: bytes) -> bytes:
     """Strict JSON rewritten with unquoted keys: what the reference's examples look like,
     and not JSON any more."""
@@ -540,7 +556,7 @@ def control_routes(sb: Sandbox) -> list[Route]:
             try:
                 return await fn(request)
             except (BadInput, ValueError, TypeError, KeyError) as exc:
-                return json_response({"success": False, "message": str(exc)[:200]}, 400)
+                return control_response({"success": False, "message": str(exc)[:200]}, 400)
 
         return route
 
@@ -551,49 +567,49 @@ def control_routes(sb: Sandbox) -> list[Route]:
             spec = await body_of(request)
             for item in spec if isinstance(spec, list) else [spec]:
                 sb.faults.add_spec(item)
-        return json_response({"success": True, "faults": sb.faults.pending()})
+        return control_response({"success": True, "faults": sb.faults.pending()})
 
     async def cards(request: Request) -> Response:
         spec = await body_of(request)
         card = sb.add_giftcard(**spec)
-        return json_response({"success": True, "giftcard": sb.card_wire(card.barcode)})
+        return control_response({"success": True, "giftcard": sb.card_wire(card.barcode)})
 
     async def card(request: Request) -> Response:
         barcode = request.path_params["barcode"]
         wire = sb.card_wire(barcode)
         if wire is None:
-            return json_response({"success": False, "message": "barcode not found"}, 404)
-        return json_response(
+            return control_response({"success": False, "message": "barcode not found"}, 404)
+        return control_response(
             {"success": True, "giftcard": wire, "operations": [r for r in sb.ledger_wire(barcode)]}
         )
 
     async def spend(request: Request) -> Response:
         spec = await body_of(request)
         sb.spend_in_shop(request.path_params["barcode"], Decimal(str(spec["amount"])))
-        return json_response(
+        return control_response(
             {"success": True, "giftcard": sb.card_wire(request.path_params["barcode"])}
         )
 
     async def operations(request: Request) -> Response:
-        return json_response(
+        return control_response(
             {"success": True, "operations": sb.ledger_wire(request.query_params.get("barcode"))}
         )
 
     async def process(request: Request) -> Response:
         run = await sb.aprocess_queue()
-        return json_response({"success": True, **run.summary()})
+        return control_response({"success": True, **run.summary()})
 
     async def callbacks(request: Request) -> Response:
-        return json_response({"success": True, "callbacks": [c.summary() for c in sb.callbacks]})
+        return control_response({"success": True, "callbacks": [c.summary() for c in sb.callbacks]})
 
     async def pdf(request: Request) -> Response:
         content = sb.pdf_bytes(request.path_params["doc_id"])
         if content is None:
-            return json_response({"success": False, "message": "not found"}, 404)
+            return control_response({"success": False, "message": "not found"}, 404)
         return Response(content, media_type="application/pdf")
 
     async def health(request: Request) -> Response:
-        return json_response({"success": True, "now": sb.clock.now().isoformat()})
+        return control_response({"success": True, "now": sb.clock.now().isoformat()})
 
     return [
         Route("/_sandbox/health", guarded(health), methods=["GET"]),

@@ -244,4 +244,30 @@ class FaultPlan:
             ]
 
 
-__all__ = ["CALLBACK_KINDS", "REQUEST_KINDS", "Fault", "FaultPlan"]
+__all__ = ["CALLBACK_KINDS", "REQUEST_KINDS", "Fault", "FaultPlan", "parse_fault_spec"]
+
+
+def parse_fault_spec(text: str) -> dict[str, Any]:
+    """``"endpoint:kind[:key=value,...]"`` -> a spec for ``FaultPlan.add_spec`` (the CLI's
+    ``--fault`` syntax). Examples: ``update_giftcard:reset``,
+    ``get_giftcard:rate_limited:seconds=2,times=3``, ``update_giftcard:duplicate:copies=3``,
+    ``*:latency:seconds=0.2,times=0`` (``times=0``: every call)."""
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"fault spec {text!r} is not endpoint:kind[:key=value,...]")
+    spec: dict[str, Any] = {"endpoint": parts[0], "kind": parts[1]}
+    if len(parts) == 3 and parts[2]:
+        for pair in parts[2].split(","):
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise ValueError(f"fault option {pair!r} is not key=value")
+            key = key.strip()
+            value: Any = raw.strip()
+            if key in ("status", "copies", "times"):
+                value = int(value)
+            elif key == "seconds":
+                value = float(value)
+            elif key == "after_enqueue":
+                value = value.lower() in ("1", "true", "yes", "y")
+            spec[key] = value
+    return spec

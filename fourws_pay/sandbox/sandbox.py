@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import ipaddress
+import ssl
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -153,6 +155,7 @@ class Sandbox:
         partial_usage_policy: Literal["forfeit", "refuse"] = "forfeit",
         hide_expired_vouchers: bool = False,
         callback_timeout: float = 5.0,
+        callback_hosts: Iterable[str] = (),
     ) -> None:
         """``rate_limit=(capacity, per_second)`` turns on the token bucket (off by default).
 
@@ -161,6 +164,11 @@ class Sandbox:
         ``duplicate_barcode_status`` is 422 or 400 (the reference says both).
         ``validate_inserted_ean13`` is off because the reference's own insert example
         (8050200058081) has a wrong check digit.
+
+        Callbacks go over HTTP only to loopback hosts (127.0.0.0/8, ::1, localhost) plus
+        the names in ``callback_hosts``: the reference's examples carry public URLs
+        (``https://webhook.site/...``) and a sandbox must never send traffic off the
+        machine. Other URLs are recorded as undelivered, without any network access.
         """
         self.settings = settings or sandbox_settings()
         self.clock: Clock = clock or SystemClock()
@@ -180,6 +188,7 @@ class Sandbox:
         self.validate_inserted_ean13 = validate_inserted_ean13
         self.hide_expired_vouchers = hide_expired_vouchers
         self.callback_timeout = callback_timeout
+        self.callback_hosts = frozenset(h.lower() for h in callback_hosts)
         self.public_base_url: str | None = None
         self.callbacks: list[CallbackDelivery] = []
         self.requests: list[RequestRecord] = []
@@ -570,8 +579,10 @@ class Sandbox:
 
                         result = run_blocking(functools.partial(_settle, result))
                     status = int(result)
+                elif not self.may_post_to(cb.url):
+                    status, error = None, "not delivered: callback host is not loopback"
                 else:
-                    with httpx.Client(timeout=self.callback_timeout) as http:
+                    with httpx.Client(timeout=self.callback_timeout, verify=_tls()) as http:
                         status = http.post(
                             cb.url, content=cb.body, headers={"Content-Type": "application/json"}
                         ).status_code
@@ -591,8 +602,12 @@ class Sandbox:
                     if inspect.isawaitable(result):
                         result = await result
                     status = int(result)
+                elif not self.may_post_to(cb.url):
+                    status, error = None, "not delivered: callback host is not loopback"
                 else:
-                    async with httpx.AsyncClient(timeout=self.callback_timeout) as http:
+                    async with httpx.AsyncClient(
+                        timeout=self.callback_timeout, verify=_tls()
+                    ) as http:
                         response = await http.post(
                             cb.url, content=cb.body, headers={"Content-Type": "application/json"}
                         )
@@ -601,6 +616,19 @@ class Sandbox:
                 status, error = None, f"{type(exc).__name__}: {str(exc)[:200]}"
             out.append(self._record(cb, status, error))
         return out
+
+    def may_post_to(self, url: str) -> bool:
+        """Whether an HTTP callback to ``url`` stays on this machine (or was allowed)."""
+        try:
+            host = (httpx.URL(url).host or "").lower()
+        except (httpx.InvalidURL, ValueError):
+            return False
+        if host == "localhost" or host in self.callback_hosts:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def callback_bodies(self) -> list[Any]:
         """Bodies of the delivered callbacks, parsed, in delivery order."""
@@ -681,6 +709,12 @@ class Sandbox:
     def pdf_bytes(self, doc_id: str) -> bytes | None:
         with self._lock:
             return MINIMAL_PDF if doc_id in self._pdfs else None
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every callback client: building one costs ~0.2 s."""
+    return ssl.create_default_context()
 
 
 async def _settle(awaitable: Awaitable[int]) -> int:
