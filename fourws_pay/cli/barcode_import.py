@@ -12,15 +12,15 @@ Any other unique-constraint answer is checked against the SKU 4WS has for the ba
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fourws_pay.api.client import Client
+from fourws_pay.api.client import AsyncClient
 from fourws_pay.clock import Clock
 from fourws_pay.errors import (
     APIError,
@@ -209,7 +209,7 @@ class StateFile:
 
 
 class RateLimiter:
-    """At most ``rate`` starts per second across threads, and a shared pause after a 429.
+    """At most ``rate`` starts per second across tasks, and a shared pause after a 429.
 
     Waiting goes through the injected clock, so tests with a ``ManualClock`` never sleep.
     """
@@ -218,20 +218,17 @@ class RateLimiter:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._clock = clock
         self._next = clock.monotonic()
-        self._lock = threading.Lock()
 
-    def acquire(self) -> None:
-        with self._lock:
-            now = self._clock.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
+    async def acquire(self) -> None:
+        now = self._clock.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
         if slot > now:
-            self._clock.sleep(slot - now)
+            await self._clock.asleep(slot - now)
 
     def pause(self, seconds: float) -> None:
         """Nobody starts a request for ``seconds`` (4WS asked us to wait)."""
-        with self._lock:
-            self._next = max(self._next, self._clock.monotonic() + seconds)
+        self._next = max(self._next, self._clock.monotonic() + seconds)
 
 
 @dataclass
@@ -251,11 +248,15 @@ class ImportReport:
 
 
 class Importer:
-    """Inserts rows with ``concurrency`` threads, at most ``rate`` per second."""
+    """Inserts rows with at most ``concurrency`` requests in flight and ``rate`` per second.
+
+    asyncio rather than threads: the work is waiting on 4WS, and one event loop keeps the
+    rate limiter, the shared pause after a 429 and the report free of locks.
+    """
 
     def __init__(
         self,
-        client: Client,
+        client: AsyncClient,
         clock: Clock,
         state: StateFile,
         *,
@@ -271,40 +272,37 @@ class Importer:
         self.limiter = RateLimiter(rate, clock)
         self.max_retries = max_retries
         self.default_wait = default_wait
-        self._lock = threading.Lock()
 
-    def run(
+    async def run(
         self,
         rows: Iterable[Row],
         report: ImportReport,
         on_done: Callable[[], None] | None = None,
     ) -> ImportReport:
-        todo = []
+        todo: list[Row] = []
         for row in rows:
             if row.barcode in self.state.inserted:
                 report.skipped += 1
             else:
                 todo.append(row)
+        pending = iter(todo)
 
-        def work(row: Row) -> None:
-            try:
-                self._insert(row, report)
-            finally:
+        async def worker() -> None:
+            for row in pending:  # workers share one iterator: each row is taken once
+                await self._insert(row, report)
                 if on_done is not None:
                     on_done()
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            for future in [pool.submit(work, row) for row in todo]:
-                future.result()
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(todo)))))
         return report
 
-    def _insert(self, row: Row, report: ImportReport) -> None:
+    async def _insert(self, row: Row, report: ImportReport) -> None:
         sent_before = row.barcode in self.state.sent_before
         self.state.record(row, "sending")
         for attempt in range(self.max_retries + 1):
-            self.limiter.acquire()
+            await self.limiter.acquire()
             try:
-                inserted = self.client.insert_barcode(
+                inserted = await self.client.insert_barcode(
                     row.item_code,
                     row.barcode,
                     dimensions=row.dimensions,
@@ -312,14 +310,13 @@ class Importer:
                 )
             except RateLimitedError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else self.default_wait
-                with self._lock:
-                    report.waits.append(wait)
+                report.waits.append(wait)
                 self.limiter.pause(wait)
                 if attempt == self.max_retries:
                     self._add(report.failed, row, f"rate limited {attempt + 1} times")
                 continue
             except UniqueConstraintError as exc:
-                self._already_there(row, report, exc, sent_before)
+                await self._already_there(row, report, exc, sent_before)
                 return
             except NotFoundError as exc:
                 self._add(report.rejected, row, f"not found: {exc.message}")
@@ -332,16 +329,15 @@ class Importer:
                 self._add(target, row, exc.message)
                 return
             self.state.record(row, "inserted", inserted.prog_id)
-            with self._lock:
-                report.inserted += 1
+            report.inserted += 1
             return
 
-    def _already_there(
+    async def _already_there(
         self, row: Row, report: ImportReport, exc: UniqueConstraintError, sent_before: bool
     ) -> None:
         if not sent_before:
             try:
-                sku = self.client.sku_from_barcode(row.barcode)
+                sku = await self.client.sku_from_barcode(row.barcode)
             except FourWSError:
                 self._add(report.rejected, row, f"already exists in 4WS: {exc.message}")
                 return
@@ -350,12 +346,11 @@ class Importer:
                 self._add(report.rejected, row, f"already used by item {sku.item_code}")
                 return
         self.state.record(row, "inserted")
-        with self._lock:
-            report.already_present += 1
+        report.already_present += 1
 
-    def _add(self, target: list[Rejected], row: Row, reason: str) -> None:
-        with self._lock:
-            target.append(Rejected(row.line, row.item_code, row.barcode, reason))
+    @staticmethod
+    def _add(target: list[Rejected], row: Row, reason: str) -> None:
+        target.append(Rejected(row.line, row.item_code, row.barcode, reason))
 
 
 def write_rejections(path: Path, rejected: Iterable[Rejected]) -> None:

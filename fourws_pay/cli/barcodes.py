@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
@@ -59,9 +60,6 @@ def import_barcodes(
     if not dry_run and rows:
         resume = StateFile(state_file)
         try:
-            importer = Importer(
-                state.client(), state.clock, resume, concurrency=concurrency, rate=rate
-            )
             todo = sum(1 for r in rows if r.barcode not in resume.inserted)
             with Progress(
                 TextColumn("inserting"),
@@ -73,7 +71,15 @@ def import_barcodes(
                 disable=as_json,
             ) as progress:
                 task = progress.add_task("insert", total=todo)
-                importer.run(rows, report, on_done=lambda: progress.advance(task))
+
+                async def insert_all() -> None:
+                    async with state.async_client() as client:
+                        importer = Importer(
+                            client, state.clock, resume, concurrency=concurrency, rate=rate
+                        )
+                        await importer.run(rows, report, on_done=lambda: progress.advance(task))
+
+                asyncio.run(insert_all())
         finally:
             resume.close()
     problems = [*report.invalid, *report.rejected, *report.failed]

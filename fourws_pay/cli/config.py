@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fourws_pay.api.client import Client
+from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.settings import Settings
@@ -30,10 +30,15 @@ if TYPE_CHECKING:
     from fourws_pay.payments import GiftCardPayments
 
 ClientFactory = Callable[[Settings, Clock], Client]
+AsyncClientFactory = Callable[[Settings, Clock], AsyncClient]
 
 
 def _default_client(settings: Settings, clock: Clock) -> Client:
     return Client(settings, clock=clock)
+
+
+def _default_async_client(settings: Settings, clock: Clock) -> AsyncClient:
+    return AsyncClient(settings, clock=clock)
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Runtime:
     """The outside world a command talks to. Defaults are the real ones."""
 
     make_client: ClientFactory = _default_client
+    make_async_client: AsyncClientFactory = _default_async_client
     clock: Clock = field(default_factory=SystemClock)
     environ: Mapping[str, str] | None = None  # None: os.environ
     read_dotenv: bool = True
@@ -86,6 +92,10 @@ class CliContext:
         if self._client is None:
             self._client = self.runtime.make_client(self.settings(), self.runtime.clock)
         return self._client
+
+    def async_client(self) -> AsyncClient:
+        """A new asyncio client; create and close it inside the event loop that uses it."""
+        return self.runtime.make_async_client(self.settings(), self.runtime.clock)
 
     @property
     def clock(self) -> Clock:

@@ -21,27 +21,37 @@ fault_app = typer.Typer(help="Script faults on a served sandbox.", no_args_is_he
 app.add_typer(fault_app, name="fault")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()
 def serve(
-    ctx: typer.Context,
     seed: Annotated[
         str, typer.Option("--seed", help="Initial data: 'demo' (sample cards) or 'empty'.")
     ] = "demo",
     host: Annotated[str, typer.Option("--host", help="Loopback address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8765,
+    faults: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Start with a fault, e.g. update_giftcard:hang:seconds=20 (repeatable).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the sandbox over HTTP until Ctrl-C (point FOURWS_DOCUMENTS_BASE_URL at it)."""
-    if host not in LOOPBACK:
-        raise InvalidInputError("the sandbox only listens on loopback (127.0.0.1)")
+    """Serve the sandbox over HTTP until Ctrl-C; it prints the FOURWS_* settings to use."""
+    from fourws_pay.sandbox.faults import parse_fault_spec
     from fourws_pay.sandbox.server import serve as serve_sandbox
 
-    output.stderr().print(
-        f"4WS sandbox on http://{host}:{port} (seed: {seed}); Ctrl-C to stop", highlight=False
-    )
-    serve_sandbox(host=host, port=port, seed=seed)
+    specs = []
+    for text in faults or []:
+        try:
+            specs.append(parse_fault_spec(text))
+        except ValueError as exc:
+            raise InvalidInputError(f"--fault: {exc}") from None
+    try:
+        serve_sandbox(host=host, port=port, seed=seed, faults=specs)
+    except ValueError as exc:  # non-loopback host, unknown seed or fault
+        raise InvalidInputError(str(exc)) from None
 
 
 def _control(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:

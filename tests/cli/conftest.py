@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from fourws_pay.api.client import Client
+from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.cli.config import Runtime
 from fourws_pay.cli.main import app
 from fourws_pay.clock import Clock, ManualClock
@@ -50,7 +50,16 @@ def runtime(sandbox: Sandbox, clock: ManualClock, environ: dict[str, str]) -> Ru
     def make_client(settings: Settings, _clock: Clock) -> Client:
         return sandbox.client(settings)
 
-    return Runtime(make_client=make_client, clock=clock, environ=environ, read_dotenv=False)
+    def make_async_client(settings: Settings, _clock: Clock) -> AsyncClient:
+        return sandbox.async_client(settings)
+
+    return Runtime(
+        make_client=make_client,
+        make_async_client=make_async_client,
+        clock=clock,
+        environ=environ,
+        read_dotenv=False,
+    )
 
 
 @pytest.fixture

@@ -69,8 +69,10 @@ def test_unreachable_4ws_is_exit_8(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens
-    env = {"FOURWS_DOCUMENTS_BASE_URL": f"http://127.0.0.1:{port}",
-           "FOURWS_RETRY_MAX_ATTEMPTS": "1"}
+    env = {
+        "FOURWS_DOCUMENTS_BASE_URL": f"http://127.0.0.1:{port}",
+        "FOURWS_RETRY_MAX_ATTEMPTS": "1",
+    }
     result = CliRunner().invoke(
         app, ["giftcard", "show", EXAMPLE_CARD], obj=Runtime(environ=env, read_dotenv=False)
     )
@@ -87,12 +89,24 @@ def test_flags_beat_environment_beat_env_file(tmp_path: Path, runtime: Runtime) 
         seen["settings"] = settings
         return runtime.make_client(settings, clock)
 
-    wired = Runtime(make_client=spy, clock=runtime.clock,
-                    environ={**(runtime.environ or {}), "FOURWS_READ_TIMEOUT": "7"},
-                    read_dotenv=False)
+    wired = Runtime(
+        make_client=spy,
+        clock=runtime.clock,
+        environ={**(runtime.environ or {}), "FOURWS_READ_TIMEOUT": "7"},
+        read_dotenv=False,
+    )
     result = CliRunner().invoke(
-        app, ["--env-file", str(env_file), "--ledger", "sqlite:///x.db",
-              "giftcard", "show", EXAMPLE_CARD], obj=wired,
+        app,
+        [
+            "--env-file",
+            str(env_file),
+            "--ledger",
+            "sqlite:///x.db",
+            "giftcard",
+            "show",
+            EXAMPLE_CARD,
+        ],
+        obj=wired,
     )
     assert result.exit_code == 0, result.output
     settings = seen["settings"]

@@ -40,8 +40,15 @@ def test_unknown_card_is_one_line_and_exit_code_5(invoke: Invoke) -> None:
 
 def test_activate_without_waiting_enqueues_the_load(invoke: Invoke, sandbox: Sandbox) -> None:
     result = invoke(
-        "giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", "25.00", "--currency", "EUR",
-        "--no-wait", "--json",
+        "giftcard",
+        "activate",
+        NEVER_ACTIVATED_CARD,
+        "--amount",
+        "25.00",
+        "--currency",
+        "EUR",
+        "--no-wait",
+        "--json",
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -54,10 +61,14 @@ def test_activate_without_waiting_enqueues_the_load(invoke: Invoke, sandbox: San
 
 
 def test_activate_refuses_bad_amounts_before_sending(invoke: Invoke, sandbox: Sandbox) -> None:
-    for amount, needle in (("-5", "greater than zero"), ("1.234", "decimal digits"),
-                           ("ten", "not a number")):
-        result = invoke("giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", amount,
-                        "--no-wait")
+    for amount, needle in (
+        ("-5", "greater than zero"),
+        ("1.234", "decimal digits"),
+        ("ten", "not a number"),
+    ):
+        result = invoke(
+            "giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", amount, "--no-wait"
+        )
         assert result.exit_code == 2, (amount, result.output)
         assert needle in result.stderr
     assert sandbox.pending() == []
