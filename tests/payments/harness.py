@@ -1,0 +1,158 @@
+"""A shop wired to the in-process sandbox, and the auditor that checks the money invariants.
+
+The auditor compares our ledger with the sandbox's books, which are the source of truth for
+what 4WS actually did. Every consumption we post carries ``payload.operation_id``, so each
+record in the sandbox's books can be traced to one of our operations.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fourws_pay import (
+    CallbackRejected,
+    GiftCardPayments,
+    ManualClock,
+    PaymentEvent,
+    Settings,
+    SQLiteStore,
+    hookimpl,
+    make_plugin_manager,
+)
+from fourws_pay.payments.core import HOLDING_OPERATION_STATES, counts_as_held
+from fourws_pay.payments.models import (
+    OperationKind,
+    OperationState,
+    ReservationState,
+)
+from fourws_pay.sandbox import Sandbox
+
+
+class EventRecorder:
+    def __init__(self) -> None:
+        self.events: list[PaymentEvent] = []
+
+    @hookimpl
+    def fourws_pay_payment_event(self, event: PaymentEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind.value for e in self.events]
+
+
+@dataclass
+class Shop:
+    """Sandbox + ledger + provider with callbacks delivered in-process."""
+
+    tmp: Path
+    clock: ManualClock = field(default_factory=ManualClock)
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sandbox = Sandbox(clock=self.clock)
+        self.recorder = EventRecorder()
+        self.callback_statuses: list[int] = []
+        self.store = SQLiteStore(self.tmp / "ledger.db")
+        self.payments = self.new_provider()
+        self.sandbox.set_callback_handler(self.deliver)
+
+    def settings(self) -> Settings:
+        values = self.sandbox.settings.model_dump()
+        values.update(self.settings_overrides)
+        return Settings(**values)
+
+    def new_provider(self) -> GiftCardPayments:
+        """A provider on the same ledger file, as after a restart."""
+        return GiftCardPayments(
+            settings=self.settings(),
+            client=self.sandbox.client(self.settings()),
+            store=self.store,
+            clock=self.clock,
+            plugin_manager=make_plugin_manager(load_entrypoints=False,
+                                               plugins=[self.recorder]),
+        )
+
+    def deliver(self, url: str, body: bytes) -> int:
+        try:
+            status = self.payments.handle_callback(urlsplit(url).path, body).status_code
+        except CallbackRejected as exc:
+            status = exc.status_code
+        self.callback_statuses.append(status)
+        return status
+
+    def card(self, barcode: str = "7000000000001", amount: str = "100.00", **kw: Any) -> str:
+        self.sandbox.add_giftcard(barcode, amount=Decimal(amount), **kw)
+        return barcode
+
+    def settle(self) -> None:
+        self.sandbox.run_until_idle()
+
+    # ------------------------------------------------------------------ audit
+
+    def consumption_counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for record in self.sandbox.applied_operations():
+            payload = record.payload
+            if isinstance(payload, dict) and "operation_id" in payload:
+                counts[str(payload["operation_id"])] += 1
+        return counts
+
+    def audit(self) -> None:
+        """Invariants 1, 3 and 5 against the sandbox's books; raises AssertionError."""
+        applied = self.consumption_counts()
+        ops = self.store.list_operations()
+        for op in ops:
+            times = applied[op.id]
+            assert times <= 1, f"{op.id} was applied {times} times by 4WS (invariant 3)"
+            if op.state is OperationState.SUCCEEDED:
+                assert times == 1, f"{op.id} succeeded in the ledger but 4WS never applied it"
+            if op.state is OperationState.FAILED:
+                assert times == 0, f"{op.id} failed in the ledger but 4WS applied it"
+        for reservation in self.store.list_reservations():
+            captured = [op for op in ops if op.reservation_id == reservation.id
+                        and op.kind is OperationKind.CAPTURE
+                        and op.state is OperationState.SUCCEEDED]
+            assert len(captured) <= 1, f"{reservation.id} captured {len(captured)} times"
+            total = sum((op.amount for op in captured), Decimal(0))
+            assert total <= reservation.amount, "captured more than reserved"
+            if captured:
+                assert reservation.state is ReservationState.CAPTURED
+        # Conservation per card: what 4WS took for us = what our ledger says we took,
+        # counting operations whose outcome is still open (unknown/manual review) on the
+        # side where 4WS put them.
+        cards = {op.barcode for op in ops}
+        for barcode in cards:
+            taken_by_4ws = sum(
+                (-r.amount for r in self.sandbox.applied_operations(barcode)
+                 if isinstance(r.payload, dict) and "operation_id" in r.payload),
+                Decimal(0),
+            )
+            ours = Decimal(0)
+            for op in ops:
+                if op.barcode != barcode:
+                    continue
+                settled = op.state is OperationState.SUCCEEDED
+                open_and_applied = (op.state in HOLDING_OPERATION_STATES
+                                    and applied[op.id] == 1)
+                if settled or open_and_applied:
+                    ours += op.amount if op.kind is OperationKind.CAPTURE else -op.amount
+            assert taken_by_4ws == ours, (
+                f"conservation broken on {barcode[-4:]}: 4WS moved {taken_by_4ws}, "
+                f"ledger accounts for {ours} (invariant 1)"
+            )
+
+    def held(self, barcode: str) -> Decimal:
+        now = self.clock.now()
+        ops = [op for op in self.store.list_operations(HOLDING_OPERATION_STATES)
+               if op.kind is OperationKind.CAPTURE and op.barcode == barcode]
+        pinned = {op.reservation_id for op in ops}
+        return sum(
+            (r.amount for r in self.store.list_reservations([ReservationState.ACTIVE])
+             if r.barcode == barcode and counts_as_held(r, now, pinned)),
+            Decimal(0),
+        )
