@@ -41,10 +41,12 @@ def test_imports_every_row_onto_its_sku(invoke: Invoke, sandbox: Sandbox, tmp_pa
     path = rows_file(tmp_path, 300)
     code, summary = run_import(invoke, path, "--concurrency", "8")
     assert code == 0
-    assert summary["inserted"] == 300 and summary["rejected_by_4ws"] == 0
+    assert summary["inserted"] == 300
+    assert summary["rejected_by_4ws"] == 0
     for i in (0, 1, 2, 299):
         record = sandbox.barcode_record(make_ean13("805", i))
-        assert record is not None and record["item_code"] == PRODUCT
+        assert record is not None
+        assert record["item_code"] == PRODUCT
     assert sandbox.barcode_record(make_ean13("805", 1))["dimension_level1"] == "2"
     assert not (tmp_path / "barcodes.csv.rejected.csv").exists()
 
@@ -62,7 +64,8 @@ def test_invalid_rows_are_reported_and_never_sent(
     code, summary = run_import(invoke, path)
     assert code == 1
     assert summary["inserted"] == 5
-    assert summary["invalid"] == 2 and summary["rejected_by_4ws"] == 1
+    assert summary["invalid"] == 2
+    assert summary["rejected_by_4ws"] == 1
     assert sandbox.barcode_record(bad_check) is None
     with (tmp_path / "barcodes.csv.rejected.csv").open(encoding="utf-8") as handle:
         report = {int(r["line"]): r["reason"] for r in csv.DictReader(handle)}
@@ -75,13 +78,17 @@ def test_a_rerun_skips_what_was_inserted(invoke: Invoke, sandbox: Sandbox, tmp_p
     path = rows_file(tmp_path, 40)
     sandbox.faults.add("insert_barcode", Fault.server_error(503), times=None)
     code, first = run_import(invoke, path)
-    assert code == 1 and first["inserted"] == 0 and first["failed_retry_later"] == 40
+    assert code == 1
+    assert first["inserted"] == 0
+    assert first["failed_retry_later"] == 40
     sandbox.faults.clear()
     code, second = run_import(invoke, path)
-    assert code == 0 and second["inserted"] == 40
+    assert code == 0
+    assert second["inserted"] == 40
     code, third = run_import(invoke, path)
     assert code == 0
-    assert third["inserted"] == 0 and third["skipped_already_inserted"] == 40
+    assert third["inserted"] == 0
+    assert third["skipped_already_inserted"] == 40
 
 
 def test_an_insert_whose_answer_was_lost_counts_as_done(
@@ -98,7 +105,8 @@ def test_an_insert_whose_answer_was_lost_counts_as_done(
     )
     code, summary = run_import(invoke, path)
     assert code == 0
-    assert summary["already_present"] == 1 and summary["inserted"] == 2
+    assert summary["already_present"] == 1
+    assert summary["inserted"] == 2
 
 
 def test_a_barcode_owned_by_another_sku_is_rejected(
@@ -107,7 +115,8 @@ def test_a_barcode_owned_by_another_sku_is_rejected(
     path = rows_file(tmp_path, 1)
     sandbox.insert_barcode(PRODUCT, make_ean13("805", 0), ["XL", "RED"], "EAN13")
     code, summary = run_import(invoke, path)
-    assert code == 1 and summary["rejected_by_4ws"] == 1
+    assert code == 1
+    assert summary["rejected_by_4ws"] == 1
     with (tmp_path / "barcodes.csv.rejected.csv").open(encoding="utf-8") as handle:
         assert "already used" in next(csv.DictReader(handle))["reason"]
 
@@ -118,7 +127,8 @@ def test_the_same_sku_already_holding_the_barcode_is_fine(
     path = rows_file(tmp_path, 1)
     sandbox.insert_barcode(PRODUCT, make_ean13("805", 0), ["1", "Y4"], "EAN13")
     code, summary = run_import(invoke, path)
-    assert code == 0 and summary["already_present"] == 1
+    assert code == 0
+    assert summary["already_present"] == 1
 
 
 def test_429_retry_intervals_are_honoured(
@@ -147,8 +157,11 @@ def test_dry_run_validates_ten_thousand_rows_quickly(
     started = time.perf_counter()
     code, summary = run_import(invoke, path, "--dry-run")
     assert time.perf_counter() - started < 5
-    assert code == 1 and summary["rows"] == 10_001 and summary["invalid"] == 1
-    assert summary["inserted"] == 0 and sandbox.barcode_record(make_ean13("805", 0)) is None
+    assert code == 1
+    assert summary["rows"] == 10_001
+    assert summary["invalid"] == 1
+    assert summary["inserted"] == 0
+    assert sandbox.barcode_record(make_ean13("805", 0)) is None
 
 
 @pytest.mark.slow
@@ -161,7 +174,8 @@ def test_ten_thousand_inserts(invoke: Invoke, sandbox: Sandbox, tmp_path: Path) 
     started = time.perf_counter()
     code, summary = run_import(invoke, path, "--concurrency", "16")
     elapsed = time.perf_counter() - started
-    assert code == 0 and summary["inserted"] == 10_000
+    assert code == 0
+    assert summary["inserted"] == 10_000
     assert sandbox.barcode_record(make_ean13("805", 9_999)) is not None
     print(f"10,000 inserts against the in-process sandbox: {elapsed:.1f}s")
 

@@ -62,7 +62,8 @@ def test_help_documents_every_exit_code() -> None:
 def test_bad_configuration_is_exit_3(invoke: Invoke) -> None:
     result = invoke("--base-url", "ftp://nowhere", "giftcard", "show", EXAMPLE_CARD)
     assert result.exit_code == 3
-    assert "documents_base_url" in result.stderr and "Traceback" not in result.output
+    assert "documents_base_url" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_unreachable_4ws_is_exit_8(tmp_path: Path) -> None:

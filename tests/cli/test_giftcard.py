@@ -25,7 +25,8 @@ def test_show_json_and_reveal(invoke: Invoke, sandbox: Sandbox) -> None:
     data = json.loads(result.stdout)
     assert data["barcode"] == EXAMPLE_CARD
     assert Decimal(data["amount"]) == sandbox.balance(EXAMPLE_CARD)
-    assert data["active"] is True and data["currency"] == "EUR"
+    assert data["active"] is True
+    assert data["currency"] == "EUR"
 
 
 def test_unknown_card_is_one_line_and_exit_code_5(invoke: Invoke) -> None:
@@ -52,7 +53,8 @@ def test_activate_without_waiting_enqueues_the_load(invoke: Invoke, sandbox: San
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["state"] == "enqueued" and data["queue_id"]
+    assert data["state"] == "enqueued"
+    assert data["queue_id"]
     assert data["barcode"] == "*********1511"
     assert sandbox.balance(NEVER_ACTIVATED_CARD) == 0
     sandbox.process_queue()
@@ -79,6 +81,7 @@ def test_pdf_prints_the_download_url(invoke: Invoke) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["cards"] == 1
-    assert data["url"] and "/_sandbox/pdf/" in data["url"]
+    assert data["url"]
+    assert "/_sandbox/pdf/" in data["url"]
     plain = invoke("giftcard", "pdf", EXAMPLE_CARD)
     assert plain.stdout.strip().startswith("http")

@@ -37,7 +37,8 @@ def test_check_barcode(barcode: str, kind: str, problem: str | None) -> None:
     if problem is None:
         assert found is None
     else:
-        assert found is not None and problem in found
+        assert found is not None
+        assert problem in found
 
 
 def test_read_csv_sorts_rows_into_valid_and_rejected(tmp_path: Path) -> None:
@@ -69,7 +70,8 @@ def test_semicolon_files_with_a_bom_are_read(tmp_path: Path) -> None:
     path.write_bytes(f"\ufeffITEM_CODE;BARCODE\nCUP;{code}\n".encode())
     rows, rejected = read_csv(path)
     assert rejected == []
-    assert rows[0].barcode == code and rows[0].dimensions == ()
+    assert rows[0].barcode == code
+    assert rows[0].dimensions == ()
 
 
 @pytest.mark.parametrize(
