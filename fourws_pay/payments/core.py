@@ -57,6 +57,8 @@ from fourws_pay.money import positive_amount, to_decimal
 from fourws_pay.payments.crash import crash_point
 from fourws_pay.payments.models import (
     IN_FLIGHT_OPERATION_STATES,
+    OPERATION_TRANSITIONS,
+    RESERVATION_TRANSITIONS,
     CallbackResult,
     CartSnapshot,
     Decision,
@@ -115,6 +117,24 @@ class CardRead:
 
     card: GiftCard | None
     read_at: datetime
+
+
+def may_move(current: OperationState, target: OperationState) -> bool:
+    """The one-way operation state machine (invariant 5)."""
+    return target in OPERATION_TRANSITIONS[current]
+
+
+def may_move_reservation(current: ReservationState, target: ReservationState) -> bool:
+    """The one-way reservation state machine (invariant 5)."""
+    return target in RESERVATION_TRANSITIONS[current]
+
+
+def counts_as_held(reservation: Reservation, now: datetime, pinned: set[str]) -> bool:
+    """An active hold counts until its expiry instant, or for as long as an operation on it
+    is in flight or under review (invariants 2, 6, 7). No sweeper is needed for this."""
+    if reservation.state is not ReservationState.ACTIVE:
+        return False
+    return reservation.expires_at > now or reservation.id in pinned
 
 
 def token_hash(token: str) -> str:
@@ -246,9 +266,7 @@ class PaymentsCore:
         pinned = {op.reservation_id for op in holding_ops}
         total = Decimal(0)
         for r in tx.reservations_for_card(barcode, [ReservationState.ACTIVE]):
-            if r.id == exclude_reservation:
-                continue
-            if r.expires_at > now or r.id in pinned:
+            if r.id != exclude_reservation and counts_as_held(r, now, pinned):
                 total += r.amount
         for op in tx.operations_settled_since(barcode, read_at):
             if op.kind is OperationKind.CAPTURE and op.reservation_id != exclude_reservation:
@@ -422,19 +440,7 @@ class PaymentsCore:
             held_others = self.held(
                 tx, reservation.barcode, now, read.read_at, exclude_reservation=reservation.id
             )
-            decision = evaluate(
-                read.card,
-                PaymentRequest(
-                    amount=reservation.amount,
-                    currency=reservation.currency,
-                    now=now,
-                    shop_entity_code=self.settings.entity_code,
-                    allow_partial=False,
-                    forfeit_partial_remainder=reservation.forfeited > 0,
-                ),
-                held=held_others,
-                barcode=reservation.barcode,
-            )
+            decision = self.recheck(read.card, reservation, held_others, now)
             if not decision.ok:
                 refusal = decision
             else:
@@ -469,6 +475,28 @@ class PaymentsCore:
         crash_point("capture.after_prepare")
         return (yield from self._send(operation, reservation, token))
 
+    def recheck(
+        self,
+        card: GiftCard | None,
+        reservation: Reservation,
+        held_others: Decimal,
+        now: datetime,
+    ) -> Decision:
+        """Invariant 10: the rules again, on a fresh read, just before the capture POST."""
+        return evaluate(
+            card,
+            PaymentRequest(
+                amount=reservation.amount,
+                currency=reservation.currency,
+                now=now,
+                shop_entity_code=self.settings.entity_code,
+                allow_partial=False,
+                forfeit_partial_remainder=reservation.forfeited > 0,
+            ),
+            held=held_others,
+            barcode=reservation.barcode,
+        )
+
     def _existing_capture(self, reservation: Reservation) -> Operation | None:
         """Capturing twice returns the first capture (idempotent for retried requests)."""
         with self.store.snapshot() as tx:
@@ -499,11 +527,7 @@ class PaymentsCore:
         self, operation: Operation, reservation: Reservation, token: str
     ) -> PaymentFlow[Operation]:
         """prepared -> sending (committed) -> POST -> enqueued | unknown | failed."""
-        now = self.clock.now()
-        sending = replace(operation, state=OperationState.SENDING, updated_at=now)
-        with self.store.transaction() as tx:
-            if not tx.update_operation(sending, OperationState.PREPARED):
-                raise InvalidStateError("operation changed before it was sent")
+        sending = self._mark_sending(operation)
         crash_point(
             "capture.after_sending"
             if operation.kind is OperationKind.CAPTURE
@@ -561,6 +585,14 @@ class PaymentsCore:
             self.emit(EventKind.CAPTURED, reservation=reservation, operation=enqueued)
         return enqueued
 
+    def _mark_sending(self, operation: Operation) -> Operation:
+        """Invariant 4: ``sending`` is committed before the request can leave."""
+        sending = replace(operation, state=OperationState.SENDING, updated_at=self.clock.now())
+        with self.store.transaction() as tx:
+            if not tx.update_operation(sending, OperationState.PREPARED):
+                raise InvalidStateError("operation changed before it was sent")
+        return sending
+
     def _transition(
         self, operation_id: str, expected: OperationState, **changes: Any
     ) -> Operation | None:
@@ -570,6 +602,8 @@ class PaymentsCore:
             if current is None or current.state is not expected:
                 return None
             updated = replace(current, updated_at=self.clock.now(), **changes)
+            if not may_move(current.state, updated.state) and updated.state is not current.state:
+                return None
             return updated if tx.update_operation(updated, expected) else None
 
     # -------------------------------------------------------------------- release
