@@ -1,0 +1,123 @@
+"""Settings of the example shop.
+
+Environment variables:
+
+- ``OSCAR_SHOP_DATA_DIR``: where the database, the fourws-pay ledger and media live
+  (default: ``var/`` next to ``manage.py``);
+- ``FOURWS_PAY_BACKEND``: ``sandbox`` (default; a 4WS simulator inside the shop process,
+  with the demo cards of ``shop/demo_cards.py``) or ``http`` (a served sandbox or the real
+  4WS, configured with the ``FOURWS_*`` variables of fourws-pay);
+- ``FOURWS_PAY_LEDGER_URL``: the ledger (default: ``sqlite:///$OSCAR_SHOP_DATA_DIR/fourws-pay-ledger.db``);
+- ``SHOP_PUBLIC_URL``: where 4WS reaches this shop (default ``http://127.0.0.1:8000``);
+- ``SHOP_DEBUG``: ``0`` to turn Django's debug mode off.
+"""
+
+import os
+from pathlib import Path
+
+from oscar import INSTALLED_APPS as OSCAR_APPS
+from oscar.defaults import *  # noqa: F403
+
+from shop.demo_cards import DEMO_CARDS, sandbox_kwargs
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("OSCAR_SHOP_DATA_DIR") or BASE_DIR / "var")
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = os.environ.get("SHOP_SECRET_KEY", "example-shop-not-secret")
+DEBUG = os.environ.get("SHOP_DEBUG", "1") != "0"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+LANGUAGE_CODE = "en-gb"
+SITE_ID = 1
+ROOT_URLCONF = "shop.urls"
+WSGI_APPLICATION = "shop.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    # The shop forks Oscar's checkout to add its own "pay on delivery" method.
+    "shop.checkout.apps.CheckoutConfig" if app == "oscar.apps.checkout.apps.CheckoutConfig" else app
+    for app in OSCAR_APPS
+] + ["sorl.thumbnail", "fourws_pay_oscar", "shop"]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.contrib.flatpages.middleware.FlatpageFallbackMiddleware",
+    "oscar.apps.basket.middleware.BasketMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.debug",
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.template.context_processors.i18n",
+                "django.contrib.messages.context_processors.messages",
+                "oscar.apps.search.context_processors.search_form",
+                "oscar.apps.checkout.context_processors.checkout",
+                "oscar.core.context_processors.metadata",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "db.sqlite3",
+        # WAL lets the threaded dev server read while a checkout writes.
+        "OPTIONS": {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
+
+AUTHENTICATION_BACKENDS = (
+    "oscar.apps.customer.auth_backends.EmailBackend",
+    "django.contrib.auth.backends.ModelBackend",
+)
+HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+MEDIA_ROOT = DATA_DIR / "media"
+MEDIA_URL = "/media/"
+
+OSCAR_SHOP_NAME = "4WS gift card shop"
+OSCAR_DEFAULT_CURRENCY = "EUR"
+OSCAR_ALLOW_ANON_CHECKOUT = True
+
+SHOP_PUBLIC_URL = os.environ.get("SHOP_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+FOURWS_PAY = {
+    "BACKEND": os.environ.get("FOURWS_PAY_BACKEND", "sandbox"),
+    "LEDGER_URL": os.environ.get("FOURWS_PAY_LEDGER_URL")
+    or f"sqlite:///{DATA_DIR / 'fourws-pay-ledger.db'}",
+    "CALLBACK_BASE_URL": f"{SHOP_PUBLIC_URL}/fourws-pay/callback",
+    "SANDBOX_CARDS": [sandbox_kwargs(card) for card in DEMO_CARDS],
+    # The in-process sandbox applies each capture at once, so orders settle before the
+    # thank-you page; a served sandbox or 4WS calls back on its own.
+    "SANDBOX_AUTO_SETTLE": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "fourws_pay": {"handlers": ["console"], "level": "INFO"},
+        "oscar.checkout": {"handlers": ["console"], "level": "INFO"},
+    },
+}
