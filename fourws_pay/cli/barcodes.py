@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from fourws_pay.cli import exitcodes, output
 from fourws_pay.cli.barcode_import import (
@@ -61,14 +61,12 @@ def import_barcodes(
         resume = StateFile(state_file)
         try:
             todo = sum(1 for r in rows if r.barcode not in resume.inserted)
-            with Progress(
+            with output.progress(
                 TextColumn("inserting"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=output.stderr(),
-                transient=True,
-                disable=as_json,
+                hide=as_json,
             ) as progress:
                 task = progress.add_task("insert", total=todo)
 

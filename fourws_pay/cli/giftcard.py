@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from fourws_pay.api import wirejson
 from fourws_pay.api.core import parse_model
@@ -95,12 +95,8 @@ def _parse_listen(listen: str) -> tuple[str, int]:
 
 def wait_for_callback(receiver: CallbackReceiver, name: str, timeout: float, label: str) -> bytes:
     """Wait on ``receiver`` with a progress bar on stderr (stdout stays clean for --json)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=output.stderr(),
-        transient=True,
+    with output.progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
     ) as progress:
         task = progress.add_task(label, total=timeout)
         return receiver.wait(

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from fourws_pay.logs import mask_barcode
@@ -57,6 +58,15 @@ def stdout() -> Console:
 
 def stderr() -> Console:
     return Console(file=sys.stderr, highlight=False)
+
+
+def progress(*columns: Any, hide: bool = False) -> Progress:
+    """A transient progress display on stderr, shown only on a terminal (never in pipes,
+    logs or tests), so stdout stays clean for ``--json``."""
+    console = stderr()
+    return Progress(
+        *columns, console=console, transient=True, disable=hide or not console.is_terminal
+    )
 
 
 def print_json(value: Any) -> None:

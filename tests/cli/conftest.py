@@ -8,7 +8,7 @@ shell or ``.env``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from fourws_pay.cli.config import Runtime
 from fourws_pay.cli.main import app
 from fourws_pay.clock import Clock, ManualClock
 from fourws_pay.sandbox import Sandbox
+from fourws_pay.sandbox.server import ServedSandbox, start_in_thread
 from fourws_pay.settings import Settings
 
 Invoke = Callable[..., Result]
@@ -66,5 +67,24 @@ def runtime(sandbox: Sandbox, clock: ManualClock, environ: dict[str, str]) -> Ru
 def invoke(runtime: Runtime) -> Invoke:
     def run(*args: str, obj: Any = None) -> Result:
         return CliRunner().invoke(app, list(args), obj=obj or runtime)
+
+    return run
+
+
+@pytest.fixture
+def served() -> Iterator[ServedSandbox]:
+    """A sandbox served by uvicorn on a free loopback port, in a thread, stopped after."""
+    with start_in_thread(seed="demo", startup_timeout=10.0) as running:
+        yield running
+
+
+@pytest.fixture
+def invoke_served(served: ServedSandbox, ledger_url: str) -> Invoke:
+    """Invoke with real HTTP clients pointed at the served sandbox."""
+    runtime = Runtime(environ={**served.env(), "FOURWS_LEDGER_URL": ledger_url},
+                      read_dotenv=False)
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(app, list(args), obj=runtime)
 
     return run
