@@ -3,9 +3,10 @@
 Every webhook goes through the same gate before any business code runs:
 
 1. ``Saleor-Api-Url`` names an installed Saleor (a token is stored for it), else 401;
-2. ``Saleor-Event`` matches the endpoint, else 400;
-3. ``Saleor-Signature`` verifies over the raw body against that Saleor's JWKS, else 401
+2. ``Saleor-Signature`` verifies over the raw body against that Saleor's JWKS, else 401
    (503 when the JWKS cannot be fetched, so that Saleor retries);
+3. ``Saleor-Event`` matches the endpoint, else 400 (headers are not signed, so this only
+   catches a misrouted webhook; the payload model checks the body's shape);
 4. the body parses as the expected payload, else 400.
 
 Reports to Saleor are flushed in a background task after each request that can queue one,
@@ -81,21 +82,28 @@ class SaleorApp:
     reporter: SaleorReporter = field(init=False)
     listener: SaleorEventListener = field(init=False)
     _flush_wanted: asyncio.Event | None = field(init=False, default=None)
+    _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.handlers = PaymentHandlers(self.config, self.store, self.gateway, self.clock)
         self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
         self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
-        self.listener = SaleorEventListener(self.store, self.clock, self._wake)
+        self.listener = SaleorEventListener(
+            self.store,
+            self.clock,
+            self._wake,
+            callback_base_url=self.config.url(self.config.callback_path)
+            if self.config.provide_callback_base_url
+            else None,
+        )
         self.gateway.add_listener(self.listener, PLUGIN_NAME)
 
     def _wake(self) -> None:
-        # Called from inside payment calls, possibly on a worker thread: only flag.
-        event = self._flush_wanted
-        if event is not None:
-            with contextlib.suppress(RuntimeError):
-                loop = asyncio.get_running_loop()
-                loop.call_soon(event.set)
+        # Called from inside payment calls, possibly on a worker thread: only signal.
+        event, loop = self._flush_wanted, self._loop
+        if event is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(event.set)
 
     async def flush_reports(self) -> None:
         try:
@@ -168,10 +176,6 @@ class SaleorApp:
         if not api_url or self.store.get_installation(api_url) is None:
             log.warning("saleor.webhook_unknown_saleor", api_url=api_url or None)
             raise _Reject(401, "unknown Saleor-Api-Url")
-        header_event = request.headers.get("saleor-event", "").strip().lower()
-        if header_event != event.value:
-            log.warning("saleor.webhook_wrong_event", expected=event.value, got=header_event)
-            raise _Reject(400, "Saleor-Event does not match this endpoint")
         try:
             await self.verifier.verify(api_url, request.headers.get("saleor-signature"), body)
         except SignatureError as exc:
@@ -180,6 +184,10 @@ class SaleorApp:
         except KeysUnavailable as exc:
             log.warning("saleor.jwks_unavailable", api_url=api_url, error=str(exc))
             raise _Reject(503, "cannot verify the signature now") from None
+        header_event = request.headers.get("saleor-event", "").strip().lower()
+        if header_event != event.value:
+            log.warning("saleor.webhook_wrong_event", expected=event.value, got=header_event)
+            raise _Reject(400, "Saleor-Event does not match this endpoint")
         try:
             payload = parse_payload(event, loads(body))
         except PayloadError as exc:
@@ -233,6 +241,7 @@ class SaleorApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._flush_wanted = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         task = asyncio.create_task(self._flush_loop(self._flush_wanted))
         try:
             yield
@@ -241,13 +250,30 @@ class SaleorApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self._flush_wanted = None
+            self._loop = None
 
-    async def _flush_loop(self, wanted: asyncio.Event, interval: float = 30.0) -> None:
+    async def maintain(self) -> None:
+        """One maintenance pass: sweep and reconcile payments, then flush reports."""
+        try:
+            await self.gateway.maintain()
+        except Exception as exc:  # the next pass tries again
+            log.error("saleor.maintenance_failed", error=repr(exc))
+        await self.flush_reports()
+
+    async def _flush_loop(self, wanted: asyncio.Event) -> None:
+        interval = self.config.maintenance_interval or None
+        loop = asyncio.get_running_loop()
+        next_maintenance = loop.time() + (interval or 0)
         while True:
+            timeout = max(0.0, next_maintenance - loop.time()) if interval else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wanted.wait(), timeout=interval)
+                await asyncio.wait_for(wanted.wait(), timeout=timeout)
             wanted.clear()
-            await self.flush_reports()
+            if interval and loop.time() >= next_maintenance:
+                next_maintenance = loop.time() + interval
+                await self.maintain()
+            else:
+                await self.flush_reports()
 
 
 class _Reject(Exception):

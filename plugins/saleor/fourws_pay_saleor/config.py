@@ -52,6 +52,11 @@ class AppConfig(BaseModel):
     send_payment_method_details: bool = True
     payment_method_name: str = Field(default="4WS gift card", max_length=256)
     payment_method_brand: str = Field(default="4WS", max_length=40)
+    # Seconds between maintenance passes (sweep expired holds, reconcile unknown operations,
+    # flush reports) while the server runs; 0 turns the loop off.
+    maintenance_interval: float = Field(default=30.0, ge=0)
+    # Answer ``fourws_pay_callback_base_url`` so that 4WS posts callbacks to this App.
+    provide_callback_base_url: bool = True
     # Path (under app_url) of the 4WS callback receiver; Settings.callback_base_url must
     # point at it for 4WS callbacks to reach this App.
     callback_path: str = "/fourws/callback"

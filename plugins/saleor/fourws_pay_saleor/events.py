@@ -37,10 +37,22 @@ _MANUAL_REVIEW_MESSAGE = (
 class SaleorEventListener:
     """A pluggy plugin: register it on the payments' plugin manager."""
 
-    def __init__(self, store: AppStore, clock: Clock, on_enqueued: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: AppStore,
+        clock: Clock,
+        on_enqueued: Callable[[], None],
+        callback_base_url: str | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._callback_base_url = callback_base_url
+
+    @hookimpl
+    def fourws_pay_callback_base_url(self) -> str | None:
+        """4WS callbacks go to this App's receiver (``AppConfig.callback_path``)."""
+        return self._callback_base_url
 
     @hookimpl
     def fourws_pay_payment_event(self, event: PaymentEvent) -> None:

@@ -51,6 +51,8 @@ class Gateway(Protocol):
 
     def add_listener(self, plugin: object, name: str) -> None: ...
 
+    async def maintain(self) -> None: ...
+
 
 class PaymentsGateway:
     """Adapts ``GiftCardPayments`` or ``AsyncGiftCardPayments`` to ``Gateway``.
@@ -116,6 +118,14 @@ class PaymentsGateway:
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         return cast(CallbackResult, await self._call("handle_callback", path, body))
+
+    async def maintain(self) -> None:
+        """Expire lapsed holds and resolve operations whose outcome is unknown.
+
+        Run periodically by the App; the resulting events queue reports to Saleor.
+        """
+        await self._call("sweep")
+        await self._call("reconcile")
 
     def add_listener(self, plugin: object, name: str) -> None:
         manager = self._plugin_manager
