@@ -1,8 +1,160 @@
 """pytest fixtures for shops testing a gift-card checkout against the 4WS sandbox.
 
-Loaded by every pytest run of anyone who installs fourws-pay (entry point ``pytest11``), so
-this module imports nothing but pytest at import time; the sandbox (Starlette, httpx
-transports) is imported inside the fixtures, only by tests that use them.
+Installed with fourws-pay (entry point ``pytest11``), so pytest loads this module in every
+run of anyone who has the package: it imports nothing but pytest at import time. The
+sandbox (Starlette, httpx transports), the payments layer and the ledger are imported
+inside the fixtures, only by tests that use them.
+
+Fixtures (all function-scoped, so every test starts from a fresh, demo-seeded sandbox):
+
+``fourws_clock``         a ``ManualClock``; time moves only when the test says so
+``fourws_sandbox``       ``Sandbox(clock=fourws_clock, seed="demo")``
+``fourws_settings``      the ``Settings`` that point at it
+``fourws_client``        a blocking ``Client`` wired in-process to the sandbox
+``fourws_async_client``  the ``AsyncClient`` twin
+``fourws_giftcard``      factory: ``fourws_giftcard("25.00", partial_usage=False)`` -> card
+``fourws_payments``      ``GiftCardPayments`` on the sandbox, a temporary SQLite ledger and
+                         the same clock, with 4WS callbacks routed to its
+                         ``handle_callback``; call ``fourws_sandbox.process_queue()`` to
+                         let 4WS work
+``fourws_served_sandbox`` the sandbox served on a free loopback port (real HTTP)
+
+Example::
+
+    def test_checkout(fourws_sandbox, fourws_payments, fourws_giftcard):
+        card = fourws_giftcard("50.00")
+        hold = fourws_payments.reserve(card.barcode, amount="30.00", currency="EUR",
+                                       order_ref="ORD-1")
+        fourws_payments.capture(hold.id)
+        fourws_sandbox.process_queue()          # 4WS applies it and calls back
+        assert fourws_sandbox.balance(card.barcode) == Decimal("20.00")
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+    from decimal import Decimal
+    from pathlib import Path
+
+    from fourws_pay.api.client import AsyncClient, Client
+    from fourws_pay.clock import ManualClock
+    from fourws_pay.payments import GiftCardPayments
+    from fourws_pay.sandbox import Card, Sandbox
+    from fourws_pay.sandbox.server import ServedSandbox
+    from fourws_pay.settings import Settings
+
+GiftCardFactory = Callable[..., "Card"]
+
+
+@pytest.fixture
+def fourws_clock() -> ManualClock:
+    """A manual clock shared by the sandbox, the clients and the payments layer."""
+    from fourws_pay.clock import ManualClock
+
+    return ManualClock()
+
+
+@pytest.fixture
+def fourws_sandbox(fourws_clock: ManualClock) -> Sandbox:
+    """A fresh sandbox with the ``demo`` seed (see ``fourws_pay.sandbox.seed``)."""
+    from fourws_pay.sandbox import Sandbox
+
+    return Sandbox(clock=fourws_clock, seed="demo")
+
+
+@pytest.fixture
+def fourws_settings(fourws_sandbox: Sandbox) -> Settings:
+    return fourws_sandbox.settings
+
+
+@pytest.fixture
+def fourws_client(fourws_sandbox: Sandbox) -> Iterator[Client]:
+    client = fourws_sandbox.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fourws_async_client(fourws_sandbox: Sandbox) -> AsyncClient:
+    """The async client. A plain fixture (no pytest-asyncio needed to provide it); its
+    in-process transport holds no sockets, so there is nothing to close."""
+    return fourws_sandbox.async_client()
+
+
+@pytest.fixture
+def fourws_giftcard(fourws_sandbox: Sandbox) -> GiftCardFactory:
+    """Factory for cards with the flags, balance and dates a test needs.
+
+    ``fourws_giftcard(amount="50.00", *, currency="EUR", active=True, activated=True,
+    partial_usage=True, network_usage=True, expires_in=timedelta(days=365),
+    starts_in=None, expired=False, barcode=None, entity_code=None, **card_fields)``;
+    ``expired=True`` means it expired a day ago, ``starts_in`` a future activation.
+    Returns the card as stored (``.barcode``, ``.amount`` ...); barcodes are valid EAN-13.
+    """
+    from datetime import timedelta
+
+    def make(
+        amount: Decimal | int | str = "50.00",
+        *,
+        expires_in: timedelta | None = timedelta(days=365),
+        starts_in: timedelta | None = None,
+        expired: bool = False,
+        **fields: Any,
+    ) -> Card:
+        now: datetime = fourws_sandbox.clock.now()
+        if expired:
+            fields.setdefault("activation_date", now - timedelta(days=30))
+            fields["expiration_date"] = now - timedelta(days=1)
+        elif expires_in is not None:
+            fields.setdefault("expiration_date", now + expires_in)
+        if starts_in is not None:
+            fields["activation_date"] = now + starts_in
+        card = fourws_sandbox.add_giftcard(amount=amount, **fields)
+        return fourws_sandbox.card(card.barcode)
+
+    return make
+
+
+@pytest.fixture
+def fourws_payments(
+    fourws_sandbox: Sandbox, fourws_client: Client, tmp_path: Path
+) -> Iterator[GiftCardPayments]:
+    """``GiftCardPayments`` over the sandbox, with callbacks delivered to it in-process."""
+    from urllib.parse import urlsplit
+
+    from fourws_pay.errors import CallbackRejected
+    from fourws_pay.ledger import SQLiteStore
+    from fourws_pay.payments import GiftCardPayments
+
+    payments = GiftCardPayments(
+        client=fourws_client,
+        store=SQLiteStore(tmp_path / "fourws-ledger.db"),
+        clock=fourws_sandbox.clock,
+    )
+
+    def deliver(url: str, body: bytes) -> int:
+        try:
+            return payments.handle_callback(urlsplit(url).path, body).status_code
+        except CallbackRejected as exc:
+            return exc.status_code
+
+    fourws_sandbox.set_callback_handler(deliver)
+    yield payments
+    fourws_sandbox.set_callback_handler(None)
+    payments.close()
+
+
+@pytest.fixture
+def fourws_served_sandbox() -> Iterator[ServedSandbox]:
+    """The demo sandbox served over loopback HTTP (real clock, its own queue worker)."""
+    from fourws_pay.sandbox.server import start_in_thread
+
+    served = start_in_thread(seed="demo")
+    yield served
+    served.stop()
