@@ -146,3 +146,11 @@ def test_gift_card_code_is_read_from_data() -> None:
     assert gift_card_code({"giftCardCode": "ABC123"}) == "ABC123"
     for data in (None, "2000", {"code": ""}, {"code": 123}, {"code": "x" * 65}, {"code": "a\nb"}):
         assert gift_card_code(data) is None
+
+
+def test_readme_shows_the_subscriptions_the_manifest_declares() -> None:
+    from fourws_pay_saleor.manifest import SUBSCRIPTIONS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for event, query in SUBSCRIPTIONS.items():
+        assert f"### {event.enum_name}\n```graphql\n{query}\n```" in readme
