@@ -277,15 +277,21 @@ class Story:
                 (op.amount for op in mine if op.kind is OperationKind.REFUND), Decimal(0)
             )
             original = self.originals[barcode]
+            card = w.client.get_giftcard(barcode)
+            sandbox = w.sandbox_balance(barcode)
+
+            def cents(value: Decimal, digits: int = card.decimal_number) -> Decimal:
+                return quantize(value, digits)
+
             checks.append(
                 CardCheck(
                     barcode=barcode,
-                    original=original,
-                    captured=captured,
-                    refunded=refunded,
-                    expected=original - captured + refunded,
-                    fourws_balance=w.client.get_giftcard(barcode).amount,
-                    sandbox_balance=w.sandbox_balance(barcode),
+                    original=cents(original),
+                    captured=cents(captured),
+                    refunded=cents(refunded),
+                    expected=cents(original - captured + refunded),
+                    fourws_balance=cents(card.amount),
+                    sandbox_balance=None if sandbox is None else cents(sandbox),
                 )
             )
         ok = all(c.ok for c in checks)
@@ -308,7 +314,6 @@ def _report(
     story: Story, checks: list[CardCheck], ledger: list[dict[str, Any]], label: str
 ) -> None:
     console = output.stdout()
-    console.width = max(console.width, 120)
     console.print(
         output.table(
             f"E-commerce & Gift Card, on the {label}",

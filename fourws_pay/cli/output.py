@@ -51,9 +51,18 @@ def dumps(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
 
 
+PIPE_WIDTH = 160
+
+
 def stdout() -> Console:
-    """A console on the *current* ``sys.stdout`` (CliRunner swaps it per invocation)."""
-    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    """A console on the *current* ``sys.stdout`` (CliRunner swaps it per invocation).
+
+    Piped output gets a wide fixed width so that ids and codes are not folded in logs.
+    """
+    console = Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def stderr() -> Console:

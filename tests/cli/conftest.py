@@ -81,8 +81,7 @@ def served() -> Iterator[ServedSandbox]:
 @pytest.fixture
 def invoke_served(served: ServedSandbox, ledger_url: str) -> Invoke:
     """Invoke with real HTTP clients pointed at the served sandbox."""
-    runtime = Runtime(environ={**served.env(), "FOURWS_LEDGER_URL": ledger_url},
-                      read_dotenv=False)
+    runtime = Runtime(environ={**served.env(), "FOURWS_LEDGER_URL": ledger_url}, read_dotenv=False)
 
     def run(*args: str) -> Result:
         return CliRunner().invoke(app, list(args), obj=runtime)

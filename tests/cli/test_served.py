@@ -26,8 +26,19 @@ def test_generate_waits_for_the_callback_and_writes_csv(
     invoke_served: Invoke, served: ServedSandbox, tmp_path: Path
 ) -> None:
     out = tmp_path / "cards.csv"
-    result = invoke_served("giftcard", "generate", "--item-code", FINANCIAL_ITEM, "--count", "5",
-                           "--out", str(out), "--timeout", "20", "--json")
+    result = invoke_served(
+        "giftcard",
+        "generate",
+        "--item-code",
+        FINANCIAL_ITEM,
+        "--count",
+        "5",
+        "--out",
+        str(out),
+        "--timeout",
+        "20",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["generated"] == 5
@@ -43,33 +54,74 @@ def test_generate_waits_for_the_callback_and_writes_csv(
 
 def test_generate_json_file_and_refusal(invoke_served: Invoke, tmp_path: Path) -> None:
     out = tmp_path / "cards.json"
-    ok = invoke_served("giftcard", "generate", "--item-code", FINANCIAL_ITEM, "--count", "2",
-                       "--out", str(out), "--reveal")
+    ok = invoke_served(
+        "giftcard",
+        "generate",
+        "--item-code",
+        FINANCIAL_ITEM,
+        "--count",
+        "2",
+        "--out",
+        str(out),
+        "--reveal",
+    )
     assert ok.exit_code == 0, ok.output
     cards = json.loads(out.read_text(encoding="utf-8"))
     assert len(cards) == 2
     assert cards[0]["barcode"] in ok.stdout  # --reveal shows them
-    again = invoke_served("giftcard", "generate", "--item-code", FINANCIAL_ITEM, "--count", "2",
-                          "--out", str(out))
+    again = invoke_served(
+        "giftcard", "generate", "--item-code", FINANCIAL_ITEM, "--count", "2", "--out", str(out)
+    )
     assert again.exit_code == 2
     assert "--force" in again.stderr
-    bad = invoke_served("giftcard", "generate", "--item-code", "NOT_AN_ITEM", "--count", "1",
-                        "--out", str(tmp_path / "x.csv"), "--timeout", "20")
+    bad = invoke_served(
+        "giftcard",
+        "generate",
+        "--item-code",
+        "NOT_AN_ITEM",
+        "--count",
+        "1",
+        "--out",
+        str(tmp_path / "x.csv"),
+        "--timeout",
+        "20",
+    )
     assert bad.exit_code in (5, 6), bad.output
     assert bad.stderr.startswith("fourws-pay: error: APIFailure")
 
 
 def test_activate_waits_for_the_outcome(invoke_served: Invoke, served: ServedSandbox) -> None:
-    result = invoke_served("giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", "30",
-                           "--currency", "EUR", "--timeout", "20", "--json")
+    result = invoke_served(
+        "giftcard",
+        "activate",
+        NEVER_ACTIVATED_CARD,
+        "--amount",
+        "30",
+        "--currency",
+        "EUR",
+        "--timeout",
+        "20",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["state"] == "activated"
     assert served.sandbox.balance(NEVER_ACTIVATED_CARD) == Decimal("30")
 
 
 def test_fault_add_list_clear(invoke_served: Invoke, served: ServedSandbox) -> None:
-    added = invoke_served("sandbox", "fault", "add", "http_status", "--endpoint",
-                          "get_giftcard", "--status", "503", "--times", "0", "--json")
+    added = invoke_served(
+        "sandbox",
+        "fault",
+        "add",
+        "http_status",
+        "--endpoint",
+        "get_giftcard",
+        "--status",
+        "503",
+        "--times",
+        "0",
+        "--json",
+    )
     assert added.exit_code == 0, added.output
     assert json.loads(added.stdout)[0]["status"] == 503
     failing = invoke_served("giftcard", "show", EXAMPLE_CARD)
@@ -97,8 +149,9 @@ def test_fault_commands_without_a_sandbox_exit_8() -> None:
     from fourws_pay.cli.config import Runtime
 
     env = {"FOURWS_DOCUMENTS_BASE_URL": "http://127.0.0.1:9"}
-    result = CliRunner().invoke(app, ["sandbox", "fault", "list"],
-                                obj=Runtime(environ=env, read_dotenv=False))
+    result = CliRunner().invoke(
+        app, ["sandbox", "fault", "list"], obj=Runtime(environ=env, read_dotenv=False)
+    )
     assert result.exit_code == 8
     assert "fourws-pay sandbox serve" in result.stderr
 
@@ -108,10 +161,23 @@ def test_serve_passes_its_options_to_the_sandbox(monkeypatch: pytest.MonkeyPatch
 
     seen = {}
     monkeypatch.setattr(server, "serve", lambda **kwargs: seen.update(kwargs))
-    result = CliRunner().invoke(app, ["sandbox", "serve", "--seed", "empty", "--port", "0",
-                                      "--fault", "update_giftcard:hang:seconds=20"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sandbox",
+            "serve",
+            "--seed",
+            "empty",
+            "--port",
+            "0",
+            "--fault",
+            "update_giftcard:hang:seconds=20",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert seen["seed"] == "empty" and seen["port"] == 0 and seen["host"] == "127.0.0.1"
+    assert seen["seed"] == "empty"
+    assert seen["port"] == 0
+    assert seen["host"] == "127.0.0.1"
     assert seen["faults"] == [{"endpoint": "update_giftcard", "kind": "hang", "seconds": 20.0}]
     bad = CliRunner().invoke(app, ["sandbox", "serve", "--fault", "nonsense"])
     assert bad.exit_code == 2
