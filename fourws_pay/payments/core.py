@@ -707,16 +707,13 @@ class PaymentsCore:
             current = tx.get_operation(operation_id)
             assert current is not None
             verdict = OperationState.SUCCEEDED if result.success else OperationState.FAILED
-            if current.state in (
-                OperationState.SUCCEEDED,
-                OperationState.FAILED,
-                OperationState.MANUAL_REVIEW,
-            ):
+            if current.state is OperationState.PREPARED:
+                raise CallbackRejected("operation was never sent", status_code=409)
+            if not may_move(current.state, verdict):
+                # Terminal already: the same verdict is a duplicate, another is a conflict.
                 duplicate = current.state is verdict
                 conflict = None if duplicate else current
                 applied = None
-            elif current.state is OperationState.PREPARED:
-                raise CallbackRejected("operation was never sent", status_code=409)
             else:
                 conflict = None
                 duplicate = False
@@ -735,7 +732,7 @@ class PaymentsCore:
                     result.success
                     and current.kind is OperationKind.CAPTURE
                     and reservation is not None
-                    and reservation.state is ReservationState.ACTIVE
+                    and may_move_reservation(reservation.state, ReservationState.CAPTURED)
                 ):
                     captured = replace(
                         reservation,

@@ -57,6 +57,7 @@ class Shop:
         self.sandbox = Sandbox(clock=self.clock)
         self.recorder = EventRecorder()
         self.callback_statuses: list[int] = []
+        self.callback_urls: dict[str, str] = {}
         self.store = SQLiteStore(self.tmp / "ledger.db")
         self.payments = self.new_provider()
         self.sandbox.set_callback_handler(self.deliver)
@@ -68,13 +69,20 @@ class Shop:
 
     def new_provider(self) -> GiftCardPayments:
         """A provider on the same ledger file, as after a restart."""
+        client = self.sandbox.client(self.settings())
+        original = client.update_giftcard
+
+        def recording(update: Any) -> Any:
+            self.callback_urls[update.payload["operation_id"]] = update.callback
+            return original(update)
+
+        client.update_giftcard = recording  # type: ignore[method-assign]
         return GiftCardPayments(
             settings=self.settings(),
-            client=self.sandbox.client(self.settings()),
+            client=client,
             store=self.store,
             clock=self.clock,
-            plugin_manager=make_plugin_manager(load_entrypoints=False,
-                                               plugins=[self.recorder]),
+            plugin_manager=make_plugin_manager(load_entrypoints=False, plugins=[self.recorder]),
         )
 
     def deliver(self, url: str, body: bytes) -> int:
@@ -90,7 +98,11 @@ class Shop:
         return barcode
 
     def settle(self) -> None:
+        """4WS works through its queue; then a second passes, as between checkout steps
+        (a card read starting at the very instant of a settlement is treated as possibly
+        not reflecting it, which is conservative)."""
         self.sandbox.run_until_idle()
+        self.clock.advance(1)
 
     # ------------------------------------------------------------------ audit
 
@@ -114,9 +126,13 @@ class Shop:
             if op.state is OperationState.FAILED:
                 assert times == 0, f"{op.id} failed in the ledger but 4WS applied it"
         for reservation in self.store.list_reservations():
-            captured = [op for op in ops if op.reservation_id == reservation.id
-                        and op.kind is OperationKind.CAPTURE
-                        and op.state is OperationState.SUCCEEDED]
+            captured = [
+                op
+                for op in ops
+                if op.reservation_id == reservation.id
+                and op.kind is OperationKind.CAPTURE
+                and op.state is OperationState.SUCCEEDED
+            ]
             assert len(captured) <= 1, f"{reservation.id} captured {len(captured)} times"
             total = sum((op.amount for op in captured), Decimal(0))
             assert total <= reservation.amount, "captured more than reserved"
@@ -128,8 +144,11 @@ class Shop:
         cards = {op.barcode for op in ops}
         for barcode in cards:
             taken_by_4ws = sum(
-                (-r.amount for r in self.sandbox.applied_operations(barcode)
-                 if isinstance(r.payload, dict) and "operation_id" in r.payload),
+                (
+                    -r.amount
+                    for r in self.sandbox.applied_operations(barcode)
+                    if isinstance(r.payload, dict) and "operation_id" in r.payload
+                ),
                 Decimal(0),
             )
             ours = Decimal(0)
@@ -137,8 +156,7 @@ class Shop:
                 if op.barcode != barcode:
                     continue
                 settled = op.state is OperationState.SUCCEEDED
-                open_and_applied = (op.state in HOLDING_OPERATION_STATES
-                                    and applied[op.id] == 1)
+                open_and_applied = op.state in HOLDING_OPERATION_STATES and applied[op.id] == 1
                 if settled or open_and_applied:
                     ours += op.amount if op.kind is OperationKind.CAPTURE else -op.amount
             assert taken_by_4ws == ours, (
@@ -148,11 +166,17 @@ class Shop:
 
     def held(self, barcode: str) -> Decimal:
         now = self.clock.now()
-        ops = [op for op in self.store.list_operations(HOLDING_OPERATION_STATES)
-               if op.kind is OperationKind.CAPTURE and op.barcode == barcode]
+        ops = [
+            op
+            for op in self.store.list_operations(HOLDING_OPERATION_STATES)
+            if op.kind is OperationKind.CAPTURE and op.barcode == barcode
+        ]
         pinned = {op.reservation_id for op in ops}
         return sum(
-            (r.amount for r in self.store.list_reservations([ReservationState.ACTIVE])
-             if r.barcode == barcode and counts_as_held(r, now, pinned)),
+            (
+                r.amount
+                for r in self.store.list_reservations([ReservationState.ACTIVE])
+                if r.barcode == barcode and counts_as_held(r, now, pinned)
+            ),
             Decimal(0),
         )

@@ -43,7 +43,8 @@ def test_check_uses_balance_minus_holds(shop: Shop) -> None:
     shop.payments.reserve(card, amount="60.00", currency="EUR", order_ref="O-1")
     shop.clock.advance(10)  # past the check cache
     decision = shop.payments.check(card, Decimal("50.00"), "EUR")
-    assert decision.ok and decision.usable_amount == Decimal("40.00")
+    assert decision.ok
+    assert decision.usable_amount == Decimal("40.00")
     assert not decision.covers_full_amount
     strict = shop.payments.check(card, Decimal("50.00"), "EUR", allow_partial=False)
     assert strict.reason is RefusalReason.INSUFFICIENT_BALANCE
@@ -51,8 +52,9 @@ def test_check_uses_balance_minus_holds(shop: Shop) -> None:
 
 def test_partial_reservation_and_partial_capture(shop: Shop) -> None:
     card = shop.card(amount="40.00")
-    reservation = shop.payments.reserve(card, amount="100.00", currency="EUR",
-                                        order_ref="O-1", allow_partial=True)
+    reservation = shop.payments.reserve(
+        card, amount="100.00", currency="EUR", order_ref="O-1", allow_partial=True
+    )
     assert reservation.amount == Decimal("40.00")
     operation = shop.payments.capture(reservation.id, amount="25.00")
     shop.settle()
@@ -120,7 +122,8 @@ def test_capture_failure_by_callback_keeps_hold_for_the_host(shop: Shop) -> None
     shop.sandbox.spend_in_shop(card, "15.00")  # the till got there first
     shop.settle()
     failed = shop.payments.get_operation(operation.id)
-    assert failed.state is OperationState.FAILED and failed.message
+    assert failed.state is OperationState.FAILED
+    assert failed.message
     assert "capture_failed" in shop.recorder.kinds()
     assert shop.payments.release(reservation.id).state is ReservationState.RELEASED
     shop.audit()
@@ -169,15 +172,15 @@ def test_cart_hook_supplies_amount_and_currency(shop: Shop) -> None:
 def test_throttle_stops_guessing_before_4ws(shop: Shop) -> None:
     limit = shop.payments.settings.throttle_limit
     for n in range(limit):
-        assert not shop.payments.check(f"99900000{n:05d}", Decimal(1), "EUR",
-                                       client_key="ip-1").ok
+        assert not shop.payments.check(f"99900000{n:05d}", Decimal(1), "EUR", client_key="ip-1").ok
     calls = len(shop.sandbox.requests_to("get_giftcard"))
     with pytest.raises(ThrottledError) as caught:
         shop.payments.check("9990000099999", Decimal(1), "EUR", client_key="ip-1")
     assert caught.value.retry_after > 0
     with pytest.raises(ThrottledError):
-        shop.payments.reserve("9990000099999", amount="1", currency="EUR", order_ref="O",
-                              client_key="ip-1")
+        shop.payments.reserve(
+            "9990000099999", amount="1", currency="EUR", order_ref="O", client_key="ip-1"
+        )
     assert len(shop.sandbox.requests_to("get_giftcard")) == calls
     assert shop.payments.check(shop.card(), Decimal(1), "EUR", client_key="ip-2").ok
     shop.clock.advance(shop.payments.settings.throttle_window + 1)
@@ -234,8 +237,9 @@ def test_one_go_card(shop: Shop) -> None:
     with pytest.raises(PaymentRefused) as caught:
         shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="O")
     assert caught.value.reason is RefusalReason.PARTIAL_USAGE_NOT_ALLOWED
-    whole = shop.payments.reserve(card, amount="100.00", currency="EUR", order_ref="O",
-                                  allow_partial=True)
+    whole = shop.payments.reserve(
+        card, amount="100.00", currency="EUR", order_ref="O", allow_partial=True
+    )
     assert whole.amount == Decimal("80.00")
     shop.payments.capture(whole.id)
     shop.settle()
@@ -263,8 +267,11 @@ async def test_async_twin_runs_the_same_life_cycle(shop: Shop) -> None:
     from fourws_pay import AsyncGiftCardPayments, make_plugin_manager
 
     payments = AsyncGiftCardPayments(
-        settings=shop.settings(), client=shop.sandbox.async_client(), store=shop.store,
-        clock=shop.clock, plugin_manager=make_plugin_manager(load_entrypoints=False),
+        settings=shop.settings(),
+        client=shop.sandbox.async_client(),
+        store=shop.store,
+        clock=shop.clock,
+        plugin_manager=make_plugin_manager(load_entrypoints=False),
     )
 
     async def deliver(url: str, body: bytes) -> int:
@@ -296,8 +303,11 @@ def test_twins_have_the_same_public_methods() -> None:
     from fourws_pay import AsyncGiftCardPayments, GiftCardPayments
 
     def public(cls: type) -> dict[str, inspect.Signature]:
-        return {n: inspect.signature(m) for n, m in inspect.getmembers(cls, inspect.isfunction)
-                if not n.startswith("_") and n not in {"close", "aclose"}}
+        return {
+            n: inspect.signature(m)
+            for n, m in inspect.getmembers(cls, inspect.isfunction)
+            if not n.startswith("_") and n not in {"close", "aclose"}
+        }
 
     sync, asynchronous = public(GiftCardPayments), public(AsyncGiftCardPayments)
     assert sync.keys() == asynchronous.keys()

@@ -1,0 +1,521 @@
+"""DESIGN.md §5: one scenario per money invariant, and proof that each test can fail.
+
+``test_invariant_holds[N]`` runs scenario N against the real provider. Its twin
+``test_scenario_fails_without_its_protection[N]`` switches off exactly the protection that
+invariant relies on (a monkeypatch of one named seam) and requires the same scenario to fail.
+So a test that "cannot fail" would show up here as a failing twin. Invariant 14 (crash
+safety) has its own module, ``test_crash_safety.py``, with the same pairing; the contention
+side of invariant 2 lives in ``test_contention.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fourws_pay import (
+    AmbiguousOutcomeError,
+    CallbackRejected,
+    InvalidAmountError,
+    PaymentRefused,
+    ThrottledError,
+)
+from fourws_pay.api.models import UpdateGiftCardResult
+from fourws_pay.ledger.sqlite import SQLiteTransaction
+from fourws_pay.payments import core
+from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
+from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
+from fourws_pay.payments.throttle import LookupThrottle
+from fourws_pay.sandbox.faults import Fault
+from tests.payments.harness import Shop
+
+
+class Context:
+    def __init__(self, shop: Shop, caplog: pytest.LogCaptureFixture) -> None:
+        self.shop = shop
+        self.caplog = caplog
+
+
+def updates(shop: Shop) -> int:
+    return len(shop.sandbox.requests_to("update_giftcard"))
+
+
+# --------------------------------------------------------------------------- 1
+
+
+def conservation(ctx: Context) -> None:
+    """Σ applied by 4WS = Σ settled in the ledger, through duplicates, early callbacks,
+    an ambiguous POST and a capture that 4WS refuses."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    first = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="O1")
+    shop.sandbox.faults.add("update_giftcard", Fault.duplicate_callback(3))
+    shop.payments.capture(first.id)
+    shop.settle()
+    second = shop.payments.reserve(card, amount="20.00", currency="EUR", order_ref="O2")
+    shop.sandbox.faults.add("update_giftcard", Fault.callback_before_response())
+    shop.payments.capture(second.id)
+    shop.settle()
+    third = shop.payments.reserve(card, amount="40.00", currency="EUR", order_ref="O3")
+    shop.sandbox.faults.add("update_giftcard", Fault.hang(after_enqueue=True))
+    shop.payments.capture(third.id)  # ambiguous: recorded as unknown, not raised
+    shop.settle()
+    fourth = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O4")
+    shop.payments.capture(fourth.id)
+    shop.sandbox.spend_in_shop(card, "10.00")  # 4WS will refuse the queued consumption
+    shop.settle()
+    shop.audit()
+    assert shop.sandbox.balance(card) == Decimal("0.00")
+
+
+def break_conservation(mp: pytest.MonkeyPatch) -> None:
+    # Believe every callback says "success".
+    original = core.PaymentsCore._parse_callback
+
+    def always_success(body: bytes, operation_id: str) -> UpdateGiftCardResult:
+        return replace_success(original(body, operation_id))
+
+    mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(always_success))
+
+
+def replace_success(result: UpdateGiftCardResult) -> UpdateGiftCardResult:
+    return result.model_copy(update={"success": True})
+
+
+# --------------------------------------------------------------------------- 2
+
+
+def no_over_reservation(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    shop.payments.reserve(card, amount="60.00", currency="EUR", order_ref="O1")
+    with pytest.raises(PaymentRefused):
+        shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="O2")
+    shop.payments.reserve(card, amount="40.00", currency="EUR", order_ref="O3")
+    assert shop.held(card) <= shop.sandbox.balance(card)
+
+
+def break_no_over_reservation(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core.PaymentsCore, "held", lambda self, *a, **k: Decimal(0))
+
+
+# --------------------------------------------------------------------------- 3
+
+
+def one_post_per_operation(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    reservation = shop.payments.reserve(card, amount="25.00", currency="EUR", order_ref="O")
+    shop.sandbox.faults.add("update_giftcard", Fault.reset(after_enqueue=True))
+    operation = shop.payments.capture(reservation.id)
+    assert operation.state is OperationState.UNKNOWN
+    again = shop.payments.capture(reservation.id)  # e.g. the shop retries the confirmation
+    assert again.id == operation.id
+    shop.payments.reconcile()
+    assert updates(shop) == 1
+    shop.settle()
+    shop.audit()
+    assert shop.sandbox.balance(card) == Decimal("75.00")
+
+
+def break_one_post_per_operation(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core.PaymentsCore, "_existing_capture", lambda self, r: None)
+    mp.setattr(SQLiteTransaction, "operations_for_reservation", lambda self, rid: [])
+    mp.setattr(core.PaymentsCore, "_require_card_idle", staticmethod(lambda tx, b: None))
+
+
+# --------------------------------------------------------------------------- 4
+
+
+def write_ahead(ctx: Context) -> None:
+    """When the POST leaves, the ledger already says ``sending`` for that operation."""
+    shop = ctx.shop
+    client = shop.payments.client
+    seen: list[OperationState] = []
+    original = client.update_giftcard
+
+    def spy(update: Any) -> Any:
+        stored = shop.store.get_operation(update.payload["operation_id"])
+        seen.append(stored.state if stored else OperationState.FAILED)
+        return original(update)
+
+    client.update_giftcard = spy  # type: ignore[method-assign]
+    card = shop.card()
+    reservation = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    shop.payments.capture(reservation.id)
+    assert seen == [OperationState.SENDING]
+
+
+def break_write_ahead(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(
+        core.PaymentsCore,
+        "_mark_sending",
+        lambda self, op: replace(op, state=OperationState.SENDING),
+    )
+
+
+# --------------------------------------------------------------------------- 5
+
+
+def one_way_states(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card()
+    reservation = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    operation = shop.payments.capture(reservation.id)
+    shop.settle()
+    url = shop.sandbox.callbacks[-1].url
+    path = urlsplit(url).path
+    duplicate = shop.payments.handle_callback(path, b'{"success": true}')
+    assert not duplicate.applied
+    conflict = shop.payments.handle_callback(path, b'{"success": false, "message": "x"}')
+    assert not conflict.applied
+    assert shop.payments.get_operation(operation.id).state is OperationState.SUCCEEDED
+    assert shop.payments.get_reservation(reservation.id).state is ReservationState.CAPTURED
+    assert shop.recorder.kinds().count("alert") == 1
+
+
+def break_one_way_states(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core, "may_move", lambda current, target: True)
+
+
+# --------------------------------------------------------------------------- 6
+
+
+def bounded_time(ctx: Context) -> None:
+    """Lost callbacks and ambiguous POSTs all end terminal or in manual review."""
+    shop = ctx.shop
+    settings = shop.payments.settings
+    applied = shop.card("7000000000011", amount="50.00")
+    unapplied = shop.card("7000000000012", amount="50.00")
+    murky = shop.card("7000000000013", amount="50.00")
+    for n, card in enumerate((applied, unapplied, murky)):
+        r = shop.payments.reserve(card, amount="20.00", currency="EUR", order_ref=f"O{n}")
+        fault = Fault.drop_callback() if card != unapplied else Fault.server_error(503)
+        shop.sandbox.faults.add("update_giftcard", fault)
+        with contextlib.suppress(AmbiguousOutcomeError):
+            shop.payments.capture(r.id)
+    shop.sandbox.spend_in_shop(murky, "7.00")  # muddies the evidence
+    shop.settle()
+    shop.clock.advance(settings.callback_timeout + settings.reconcile_window + 1)
+    # A hold with an operation in flight never expired meanwhile:
+    assert shop.held(murky) == Decimal("20.00")
+    shop.payments.reconcile()
+    states = {op.barcode: op.state for op in shop.store.list_operations()}
+    assert states[applied] is OperationState.SUCCEEDED
+    assert states[unapplied] in (OperationState.FAILED, OperationState.SUCCEEDED)
+    assert states[murky] is OperationState.MANUAL_REVIEW
+    assert all(op.is_terminal for op in shop.store.list_operations())
+    shop.audit()
+
+
+def break_bounded_time(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core.PaymentsCore, "_judge", lambda self, op, card: op)
+
+
+# --------------------------------------------------------------------------- 7
+
+
+def expiry(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    shop.payments.reserve(card, amount="100.00", currency="EUR", order_ref="O1", ttl=60)
+    shop.clock.advance(60)  # the hold's expiry instant; no sweep has run
+    try:
+        shop.payments.reserve(card, amount="100.00", currency="EUR", order_ref="O2", ttl=60)
+    except PaymentRefused as exc:
+        raise AssertionError("an expired hold still counted") from exc
+    shop.clock.advance(60)
+    assert shop.payments.sweep() == 2
+    assert shop.payments.sweep() == 0
+    assert shop.recorder.kinds().count("expired") == 2
+    short = shop.card(
+        "7000000000099",
+        amount="10.00",
+        expiration_date=shop.clock.now() + __import__("datetime").timedelta(seconds=30),
+    )
+    hold = shop.payments.reserve(short, amount="5.00", currency="EUR", order_ref="O3")
+    assert hold.expires_at <= shop.sandbox.card(short).expiration_date
+
+
+def break_expiry(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core, "counts_as_held", lambda r, now, pinned: r.state is ReservationState.ACTIVE)
+
+
+# --------------------------------------------------------------------------- 8
+
+
+def authentic_callbacks(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card()
+    reservation = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+    operation = shop.payments.capture(reservation.id)
+    forged = [
+        f"/fourws/callback/{operation.id}/guessed-token",
+        f"/fourws/callback/{operation.id}/",
+        "/fourws/callback/op_0000/whatever",
+    ]
+    for path in forged:
+        with pytest.raises(CallbackRejected):
+            shop.payments.handle_callback(path, b'{"success": true, "id": "forged"}')
+    assert shop.payments.get_operation(operation.id).state is OperationState.ENQUEUED
+
+
+def break_authentic_callbacks(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core.hmac, "compare_digest", lambda a, b: True)
+
+
+# --------------------------------------------------------------------------- 9
+
+
+def money_correctness(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    for bad in ("NaN", "sNaN", "Infinity", "-Infinity", "0", "-5", 0.1, "1e400x"):
+        with pytest.raises(InvalidAmountError):
+            shop.payments.reserve(card, amount=bad, currency="EUR", order_ref="O")
+    assert shop.sandbox.requests_to("get_giftcard") == []
+    with pytest.raises(PaymentRefused) as caught:
+        shop.payments.reserve(card, amount="1.005", currency="EUR", order_ref="O")
+    assert caught.value.reason is RefusalReason.INVALID_AMOUNT
+    with pytest.raises(PaymentRefused) as caught:
+        shop.payments.reserve(card, amount="10", currency="USD", order_ref="O")
+    assert caught.value.reason is RefusalReason.CURRENCY_MISMATCH
+    reservation = shop.payments.reserve(card, amount="12.3", currency="EUR", order_ref="O")
+    shop.payments.capture(reservation.id)
+    posted = shop.sandbox.pending()[-1].body["amount"]
+    assert posted == Decimal("-12.30")
+    assert str(posted) == "-12.30"
+
+
+def break_money_correctness(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(core, "_requested_amount", lambda amount: Decimal(str(amount)))
+
+
+# -------------------------------------------------------------------------- 10
+
+
+def validity_at_both_ends(ctx: Context) -> None:
+    shop = ctx.shop
+    spent = shop.card("7000000000021", amount="100.00")
+    hold = shop.payments.reserve(spent, amount="80.00", currency="EUR", order_ref="O1")
+    shop.sandbox.spend_in_shop(spent, "50.00")
+    with pytest.raises(PaymentRefused) as caught:
+        shop.payments.capture(hold.id)
+    assert caught.value.reason is RefusalReason.INSUFFICIENT_BALANCE
+    blocked = shop.card("7000000000022", amount="100.00")
+    hold = shop.payments.reserve(blocked, amount="10.00", currency="EUR", order_ref="O2")
+    shop.sandbox.add_giftcard(blocked, amount=Decimal("100.00"), active=False)
+    with pytest.raises(PaymentRefused) as caught:
+        shop.payments.capture(hold.id)
+    assert caught.value.reason is RefusalReason.INACTIVE
+    assert updates(shop) == 0
+
+
+def break_validity_at_both_ends(mp: pytest.MonkeyPatch) -> None:
+    from fourws_pay.payments.models import Decision
+
+    def approve(self: Any, card: Any, reservation: Any, held: Any, now: Any) -> Decision:
+        return Decision(
+            True,
+            None,
+            "ok",
+            "",
+            reservation.amount,
+            reservation.amount,
+            reservation.amount,
+            reservation.currency,
+            2,
+            True,
+            "****",
+        )
+
+    mp.setattr(core.PaymentsCore, "recheck", approve)
+
+
+# -------------------------------------------------------------------------- 11
+
+
+def guessing_resistance(ctx: Context) -> None:
+    shop = ctx.shop
+    shop.card("7000000000031", amount="10.00", active=False)
+    shop.card("7000000000032", amount="0.00")
+    messages = set()
+    for code in ("7999999999999", "7000000000031", "7000000000032"):
+        decision = shop.payments.check(code, Decimal("5"), "EUR", client_key="bot")
+        messages.add(decision.public_message)
+    assert messages == {UNIFORM_PUBLIC_MESSAGE}
+    for n in range(20):
+        try:
+            shop.payments.check(f"79999999{n:05d}", Decimal("5"), "EUR", client_key="bot")
+        except ThrottledError:
+            break
+    else:
+        raise AssertionError("never throttled")
+    assert len(shop.sandbox.requests_to("get_giftcard")) == shop.payments.settings.throttle_limit
+
+
+def break_guessing_resistance(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(LookupThrottle, "check", lambda self, key: None)
+
+
+# -------------------------------------------------------------------------- 12
+
+
+def log_hygiene(ctx: Context) -> None:
+    shop = ctx.shop
+    ctx.caplog.set_level(logging.DEBUG, logger="fourws_pay")
+    card = shop.card("7000000012345678", amount="100.00")
+    reservation = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    operation = shop.payments.capture(reservation.id)
+    shop.settle()
+    shop.payments.refund(operation.id)
+    shop.settle()
+    shop.payments.check("7999999912345678", Decimal(1), "EUR")
+    with pytest.raises(CallbackRejected):
+        shop.payments.handle_callback(f"/cb/{operation.id}/nope", b"{}")
+    token = urlsplit(shop.sandbox.callbacks[0].url).path.rsplit("/", 1)[-1]
+    password = shop.payments.settings.password.get_secret_value()
+    text = ctx.caplog.text + "".join(str(e) for e in shop.recorder.events)
+    assert "5678" in text  # masked barcodes are there...
+    for secret in (card, "7999999912345678", token, password):
+        assert secret not in text, f"leaked {secret[:3]}…"
+
+
+def break_log_hygiene(mp: pytest.MonkeyPatch) -> None:
+    import fourws_pay.api.core
+    import fourws_pay.logs
+
+    identity = str
+    for module in (fourws_pay.logs, fourws_pay.api.core, core):
+        mp.setattr(module, "mask_barcode", identity)
+
+
+# -------------------------------------------------------------------------- 13
+
+
+def safe_parsing(ctx: Context) -> None:
+    shop = ctx.shop
+    card = shop.card()
+    reservation = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+    operation = shop.payments.capture(reservation.id)
+    shop.settle()
+    path = urlsplit(shop.callback_urls[operation.id]).path
+    for body in (
+        b"",
+        b"[]",
+        b"null",
+        b'{"success": "yes"}',
+        b'{"success": 1}',
+        b"{",
+        b'{"success": true, "payload": {"operation_id": "op_other"}}',
+        json.dumps({"success": True, "id": ["x"]}).encode(),
+        b"\xff\xfe",
+    ):
+        with pytest.raises(CallbackRejected):
+            shop.payments.handle_callback(path, body)
+    assert shop.payments.get_operation(operation.id).state is OperationState.ENQUEUED
+    shop.sandbox.faults.add("get_giftcard", Fault.truncated_body(), times=None)
+    from fourws_pay import MalformedResponseError
+
+    with pytest.raises(MalformedResponseError):
+        shop.payments.reserve(card, amount="1.00", currency="EUR", order_ref="O2")
+
+
+def break_safe_parsing(mp: pytest.MonkeyPatch) -> None:
+    def naive(body: bytes, operation_id: str) -> UpdateGiftCardResult:
+        return UpdateGiftCardResult.model_construct(**json.loads(body))
+
+    mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(naive))
+
+
+SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
+    1: (conservation, break_conservation),
+    2: (no_over_reservation, break_no_over_reservation),
+    3: (one_post_per_operation, break_one_post_per_operation),
+    4: (write_ahead, break_write_ahead),
+    5: (one_way_states, break_one_way_states),
+    6: (bounded_time, break_bounded_time),
+    7: (expiry, break_expiry),
+    8: (authentic_callbacks, break_authentic_callbacks),
+    9: (money_correctness, break_money_correctness),
+    10: (validity_at_both_ends, break_validity_at_both_ends),
+    11: (guessing_resistance, break_guessing_resistance),
+    12: (log_hygiene, break_log_hygiene),
+    13: (safe_parsing, break_safe_parsing),
+}
+
+
+@pytest.mark.parametrize("number", sorted(SCENARIOS))
+def test_invariant_holds(number: int, shop: Shop, caplog: pytest.LogCaptureFixture) -> None:
+    scenario, _ = SCENARIOS[number]
+    scenario(Context(shop, caplog))
+
+
+@pytest.mark.parametrize("number", sorted(SCENARIOS))
+def test_scenario_fails_without_its_protection(
+    number: int, shop: Shop, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario, disable = SCENARIOS[number]
+    disable(monkeypatch)
+    # The scenario passes with the protection on (test_invariant_holds), so any failure
+    # here is the scenario noticing that the protection is gone.
+    with pytest.raises((Exception, pytest.fail.Exception)):
+        scenario(Context(shop, caplog))
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text(max_size=20)
+            | st.floats(allow_nan=False),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["success", "id", "message", "payload", "queueId", "operation_id"]
+                    )
+                    | st.text(max_size=5),
+                    inner,
+                    max_size=5,
+                )
+            ),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_any_callback_body_is_a_result_or_a_typed_rejection(shop: Shop, body: bytes) -> None:
+    card = shop.card()
+    if not shop.store.list_operations():
+        r = shop.payments.reserve(card, amount="1.00", currency="EUR", order_ref="F")
+        shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+        shop.payments.capture(r.id)
+        shop.settle()
+    operation = shop.store.list_operations()[0]
+    path = urlsplit(shop.callback_urls[operation.id]).path
+    status: int
+    try:
+        status = shop.payments.handle_callback(path, body).status_code
+    except CallbackRejected as exc:
+        status = exc.status_code
+    assert status == 200 or 400 <= status < 500
