@@ -26,7 +26,8 @@ from fourws_pay.errors import (
     ServerError,
 )
 from fourws_pay.payments import RefusalReason
-from fourws_pay.sandbox.seed import EXAMPLE_CARD
+from fourws_pay.sandbox import Fault, Sandbox
+from fourws_pay.sandbox.seed import EXAMPLE_CARD, NEVER_ACTIVATED_CARD
 
 from .conftest import Invoke
 
@@ -134,3 +135,38 @@ def test_verbose_logs_go_to_stderr_masked(invoke: Invoke) -> None:
 def test_usage_errors_exit_2(invoke: Invoke) -> None:
     assert invoke("giftcard", "show").exit_code == 2
     assert invoke("no-such-command").exit_code == 2
+
+
+def test_dotenv_in_the_working_directory_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: Runtime
+) -> None:
+    seen = {}
+
+    def spy(settings, clock):  # type: ignore[no-untyped-def]
+        seen["settings"] = settings
+        return runtime.make_client(settings, clock)
+
+    environ = {k: v for k, v in (runtime.environ or {}).items() if k != "FOURWS_ENTITY_CODE"}
+    (tmp_path / ".env").write_text("FOURWS_ENTITY_CODE=777\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app,
+        ["giftcard", "show", EXAMPLE_CARD],
+        obj=Runtime(make_client=spy, clock=runtime.clock, environ=environ),
+    )
+    assert result.exit_code == 0, result.output
+    assert seen["settings"].entity_code == "777"
+
+
+def test_ambiguous_activation_is_exit_9(invoke: Invoke, sandbox: Sandbox) -> None:
+    sandbox.faults.add("update_giftcard", Fault.reset_after_enqueue())
+    result = invoke("giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", "10", "--no-wait")
+    assert result.exit_code == 9
+    assert result.stderr.startswith("fourws-pay: error: AmbiguousOutcomeError")
+
+
+def test_rate_limited_is_exit_7_with_the_interval(invoke: Invoke, sandbox: Sandbox) -> None:
+    sandbox.faults.add("get_giftcard", Fault.rate_limited(2.0), times=None)
+    result = invoke("giftcard", "show", EXAMPLE_CARD)
+    assert result.exit_code == 7
+    assert "(retry after 2s)" in result.stderr

@@ -187,3 +187,10 @@ def test_serve_refuses_a_public_address() -> None:
     result = CliRunner().invoke(app, ["sandbox", "serve", "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code == 2
     assert "loopback" in result.stderr
+
+
+def test_pdf_with_wait(invoke_served: Invoke, served: ServedSandbox) -> None:
+    result = invoke_served("giftcard", "pdf", EXAMPLE_CARD, "--wait", "--timeout", "20", "--json")
+    assert result.exit_code == 0, result.output
+    url = json.loads(result.stdout)["url"]
+    assert url.startswith(served.url)
