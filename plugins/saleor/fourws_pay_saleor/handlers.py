@@ -394,6 +394,7 @@ class PaymentHandlers:
             await self._release_quietly(record.reservation_id)
             return self._finish_failed(record, action.action_type, exc.public_message), True
         except (InvalidInputError, InvalidStateError) as exc:
+            await self._release_quietly(record.reservation_id)
             return self._finish_failed(record, action.action_type, str(exc)), True
         except Unavailable:
             # Saleor takes this answer as final for the transaction: let the hold go so
