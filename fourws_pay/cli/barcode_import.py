@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +178,6 @@ class StateFile:
         self.path = path
         self.inserted: set[str] = set()
         self.sent_before: set[str] = set()
-        self._lock = threading.Lock()
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         torn = 0
         for line in lines:
@@ -200,9 +198,8 @@ class StateFile:
         entry = {"barcode": row.barcode, "item_code": row.item_code, "status": status}
         if prog_id is not None:
             entry["prog_id"] = prog_id
-        with self._lock:
-            self._handle.write(json.dumps(entry) + "\n")
-            self._handle.flush()
+        self._handle.write(json.dumps(entry) + "\n")
+        self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
@@ -241,10 +238,6 @@ class ImportReport:
     rejected: list[Rejected] = field(default_factory=list)  # refused by 4WS
     failed: list[Rejected] = field(default_factory=list)  # transient; a re-run retries them
     waits: list[float] = field(default_factory=list)  # retry intervals honoured
-
-    @property
-    def clean(self) -> bool:
-        return not (self.invalid or self.rejected or self.failed)
 
 
 class Importer:

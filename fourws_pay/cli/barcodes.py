@@ -83,6 +83,8 @@ def import_barcodes(
     problems = [*report.invalid, *report.rejected, *report.failed]
     if problems:
         write_rejections(report_file, problems)
+    elif not dry_run:
+        report_file.unlink(missing_ok=True)  # an earlier run's rejections are all fixed now
     elapsed = time.perf_counter() - started
     summary = {
         "file": file,

@@ -81,10 +81,12 @@ def test_a_rerun_skips_what_was_inserted(invoke: Invoke, sandbox: Sandbox, tmp_p
     assert code == 1
     assert first["inserted"] == 0
     assert first["failed_retry_later"] == 40
+    assert (tmp_path / "barcodes.csv.rejected.csv").exists()
     sandbox.faults.clear()
     code, second = run_import(invoke, path)
     assert code == 0
     assert second["inserted"] == 40
+    assert not (tmp_path / "barcodes.csv.rejected.csv").exists()  # nothing left to fix
     code, third = run_import(invoke, path)
     assert code == 0
     assert third["inserted"] == 0
