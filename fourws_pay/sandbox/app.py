@@ -96,6 +96,17 @@ def _js_literal(content: bytes) -> bytes:
     return re.sub(rb'"([A-Za-z_]\w*)"\s*:', rb"\1:", content) or b"{success: true"
 
 
+def _with_pk(voucher: dict[str, Any], pk: str, card: str) -> dict[str, Any]:
+    """Echo ``pkFieldName`` right after ``cardBarcode``, where the reference shows it."""
+    out: dict[str, Any] = {}
+    for key, value in voucher.items():
+        out[key] = value
+        if key == "cardBarcode":
+            out[pk] = card
+    out.setdefault(pk, card)
+    return out
+
+
 class FaultLayer:
     """Raw ASGI wrapper that turns ``hang`` / ``reset`` markers into broken connections."""
 
@@ -427,7 +438,7 @@ class SandboxRoutes:
         pk = request.query_params.get("pkFieldName", "").strip() or None
         vouchers, stats = self.sb.customer_vouchers(card)
         if pk:
-            vouchers = [{**v, pk: card} for v in vouchers]
+            vouchers = [_with_pk(v, pk, card) for v in vouchers]
             stats = {**stats, pk: card}
         return self._voucher_page(request, vouchers, stats)
 

@@ -18,7 +18,6 @@ from fourws_pay.api import wirejson
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_$][\w$]*")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\"}
 MAX_DEPTH = 64
 
 
@@ -74,7 +73,7 @@ class _Parser:
             return self.obj(depth)
         if ch == "[":
             return self.arr(depth)
-        if ch in "\"'":
+        if ch and ch in "\"'":
             return self.string()
         match = _NUMBER.match(self.text, self.pos)
         if match:
@@ -101,7 +100,7 @@ class _Parser:
             if ch == "}":
                 self.pos += 1
                 return result
-            if ch in "\"'":
+            if ch and ch in "\"'":
                 key = self.string()
             else:
                 ident = _IDENT.match(self.text, self.pos)
@@ -135,32 +134,46 @@ class _Parser:
                 raise self.error("expected ',' or ']'")
 
     def string(self) -> str:
+        """A quoted string; escapes (surrogate pairs included) are decoded by ``json``."""
         quote = self.text[self.pos]
-        self.pos += 1
-        out: list[str] = []
         text = self.text
-        while self.pos < len(text):
-            ch = text[self.pos]
-            if ch == quote:
-                self.pos += 1
-                return "".join(out)
-            if ch == "\\":
-                nxt = text[self.pos + 1 : self.pos + 2]
-                if nxt == "u":
-                    try:
-                        out.append(json.loads(f'"{text[self.pos : self.pos + 6]}"'))
-                    except ValueError:
-                        raise self.error("bad \\u escape") from None
-                    self.pos += 6
-                    continue
-                out.append(_ESCAPES.get(nxt, nxt))
-                self.pos += 2
-                continue
-            if ch == "\n":
+        end = self.pos + 1
+        while end < len(text) and text[end] != quote:
+            if text[end] == "\n":
                 raise self.error("newline in string")
+            end += 2 if text[end] == "\\" else 1
+        if end >= len(text):
+            raise self.error("unterminated string")
+        raw = text[self.pos + 1 : end]
+        if quote == "'":
+            raw = _single_to_double(raw)
+        try:
+            value = json.loads(f'"{raw}"', strict=False)
+        except ValueError:
+            raise self.error("bad escape in string") from None
+        self.pos = end + 1
+        return str(value)
+
+
+def _single_to_double(raw: str) -> str:
+    """The body of a single-quoted JS string as the body of a double-quoted JSON one."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\" and raw[i + 1 : i + 2] == "'":
+            out.append("'")
+            i += 2
+        elif ch == "\\":
+            out.append(raw[i : i + 2])
+            i += 2
+        elif ch == '"':
+            out.append('\\"')
+            i += 1
+        else:
             out.append(ch)
-            self.pos += 1
-        raise self.error("unterminated string")
+            i += 1
+    return "".join(out)
 
 
 __all__ = ["loads"]

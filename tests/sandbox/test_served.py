@@ -257,3 +257,22 @@ def test_parse_fault_spec() -> None:
     with pytest.raises(ValueError):
         parse_fault_spec("x:y:novalue")
     _ = json
+
+
+def test_callback_before_response_over_http(served: ServedSandbox, rx: CallbackReceiver) -> None:
+    served.sandbox.faults.add_spec(parse_fault_spec("update_giftcard:before_response"))
+    before = len(rx.received)
+    with Client(served.settings) as client:
+        queued = client.update_giftcard(
+            GiftCardUpdate(
+                entity_code="440",
+                barcode=demo.EXAMPLE_CARD,
+                amount=Decimal("-1.00"),
+                callback=f"{rx.url}/cb/early/tok",
+                payload="early",
+            )
+        )
+        # no waiting: the callback was delivered before the POST's answer was sent
+        arrived = rx.received[before:]
+    assert [r.json()["payload"] for r in arrived] == ["early"]
+    assert served.sandbox.operations(demo.EXAMPLE_CARD)[-1].queue_id == queued.queue_id
