@@ -27,10 +27,7 @@ from fourws_pay.cli.demo_world import EmbeddedWorld, RemoteWorld, World, temp_le
 from fourws_pay.errors import APIFailure, PaymentRefused
 from fourws_pay.money import quantize
 from fourws_pay.payments import OperationKind, OperationState, RefusalReason
-
-# Cards of the sandbox's "demo" seed (fourws_pay.sandbox.seed) used for the refusals.
-EXPIRED_CARD = "2000000020020"
-ONE_GO_CARD = "2000000040066"
+from fourws_pay.sandbox.seed import EXPIRED_CARD, ONE_GO_CARD
 
 CARD_VALUE = Decimal("100.00")
 ORDER_TOTAL = Decimal("85.00")
@@ -168,7 +165,7 @@ class Story:
         capture = p.capture(reservation.id)
         self.log(
             "capture",
-            "order confirmed: post the consumption (-60.00)",
+            f"order confirmed: post the consumption (-{PAID_BY_CARD})",
             f"operation {capture.state.value}",
             capture.state is not OperationState.FAILED,
         )
@@ -195,62 +192,62 @@ class Story:
             refunded.state is OperationState.SUCCEEDED,
         )
 
-    def refuse(self, step: str, detail: str, expected: RefusalReason, **kwargs: Any) -> None:
+    def refuse(
+        self,
+        detail: str,
+        expected: RefusalReason,
+        barcode: str,
+        amount: Decimal,
+        currency: str = "EUR",
+    ) -> None:
+        """A checkout the rules must refuse, with the reason staff see and the customer's."""
         try:
-            reservation = self.world.payments.reserve(order_ref="ORD-1002", **kwargs)
+            reservation = self.world.payments.reserve(
+                barcode, amount=amount, currency=currency, order_ref="ORD-1002"
+            )
         except PaymentRefused as exc:
             self.log(
-                step,
+                "refuse",
                 detail,
                 f"refused: {exc.reason.value} - customer sees {exc.public_message!r}",
                 exc.reason is expected,
             )
             return
         self.world.payments.release(reservation.id)
-        self.log(step, detail, "accepted (unexpected)", False)
+        self.log("refuse", detail, "accepted (unexpected)", False)
 
     def refusals(self, card: str, spare: str) -> None:
-        if self.world.is_sandbox:
+        small = Decimal("10.00")
+        left = CARD_VALUE - PAID_BY_CARD + REFUND
+        if self.world.is_sandbox:  # the seed's special cards exist only in a sandbox
             self.refuse(
-                "refuse",
                 f"expired card {self.code(EXPIRED_CARD)}",
                 RefusalReason.EXPIRED,
-                barcode=EXPIRED_CARD,
-                amount=Decimal("10.00"),
-                currency="EUR",
+                EXPIRED_CARD,
+                small,
             )
         self.refuse(
-            "refuse",
-            f"never-activated card {self.code(spare)}",
-            RefusalReason.INACTIVE,
-            barcode=spare,
-            amount=Decimal("10.00"),
-            currency="EUR",
+            f"never-activated card {self.code(spare)}", RefusalReason.INACTIVE, spare, small
         )
         self.refuse(
-            "refuse",
-            f"80.00 EUR on {self.code(card)} (balance 50.00)",
+            f"{left + 30} EUR on {self.code(card)} (balance {left})",
             RefusalReason.INSUFFICIENT_BALANCE,
-            barcode=card,
-            amount=Decimal("80.00"),
-            currency="EUR",
+            card,
+            left + 30,
         )
         if self.world.is_sandbox:
             self.refuse(
-                "refuse",
-                f"10.00 EUR on one-go card {self.code(ONE_GO_CARD)} "
-                "(flgPartiallyUsage N, balance 25.00)",
+                f"{small} EUR on one-go card {self.code(ONE_GO_CARD)} "
+                f"(flgPartiallyUsage N, balance {_cents(self.world.sandbox_balance(ONE_GO_CARD))})",
                 RefusalReason.PARTIAL_USAGE_NOT_ALLOWED,
-                barcode=ONE_GO_CARD,
-                amount=Decimal("10.00"),
-                currency="EUR",
+                ONE_GO_CARD,
+                small,
             )
         self.refuse(
-            "refuse",
             f"a USD order on the EUR card {self.code(card)}",
             RefusalReason.CURRENCY_MISMATCH,
-            barcode=card,
-            amount=Decimal("10.00"),
+            card,
+            small,
             currency="USD",
         )
 
