@@ -367,8 +367,8 @@ class PaymentsCore:
         self.throttle.check(client_key)
 
         read = yield from self.read(barcode, cached=False)
-        now = self.clock.now()
         with self.store.card_transaction(barcode) as tx:
+            now = self.clock.now()  # inside the lock: stamps follow commit order
             held = self.held(tx, barcode, now, read.read_at)
             decision = evaluate(
                 read.card,
@@ -422,10 +422,10 @@ class PaymentsCore:
                 raise InvalidAmountError("a one-go card is captured for its whole reservation")
 
         read = yield from self.read(reservation.barcode, cached=False)
-        now = self.clock.now()
         token = secrets.token_urlsafe(32)
         refusal: Decision | None = None
         with self.store.card_transaction(reservation.barcode) as tx:
+            now = self.clock.now()
             current = tx.get_reservation(reservation.id)
             assert current is not None
             reservation = current
@@ -610,8 +610,8 @@ class PaymentsCore:
 
     def release(self, reservation_id: str) -> Reservation:
         reservation = self._reservation(reservation_id)
-        now = self.clock.now()
         with self.store.card_transaction(reservation.barcode) as tx:
+            now = self.clock.now()  # inside the lock: stamps follow commit order
             current = tx.get_reservation(reservation.id)
             assert current is not None
             if current.state in (ReservationState.RELEASED, ReservationState.EXPIRED):
@@ -653,9 +653,9 @@ class PaymentsCore:
                 "card not found at 4WS for refund",
                 public_message=public_message(RefusalReason.NOT_FOUND),
             )
-        now = self.clock.now()
         token = secrets.token_urlsafe(32)
         with self.store.card_transaction(parent.barcode) as tx:
+            now = self.clock.now()
             refunds = [
                 op
                 for op in tx.children_of(parent.id, OperationKind.REFUND)
@@ -702,8 +702,8 @@ class PaymentsCore:
         if not hmac.compare_digest(token_hash(token), operation.callback_token_hash):
             raise CallbackRejected("callback token does not match", status_code=403)
         result = self._parse_callback(bytes(body), operation_id)
-        now = self.clock.now()
         with self.store.card_transaction(operation.barcode) as tx:
+            now = self.clock.now()  # inside the lock: stamps follow commit order
             current = tx.get_operation(operation_id)
             assert current is not None
             verdict = OperationState.SUCCEEDED if result.success else OperationState.FAILED
