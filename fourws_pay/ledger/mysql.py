@@ -22,8 +22,8 @@ Why these choices:
   ``DATETIME(6)`` holding UTC (microseconds), turned back into aware UTC datetimes.
 - Tables use ``utf8mb4_bin`` so that ids and barcodes compare case-sensitively.
 
-Each thread gets its own connection, re-created after a fork (the parent's are left alone:
-closing them from the child would end the parent's sessions). ``locking=False`` skips the
+Transactions and reads borrow connections from a small pool (``pool_size`` idle ones kept);
+after a fork the child opens its own and leaves the parent's alone. ``locking=False`` skips the
 card lock; it exists so the contention tests can show that the lock is what prevents
 over-reservation.
 """
@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
 import pymysql.cursors
-from pymysql.constants import CLIENT
+from pymysql.constants import CLIENT, SERVER_STATUS
 
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.payments.models import (
@@ -277,7 +277,71 @@ def _connect_args(url: str) -> dict[str, Any]:
         args["unix_socket"] = query["unix_socket"]
     if args["database"] is None:
         raise ConfigurationError("the MariaDB ledger URL needs a database: mysql://host/db")
+    # PyMySQL otherwise *prefers* TLS and builds a fresh SSL context (about 0.1 s of loading
+    # CA certificates) per connection; over loopback or a socket TLS protects nothing.
+    ssl = query.get("ssl", "").lower()
+    if ssl not in ("", "disabled", "preferred", "required"):
+        raise ConfigurationError("ssl= must be disabled, preferred or required")
+    local = "unix_socket" in args or args["host"] in ("127.0.0.1", "::1", "localhost")
+    if ssl == "disabled" or (ssl == "" and local):
+        args["ssl_disabled"] = True
+    elif ssl == "required":
+        args["ssl_verify_cert"] = True
     return args
+
+
+class _Pool:
+    """Idle connections kept for reuse: a transaction or a read borrows one, then returns it.
+
+    A pool (rather than one connection per thread) keeps the number of server sessions bounded
+    when a host's threads come and go. After a fork the child starts with an empty pool and
+    never closes the parent's connections (``COM_QUIT`` on the shared socket would end the
+    parent's sessions).
+    """
+
+    def __init__(self, connect: Callable[[], Connection], max_idle: int) -> None:
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _mine(self) -> list[Connection]:
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        return self._idle
+
+    @contextmanager
+    def borrow(self) -> Iterator[Connection]:
+        owner = os.getpid()
+        with self._lock:
+            idle = self._mine()
+            conn = idle.pop() if idle else None
+        if conn is None or not _reusable(conn):
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if os.getpid() == owner:
+                with self._lock:
+                    keep = _reusable(conn) and len(self._mine()) < self._max_idle
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    with suppress(pymysql.Error):
+                        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._mine(), []
+        for conn in idle:
+            with suppress(pymysql.Error):
+                conn.close()
+
+
+def _reusable(conn: Connection) -> bool:
+    status = int(getattr(conn, "server_status", 0))  # not in the type stubs
+    return bool(conn.open) and not status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
 
 
 class MySQLStore:
@@ -291,6 +355,7 @@ class MySQLStore:
         locking: bool = True,
         lock_timeout_s: int = 30,
         connect_timeout: float = 10.0,
+        pool_size: int = 8,
     ) -> None:
         if not _PREFIX.match(table_prefix):
             raise ConfigurationError(
@@ -303,15 +368,13 @@ class MySQLStore:
         self._lock_timeout_s = max(1, int(lock_timeout_s))
         self._connect_timeout = connect_timeout
         self._local = threading.local()
-        self._all: list[tuple[int, Connection]] = []
-        self._all_lock = threading.Lock()
+        self._pool = _Pool(self._connect, max_idle=pool_size)
         self._known_cards: set[str] = set()
-        conn = self._conn()
-        for statement in _SCHEMA:
-            with conn.cursor() as cur:
-                cur.execute(statement.format(p=table_prefix))
+        with self._pool.borrow() as conn:
+            for statement in _SCHEMA:
+                self._execute(conn, statement.format(p=table_prefix))
 
-    def _connect_raw(self) -> Connection:
+    def _connect(self) -> Connection:
         conn: Connection = pymysql.connect(
             **self._args,
             autocommit=True,
@@ -327,50 +390,48 @@ class MySQLStore:
             )
         return conn
 
-    def _conn(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        pid = os.getpid()
-        if conn is None or self._local.pid != pid or not conn.open:
-            conn = self._connect_raw()
-            self._local.conn = conn
-            self._local.pid = pid
-            self._local.depth = 0
-            with self._all_lock:
-                self._all.append((pid, conn))
-        return conn
-
     def _execute(self, conn: Connection, query: str, params: Sequence[Any] = ()) -> int:
         with conn.cursor() as cur:
             return cur.execute(query, tuple(params))
 
+    def _ensure_lock_row(self, conn: Connection, card: str) -> None:
+        """Create the card's lock row in its own autocommit statement (see module docstring)."""
+        if card in self._known_cards:
+            return
+        locks = f"{self.table_prefix}card_locks"
+        self._execute(conn, f"INSERT IGNORE INTO {locks} (barcode) VALUES (%s)", [card])  # noqa: S608
+        if len(self._known_cards) >= _KNOWN_CARDS_MAX:
+            self._known_cards.clear()
+        self._known_cards.add(card)
+
+    def _lock_card(self, conn: Connection, card: str) -> None:
+        locks = f"{self.table_prefix}card_locks"
+        lock = f"SELECT barcode FROM {locks} WHERE barcode = %s FOR UPDATE"  # noqa: S608
+        if not self._execute(conn, lock, [card]):
+            # The row vanished (tables dropped and re-created): create it in this transaction;
+            # the new row's insert lock is then the card lock.
+            self._execute(conn, f"INSERT INTO {locks} (barcode) VALUES (%s)", [card])  # noqa: S608
+
     @contextmanager
     def _tx(self, *begin: str, card: str | None = None) -> Iterator[MySQLTransaction]:
-        conn = self._conn()
-        if getattr(self._local, "depth", 0):
+        if getattr(self._local, "depth", 0) and self._local.pid == os.getpid():
             raise RuntimeError("ledger transactions do not nest")
-        self._local.depth = 1
-        locks = f"{self.table_prefix}card_locks"
+        self._local.depth, self._local.pid = 1, os.getpid()
         try:
-            if card is not None and card not in self._known_cards:
-                self._execute(conn, f"INSERT IGNORE INTO {locks} (barcode) VALUES (%s)", [card])  # noqa: S608
-                if len(self._known_cards) >= _KNOWN_CARDS_MAX:
-                    self._known_cards.clear()
-                self._known_cards.add(card)
-            for statement in begin:
-                self._execute(conn, statement)
-            try:
+            with self._pool.borrow() as conn:
                 if card is not None:
-                    lock = f"SELECT barcode FROM {locks} WHERE barcode = %s FOR UPDATE"  # noqa: S608
-                    if not self._execute(conn, lock, [card]):
-                        # The row vanished (tables dropped and re-created): make it in this
-                        # transaction; the new row's insert lock is the card lock.
-                        self._execute(conn, f"INSERT INTO {locks} (barcode) VALUES (%s)", [card])  # noqa: S608
-                yield MySQLTransaction(conn, self.table_prefix)
-            except BaseException:
-                with suppress(pymysql.Error):
-                    conn.rollback()
-                raise
-            conn.commit()
+                    self._ensure_lock_row(conn, card)
+                for statement in begin:
+                    self._execute(conn, statement)
+                try:
+                    if card is not None:
+                        self._lock_card(conn, card)
+                    yield MySQLTransaction(conn, self.table_prefix)
+                except BaseException:
+                    with suppress(pymysql.Error):
+                        conn.rollback()
+                    raise
+                conn.commit()
         finally:
             self._local.depth = 0
 
@@ -388,14 +449,23 @@ class MySQLStore:
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
         )
 
-    def _plain(self) -> MySQLTransaction:
-        return MySQLTransaction(self._conn(), self.table_prefix)
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._pool.borrow() as conn:
+            return MySQLTransaction(conn, self.table_prefix)._rows(query, params)
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        return self._plain().get_reservation(reservation_id)
+        rows = self._read(
+            f"SELECT * FROM {self.table_prefix}reservations WHERE id = %s",  # noqa: S608
+            [reservation_id],
+        )
+        return _reservation(rows[0]) if rows else None
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        return self._plain().get_operation(operation_id)
+        rows = self._read(
+            f"SELECT * FROM {self.table_prefix}operations WHERE id = %s",  # noqa: S608
+            [operation_id],
+        )
+        return _operation(rows[0]) if rows else None
 
     def list_reservations(
         self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
@@ -409,8 +479,7 @@ class MySQLStore:
         if order_ref is not None:
             query += " AND order_ref = %s"
             params.append(order_ref)
-        rows = self._plain()._rows(query + " ORDER BY created_at, id", params)
-        return [_reservation(r) for r in rows]
+        return [_reservation(r) for r in self._read(query + " ORDER BY created_at, id", params)]
 
     def list_operations(
         self,
@@ -426,27 +495,20 @@ class MySQLStore:
         if kind is not None:
             query += " AND kind = %s"
             params.append(kind.value)
-        rows = self._plain()._rows(query + " ORDER BY created_at, id", params)
-        return [_operation(r) for r in rows]
+        return [_operation(r) for r in self._read(query + " ORDER BY created_at, id", params)]
 
     def drop(self) -> None:
         """Drop this prefix's tables (tests use a throw-away prefix per run)."""
         p = self.table_prefix
-        self._execute(
-            self._conn(),
-            f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}card_locks",
-        )
+        with self._pool.borrow() as conn:
+            self._execute(
+                conn, f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}card_locks"
+            )
         self._known_cards.clear()
 
     def close(self) -> None:
-        pid = os.getpid()
-        with self._all_lock:
-            mine = [conn for owner, conn in self._all if owner == pid]
-            self._all = [(owner, conn) for owner, conn in self._all if owner != pid]
-        for conn in mine:
-            with suppress(pymysql.Error):
-                conn.close()
-        self._local = threading.local()
+        """Close the idle connections (a later call opens new ones)."""
+        self._pool.close()
 
 
 def open_store(url: str, **options: Any) -> MySQLStore:

@@ -17,8 +17,8 @@ Why these choices:
 - Amounts are ``NUMERIC`` without a typmod, which keeps the scale as written (``10.00`` comes
   back as ``10.00``); times are ``TIMESTAMPTZ`` (microseconds), read back in UTC.
 
-Each thread gets its own connection, re-created after a fork (the parent's are left alone:
-closing them from the child would end the parent's sessions). ``locking=False`` skips the
+Transactions and reads borrow connections from a small pool (``pool_size`` idle ones kept);
+after a fork the child opens its own and leaves the parent's alone. ``locking=False`` skips the
 advisory lock; it exists so the contention tests can show that the lock is what prevents
 over-reservation.
 """
@@ -28,12 +28,12 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -47,6 +47,7 @@ from fourws_pay.payments.models import (
     ReservationState,
 )
 
+Conn: TypeAlias = "psycopg.Connection[DictRow]"
 _RES_COLUMNS = tuple(f.name for f in fields(Reservation))
 _OP_COLUMNS = tuple(f.name for f in fields(Operation))
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
@@ -135,13 +136,16 @@ def _marks(values: Iterable[Any]) -> tuple[str, list[Any]]:
 class PostgresTransaction:
     """``LedgerTransaction`` over one psycopg connection inside a server transaction."""
 
-    def __init__(self, conn: psycopg.Connection[DictRow], prefix: str) -> None:
+    def __init__(self, conn: Conn, prefix: str) -> None:
         self._conn = conn
         self._res = f"{prefix}reservations"
         self._ops = f"{prefix}operations"
 
+    def execute(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[DictRow]:
+        return self._conn.execute(query.encode(), params)
+
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[DictRow]:
-        return self._conn.execute(query.encode(), params).fetchall()
+        return self.execute(query, params).fetchall()
 
     def reservations_for_card(
         self, barcode: str, states: Iterable[ReservationState]
@@ -225,6 +229,62 @@ class PostgresTransaction:
         return self._update(self._ops, _OP_COLUMNS, values, expected.value)
 
 
+class _Pool:
+    """Idle connections kept for reuse: a transaction or a read borrows one, then returns it.
+
+    A pool (rather than one connection per thread) keeps the number of server sessions bounded
+    when a host's threads come and go. After a fork the child starts with an empty pool and
+    never closes the parent's connections (that would end the parent's sessions).
+    """
+
+    def __init__(self, connect: Callable[[], Conn], max_idle: int) -> None:
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle: list[Conn] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _mine(self) -> list[Conn]:
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        return self._idle
+
+    @contextmanager
+    def borrow(self) -> Iterator[Conn]:
+        owner = os.getpid()
+        with self._lock:
+            idle = self._mine()
+            conn = idle.pop() if idle else None
+        if conn is None or not _reusable(conn):
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if os.getpid() == owner:
+                with self._lock:
+                    keep = _reusable(conn) and len(self._mine()) < self._max_idle
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    with suppress(psycopg.Error):
+                        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._mine(), []
+        for conn in idle:
+            with suppress(psycopg.Error):
+                conn.close()
+
+
+def _reusable(conn: Conn) -> bool:
+    return (
+        not conn.closed
+        and not conn.broken
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+
+
 class PostgresStore:
     """``LedgerStore`` in two PostgreSQL tables named ``<table_prefix>reservations/operations``."""
 
@@ -236,6 +296,7 @@ class PostgresStore:
         locking: bool = True,
         lock_timeout_ms: int = 30_000,
         connect_timeout: float = 10.0,
+        pool_size: int = 8,
     ) -> None:
         if not _PREFIX.match(table_prefix):
             raise ConfigurationError(
@@ -247,58 +308,44 @@ class PostgresStore:
         self.locking = locking
         self._lock_timeout_ms = int(lock_timeout_ms)
         self._connect_timeout = connect_timeout
+        self._pool = _Pool(self._connect, max_idle=pool_size)
         self._local = threading.local()
-        self._all: list[tuple[int, psycopg.Connection[DictRow]]] = []
-        self._all_lock = threading.Lock()
         self._create_schema()
 
-    def _connect_raw(self) -> psycopg.Connection[DictRow]:
+    def _connect(self) -> Conn:
         conn = psycopg.connect(
             self.url,
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=max(1, round(self._connect_timeout)),
         )
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}".encode())
-        return conn
-
-    def _conn(self) -> psycopg.Connection[DictRow]:
-        conn: psycopg.Connection[DictRow] | None = getattr(self._local, "conn", None)
-        pid = os.getpid()
-        if conn is None or self._local.pid != pid or conn.closed or conn.broken:
-            conn = self._connect_raw()
-            self._local.conn = conn
-            self._local.pid = pid
-            self._local.depth = 0
-            with self._all_lock:
-                self._all.append((pid, conn))
+        conn.execute(f"SET TIME ZONE 'UTC'; SET lock_timeout = {self._lock_timeout_ms}".encode())
         return conn
 
     def _create_schema(self) -> None:
         # Concurrent CREATE … IF NOT EXISTS can still collide in the catalog: serialise.
-        with self._tx("BEGIN", lock_key=f"fourws-pay schema {self.table_prefix}"):
-            self._conn().execute(_SCHEMA.format(p=self.table_prefix).encode())
+        with self._tx("BEGIN", lock_key=f"fourws-pay schema {self.table_prefix}") as tx:
+            tx.execute(_SCHEMA.format(p=self.table_prefix))
 
     @contextmanager
     def _tx(self, begin: str, lock_key: str | None = None) -> Iterator[PostgresTransaction]:
-        conn = self._conn()
-        if getattr(self._local, "depth", 0):
+        if getattr(self._local, "depth", 0) and self._local.pid == os.getpid():
             raise RuntimeError("ledger transactions do not nest")
-        self._local.depth = 1
+        self._local.depth, self._local.pid = 1, os.getpid()
         try:
-            conn.execute(begin.encode())
-            try:
-                if lock_key is not None:
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [lock_key]
-                    )
-                yield PostgresTransaction(conn, self.table_prefix)
-            except BaseException:
-                with suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._pool.borrow() as conn:
+                conn.execute(begin.encode())
+                try:
+                    if lock_key is not None:
+                        conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [lock_key]
+                        )
+                    yield PostgresTransaction(conn, self.table_prefix)
+                except BaseException:
+                    with suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         finally:
             self._local.depth = 0
 
@@ -313,14 +360,23 @@ class PostgresStore:
     def snapshot(self) -> Any:
         return self._tx("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
-    def _plain(self) -> PostgresTransaction:
-        return PostgresTransaction(self._conn(), self.table_prefix)
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[DictRow]:
+        with self._pool.borrow() as conn:
+            return PostgresTransaction(conn, self.table_prefix)._rows(query, params)
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        return self._plain().get_reservation(reservation_id)
+        rows = self._read(
+            f"SELECT * FROM {self.table_prefix}reservations WHERE id = %s",  # noqa: S608
+            [reservation_id],
+        )
+        return _reservation(rows[0]) if rows else None
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        return self._plain().get_operation(operation_id)
+        rows = self._read(
+            f"SELECT * FROM {self.table_prefix}operations WHERE id = %s",  # noqa: S608
+            [operation_id],
+        )
+        return _operation(rows[0]) if rows else None
 
     def list_reservations(
         self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
@@ -334,8 +390,7 @@ class PostgresStore:
         if order_ref is not None:
             query += " AND order_ref = %s"
             params.append(order_ref)
-        rows = self._plain()._rows(query + " ORDER BY created_at, id", params)
-        return [_reservation(r) for r in rows]
+        return [_reservation(r) for r in self._read(query + " ORDER BY created_at, id", params)]
 
     def list_operations(
         self,
@@ -351,24 +406,17 @@ class PostgresStore:
         if kind is not None:
             query += " AND kind = %s"
             params.append(kind.value)
-        rows = self._plain()._rows(query + " ORDER BY created_at, id", params)
-        return [_operation(r) for r in rows]
+        return [_operation(r) for r in self._read(query + " ORDER BY created_at, id", params)]
 
     def drop(self) -> None:
         """Drop this prefix's tables (tests use a throw-away prefix per run)."""
-        conn = self._conn()
         p = self.table_prefix
-        conn.execute(f"DROP TABLE IF EXISTS {p}operations, {p}reservations".encode())
+        with self._pool.borrow() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {p}operations, {p}reservations".encode())
 
     def close(self) -> None:
-        pid = os.getpid()
-        with self._all_lock:
-            mine = [conn for owner, conn in self._all if owner == pid]
-            self._all = [(owner, conn) for owner, conn in self._all if owner != pid]
-        for conn in mine:
-            with suppress(psycopg.Error):
-                conn.close()
-        self._local = threading.local()
+        """Close the idle connections (a later call opens new ones)."""
+        self._pool.close()
 
 
 def open_store(url: str, **options: Any) -> PostgresStore:
