@@ -2,6 +2,7 @@ from django.apps import apps
 from django.urls import include, path
 
 urlpatterns = [
+    path("i18n/", include("django.conf.urls.i18n")),  # Oscar's language switcher
     path("fourws-pay/", include("fourws_pay_oscar.urls")),
     path("", include(apps.get_app_config("oscar").urls[0])),
 ]

@@ -1,0 +1,212 @@
+"""A person pays an order with a gift card in a real browser, on the example shop.
+
+The shop (``examples/oscar_shop``, in-process sandbox) runs under ``manage.py runserver``
+on 127.0.0.1; Playwright drives Debian's Chromium (``/usr/bin/chromium``, never a
+downloaded browser) through the whole checkout and saves a screenshot of the thank-you
+page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the test's temporary directory).
+
+Skipped when Chromium or Playwright is missing, unless ``FOURWS_PAY_REQUIRE_SERVICES=1``
+(CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+REPO = Path(__file__).resolve().parents[3]
+SHOP = REPO / "examples" / "oscar_shop"
+CARD = "4440000000018"  # 100.00 EUR demo card (shop/demo_cards.py)
+STARTUP_TIMEOUT = 90.0
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("FOURWS_PAY_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (FOURWS_PAY_REQUIRE_SERVICES=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is not installed")
+    return sync_playwright
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=SHOP,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _shop_env(data_dir: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        OSCAR_SHOP_DATA_DIR=str(data_dir),
+        FOURWS_PAY_BACKEND="sandbox",
+        FOURWS_PAY_LEDGER_URL=f"sqlite:///{data_dir / 'ledger.db'}",
+        SHOP_PUBLIC_URL=url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the shop exited early:\n{log.read_text()[-4000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)  # polling a server's readiness, not driving any logic by time
+    pytest.fail(f"the shop did not listen on {port}:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """The example shop served on 127.0.0.1, on a fresh copy of a migrated database.
+
+    Migrating Oscar takes most of a minute, so a migrated template database is kept in
+    the temporary directory and only brought up to date (``--keepdb`` style).
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("oscar-shop")
+    template_dir = Path(tempfile.gettempdir()) / "fourws-pay-oscar-shop-template"
+    template_dir.mkdir(exist_ok=True)
+    _manage(_shop_env(template_dir, url), "migrate", "--noinput", "-v0")
+    for suffix in ("", "-wal", "-shm"):
+        src = template_dir / f"db.sqlite3{suffix}"
+        if src.exists():
+            shutil.copy(src, data_dir / src.name)
+    env = _shop_env(data_dir, url)
+    catalogue = _manage(env, "seed_shop")
+    product_path = re.search(r"^4WS-MOKA\s+\S+ EUR\s+(\S+)", catalogue, re.M).group(1)
+
+    log = data_dir / "runserver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=SHOP,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, proc, log)
+        yield {"url": url, "product": product_path, "data_dir": data_dir, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
+    url = shop["url"]
+    artifacts = Path(os.environ.get("FOURWS_PAY_ARTIFACTS_DIR") or shop["data_dir"])
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "oscar-thank-you.png"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+
+            page.goto(url + shop["product"])
+            page.locator("#add_to_basket_form button[type=submit]").click()
+            page.wait_for_load_state()
+
+            page.goto(url + "/checkout/")
+            page.fill("#id_username", "ada@example.com")
+            page.check("input[name=options][value=anonymous]")
+            page.locator("form button[type=submit]", has_text="Continue").first.click()
+
+            page.wait_for_url("**/checkout/shipping-address/")
+            page.fill("#id_first_name", "Ada")
+            page.fill("#id_last_name", "Lovelace")
+            page.fill("#id_line1", "Via Roma 1")
+            page.fill("#id_line4", "Milano")
+            page.fill("#id_postcode", "20100")
+            page.locator("form button[type=submit]", has_text="Continue").first.click()
+
+            page.wait_for_url("**/checkout/payment-details/")
+            page.fill("#id_giftcard_code", CARD)
+            page.click("#view_preview")
+
+            page.wait_for_url("**/checkout/preview/")
+            summary = page.locator("#giftcard-summary").inner_text()
+            assert "0018" in summary
+            assert "30.00" in summary
+            assert CARD not in page.content()  # the code is carried sealed
+            page.click("#place-order")
+
+            page.wait_for_url("**/checkout/thank-you/")
+            body = page.locator("body").inner_text()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+    assert "Your order has been placed" in body, body[:2000]
+    number = re.search(r"your order number is (\d+)", body)
+    assert number, body[:2000]
+    assert screenshot.stat().st_size > 10_000
+
+    with sqlite3.connect(shop["data_dir"] / "db.sqlite3") as db:
+        rows = db.execute(
+            "SELECT t.name, s.amount_allocated, s.amount_debited FROM payment_source s "
+            "JOIN payment_sourcetype t ON t.id = s.source_type_id "
+            "JOIN order_order o ON o.id = s.order_id WHERE o.number = ?",
+            (number.group(1),),
+        ).fetchall()
+    # The in-process sandbox applied the capture and called back before the thank-you page.
+    assert [(name, Decimal(str(a)), Decimal(str(d))) for name, a, d in rows] == [
+        ("4WS gift card", Decimal("30.00"), Decimal("30.00"))
+    ]
