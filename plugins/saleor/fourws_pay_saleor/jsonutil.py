@@ -14,8 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads(data: bytes | str) -> Any:
-    return json.loads(data, parse_float=Decimal)
+    """Parse JSON with numbers as ``Decimal``; ``NaN``/``Infinity`` are refused."""
+    return json.loads(data, parse_float=Decimal, parse_constant=_no_constants)
 
 
 def _render(value: Any) -> str:

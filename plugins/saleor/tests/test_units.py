@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,7 @@ from fourws_pay_saleor.jws import (
     parse_signature,
     verify_with_keys,
 )
-from fourws_pay_saleor.payloads import gift_card_code
+from fourws_pay_saleor.payloads import PayloadError, WebhookEvent, gift_card_code, parse_payload
 from fourws_pay_saleor.responses import (
     CHARGE_RESULTS,
     SESSION_RESULTS,
@@ -27,6 +28,8 @@ from fourws_pay_saleor.responses import (
     transaction_response,
 )
 from fourws_pay_saleor.store import AppStore
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fourws_pay.errors import ConfigurationError
 
@@ -133,6 +136,12 @@ def test_leases_exclude_other_owners_until_they_expire(tmp_path: Path) -> None:
     assert store.try_lease("tx", "a", now=182.0, ttl=60)
 
 
+def test_json_refuses_non_finite_numbers() -> None:
+    for text in ('{"amount": NaN}', '{"amount": Infinity}', "[-Infinity]"):
+        with pytest.raises(ValueError, match="not JSON"):
+            loads(text)
+
+
 def test_json_keeps_money_exact() -> None:
     text = dumps({"amount": Decimal("10.10"), "big": Decimal("1E+2"), "n": None, "ok": True})
     assert text == '{"amount":10.10,"big":100,"n":null,"ok":true}'
@@ -154,3 +163,26 @@ def test_readme_shows_the_subscriptions_the_manifest_declares() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for event, query in SUBSCRIPTIONS.items():
         assert f"### {event.enum_name}\n```graphql\n{query}\n```" in readme
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_signature_header_parses_or_raises_signature_error(text: str) -> None:
+    with contextlib.suppress(SignatureError):
+        parse_signature(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=json_values, event=st.sampled_from(list(WebhookEvent)))
+def test_any_json_parses_or_raises_payload_error(document: object, event: WebhookEvent) -> None:
+    with contextlib.suppress(PayloadError):
+        parse_payload(event, document)
