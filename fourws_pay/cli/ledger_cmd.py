@@ -7,13 +7,12 @@ what the balance proves, and lists what a person must look at.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 
 from fourws_pay.cli import exitcodes, output
-from fourws_pay.cli.config import CliContext, get_state
+from fourws_pay.cli.config import get_state
 from fourws_pay.payments.models import Operation, OperationState, Reservation, ReservationState
 
 reservations_app = typer.Typer(
@@ -85,20 +84,15 @@ def list_reservations(
     reveal: RevealOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List reservations in the ledger, newest first."""
-    from fourws_pay.ledger import open_store
-
-    store = open_store(get_state(ctx).settings().ledger_url)
-    try:
-        found = store.list_reservations(states or None, order_ref=order_ref)
-        records = [
-            reservation_record(
-                r, store.get_operation(r.operation_id) if r.operation_id else None, reveal
-            )
-            for r in sorted(found, key=lambda r: r.created_at, reverse=True)
-        ]
-    finally:
-        store.close()
+    """List reservations in the ledger, newest first (reads the ledger only)."""
+    payments = get_state(ctx).payments()
+    found = payments.list_reservations(states or None, order_ref=order_ref)
+    records = [
+        reservation_record(
+            r, payments.get_operation(r.operation_id) if r.operation_id else None, reveal
+        )
+        for r in sorted(found, key=lambda r: r.created_at, reverse=True)
+    ]
     if as_json:
         output.print_json(records)
         return
@@ -131,39 +125,6 @@ def sweep(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         typer.echo(f"{count} reservation(s) expired")
 
 
-def _operations(state: CliContext, states: list[OperationState]) -> list[Operation]:
-    from fourws_pay.ledger import open_store
-
-    store = open_store(state.settings().ledger_url)
-    try:
-        return store.list_operations(states)
-    finally:
-        store.close()
-
-
-def needing_attention(state: CliContext) -> list[Operation]:
-    """Operations whose outcome is unknown, or that are past their deadline."""
-    settings = state.settings()
-    now = state.clock.now()
-    grace = timedelta(seconds=settings.connect_timeout + settings.read_timeout + 5)
-    ops = _operations(
-        state,
-        [
-            OperationState.UNKNOWN,
-            OperationState.ENQUEUED,
-            OperationState.SENDING,
-            OperationState.PREPARED,
-        ],
-    )
-    return [
-        op
-        for op in ops
-        if op.state is OperationState.UNKNOWN
-        or (op.state is OperationState.ENQUEUED and op.deadline <= now)
-        or (op.state is not OperationState.ENQUEUED and op.updated_at + grace <= now)
-    ]
-
-
 def reconcile(
     ctx: typer.Context,
     reveal: RevealOpt = False,
@@ -173,32 +134,32 @@ def reconcile(
 
     Exits 1 when operations need manual review.
     """
-    state = get_state(ctx)
-    before = [operation_record(op, reveal) for op in needing_attention(state)]
-    payments = state.payments()
+    payments = get_state(ctx).payments()
     report = payments.reconcile()
-    review = _operations(state, [OperationState.MANUAL_REVIEW])
-    result = {
-        "found": before,
-        "succeeded": [operation_record(op, reveal) for op in report.succeeded],
-        "failed": [operation_record(op, reveal) for op in report.failed],
-        "still_pending": [operation_record(op, reveal) for op in report.still_pending],
-        "manual_review": [operation_record(op, reveal) for op in review],
-        "expired_reservations": report.expired_reservations,
+    review = payments.list_operations([OperationState.MANUAL_REVIEW])  # this run's and before
+    examined = [*report.succeeded, *report.failed, *report.manual_review, *report.still_pending]
+    sections: dict[str, list[dict[str, Any]]] = {
+        name: [operation_record(op, reveal) for op in ops]
+        for name, ops in (
+            ("found", examined),
+            ("succeeded", report.succeeded),
+            ("failed", report.failed),
+            ("still_pending", report.still_pending),
+            ("manual_review", review),
+        )
     }
     if as_json:
-        output.print_json(result)
+        output.print_json({**sections, "expired_reservations": report.expired_reservations})
     else:
-        _operations_table(f"{len(before)} operation(s) unknown or overdue", before)
+        _operations_table(f"{len(examined)} operation(s) unknown or overdue", sections["found"])
         for key, title in (
             ("succeeded", "settled as succeeded (balance moved)"),
             ("failed", "settled as failed (balance unchanged)"),
             ("still_pending", "still pending (inside the reconcile window)"),
             ("manual_review", "NEED MANUAL REVIEW"),
         ):
-            records: list[dict[str, Any]] = result[key]  # type: ignore[assignment]
-            if records:
-                _operations_table(f"{len(records)} {title}", records)
+            if sections[key]:
+                _operations_table(f"{len(sections[key])} {title}", sections[key])
         typer.echo(f"{report.expired_reservations} reservation(s) expired")
         if not review:
             typer.echo("nothing needs manual review")
