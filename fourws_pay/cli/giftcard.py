@@ -19,6 +19,7 @@ from fourws_pay.api.models import (
     GeneratedGiftCard,
     GenerateGiftCardsResult,
     GiftCard,
+    GiftCardPdf,
     GiftCardUpdate,
     UpdateGiftCardResult,
 )
@@ -290,7 +291,7 @@ def pdf(
             if not isinstance(data, dict) or data.get("success") is not True:
                 message = data.get("message") if isinstance(data, dict) else None
                 raise APIFailure(str(message or "PDF generation failed"), endpoint="giftcard_pdf")
-            url = str(data.get("url") or data.get("pdfUrl") or data.get("fileUrl") or "") or None
+            url = parse_model(GiftCardPdf, data, endpoint="giftcard_pdf").url
         result = {"url": url, "queue_id": answer.queue_id, "cards": len(barcodes)}
     else:
         answer = state.client().giftcard_pdf(barcodes)
