@@ -370,9 +370,15 @@ class MySQLStore:
         self._local = threading.local()
         self._pool = _Pool(self._connect, max_idle=pool_size)
         self._known_cards: set[str] = set()
-        with self._pool.borrow() as conn:
-            for statement in _SCHEMA:
-                self._execute(conn, statement.format(p=table_prefix))
+        try:
+            with self._pool.borrow() as conn:
+                for statement in _SCHEMA:
+                    self._execute(conn, statement.format(p=table_prefix))
+        except pymysql.OperationalError as exc:
+            where = f"{self._args.get('unix_socket') or self._args['host']}:{self._args['port']}"
+            raise ConfigurationError(
+                f"the MariaDB ledger at {where} is not reachable: {exc}"
+            ) from None
 
     def _connect(self) -> Connection:
         conn: Connection = pymysql.connect(

@@ -229,6 +229,12 @@ class PostgresTransaction:
         return self._update(self._ops, _OP_COLUMNS, values, expected.value)
 
 
+def _where(url: str) -> str:
+    """``host:port/db`` of a URL, without the credentials (errors must not carry them)."""
+    rest = url.partition("://")[2]
+    return rest.rpartition("@")[2].partition("?")[0]
+
+
 class _Pool:
     """Idle connections kept for reuse: a transaction or a read borrows one, then returns it.
 
@@ -310,7 +316,12 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._pool = _Pool(self._connect, max_idle=pool_size)
         self._local = threading.local()
-        self._create_schema()
+        try:
+            self._create_schema()
+        except psycopg.OperationalError as exc:
+            raise ConfigurationError(
+                f"the PostgreSQL ledger at {_where(url)} is not reachable: {exc}"
+            ) from None
 
     def _connect(self) -> Conn:
         conn = psycopg.connect(

@@ -445,7 +445,13 @@ class RedisStore:
             decode_responses=True,
             socket_connect_timeout=connect_timeout,
         )
-        self._client.ping()
+        try:
+            self._client.ping()
+        except redis.ConnectionError as exc:
+            where = url.partition("://")[2].rpartition("@")[2]
+            raise ConfigurationError(
+                f"the Redis ledger at {where} is not reachable: {exc}"
+            ) from None
         self._release_script = self._client.register_script(_RELEASE)
         self._load_card_of_script = self._client.register_script(_LOAD_CARD_OF)
         self._fetch_script = self._client.register_script(_FETCH)

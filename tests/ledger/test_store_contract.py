@@ -16,11 +16,14 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fourws_pay.ledger import LedgerStore
+from fourws_pay.errors import ConfigurationError
+from fourws_pay.ledger import LedgerStore, open_store
+from fourws_pay.ledger.redis import LedgerConflict
 from fourws_pay.payments.models import (
     Operation,
     OperationKind,
@@ -28,7 +31,7 @@ from fourws_pay.payments.models import (
     Reservation,
     ReservationState,
 )
-from tests.services import StoreFactory
+from tests.services import StoreFactory, require, unavailable
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 CARD = "2000000001814"
@@ -378,3 +381,72 @@ def test_without_the_lock_processes_see_the_same_count(store_factory: StoreFacto
         if duplicates:
             break
     assert duplicates, "unlocked read-then-insert never raced; the test proves nothing"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ledger:s3cret-pw@127.0.0.1:1/test",
+        "mysql://ledger:s3cret-pw@127.0.0.1:1/test",
+        "redis://:s3cret-pw@127.0.0.1:1/0",
+    ],
+    ids=["postgres", "mysql", "redis"],
+)
+def test_unreachable_server_is_a_configuration_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="not reachable") as caught:
+        open_store(url)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_bad_names_are_configuration_errors(store_factory: StoreFactory) -> None:
+    bad: dict[str, dict[str, Any]] = {
+        "postgres": {"table_prefix": "x; DROP TABLE y; --"},
+        "mysql": {"table_prefix": "9lives"},
+        "redis": {"key_prefix": ""},
+    }
+    with pytest.raises(ConfigurationError):
+        if store_factory.kind == "sqlite":
+            open_store("sqlite:///")
+        else:
+            store_factory(**bad[store_factory.kind])
+
+
+def test_redis_commit_is_refused_once_its_lock_was_lost(tmp_path: Path) -> None:
+    """A holder paused past ``lock_ttl_ms`` must not overwrite the next holder's work."""
+    require("redis")
+    factory = StoreFactory("redis", tmp_path)
+    try:
+        store: Any = factory()
+        with pytest.raises(LedgerConflict, match="LOCK_LOST"), store.card_transaction(CARD) as tx:
+            tx.insert_reservation(reservation())
+            # What expiry plus a new holder looks like from the inside:
+            store._client.set(f"{store.key_prefix}lock:{CARD}", "someone-else")
+        assert store.get_reservation("res_1") is None
+        assert store.list_reservations() == []
+    finally:
+        factory.cleanup()
+
+
+def test_redis_duplicate_ids_are_refused_at_commit(tmp_path: Path) -> None:
+    require("redis")
+    factory = StoreFactory("redis", tmp_path)
+    try:
+        store = factory()
+        with store.transaction() as tx:
+            tx.insert_reservation(reservation())
+        with pytest.raises(LedgerConflict, match="DUPLICATE"), store.transaction() as tx:
+            tx.insert_reservation(replace(reservation(), barcode="2000000009999"))
+        assert store.get_reservation("res_1") == reservation()
+    finally:
+        factory.cleanup()
+
+
+@pytest.mark.parametrize(("required", "outcome"), [("", "skip"), ("1", "fail")])
+def test_missing_services_skip_locally_and_fail_in_ci(
+    monkeypatch: pytest.MonkeyPatch, required: str, outcome: str
+) -> None:
+    monkeypatch.setenv("FOURWS_PAY_REQUIRE_SERVICES", required)
+    expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
+    with pytest.raises(expected, match=r"PostgreSQL not reachable on 127\.0\.0\.1:1"):
+        unavailable("PostgreSQL", "postgresql://u:pw@127.0.0.1:1/test", "refused")
