@@ -1,0 +1,228 @@
+"""Invariant 14: after ``kill -9`` at any named step and a restart, invariants 1-7 hold.
+
+A child process (``crash_child.py``) does the payment step against a served sandbox and is
+SIGKILLed at the step named by ``FOURWS_PAY_CRASH_AT``. The parent then plays the restarted
+shop on the same ledger file: its callback endpoint receives what 4WS sends, time passes
+beyond the callback timeout and reconcile window, ``reconcile`` runs, and the ledger is
+audited against the sandbox's books. The twin runs the child without write-ahead and must
+see the audit fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from fourws_pay import (
+    CallbackRejected,
+    Client,
+    GiftCardPayments,
+    ManualClock,
+    SQLiteStore,
+    make_plugin_manager,
+)
+from fourws_pay.payments.models import OperationState, ReservationState
+from fourws_pay.sandbox.server import ServedSandbox, start_in_thread
+from tests.payments.harness import EventRecorder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[ServedSandbox]:
+    with start_in_thread() as server:
+        yield server
+
+
+@dataclass
+class RestartedShop:
+    served: ServedSandbox
+    ledger: Path
+    barcode: str
+    clock: ManualClock = field(default_factory=lambda: ManualClock(datetime.now(UTC)))
+    held_back: list[tuple[str, bytes]] = field(default_factory=list)
+    hold_callbacks: bool = False
+
+    def __post_init__(self) -> None:
+        self.store = SQLiteStore(self.ledger)
+        settings = self.served.settings
+        self.payments = GiftCardPayments(
+            settings=settings,
+            client=Client(settings, clock=self.clock),
+            store=self.store,
+            clock=self.clock,
+            plugin_manager=make_plugin_manager(load_entrypoints=False, plugins=[EventRecorder()]),
+        )
+        self.served.sandbox.set_callback_handler(self.receive)
+
+    def receive(self, url: str, body: bytes) -> int:
+        """The shop's callback endpoint (it may be a different process from the one that
+        crashed: it shares the ledger file)."""
+        if self.hold_callbacks:
+            self.held_back.append((urlsplit(url).path, body))
+            return 503
+        try:
+            return self.payments.handle_callback(urlsplit(url).path, body).status_code
+        except CallbackRejected as exc:
+            return exc.status_code
+
+    def child(self, step: str, crash_at: str | None, *, broken: bool = False, **extra: Any) -> int:
+        config = {
+            "settings": self.served.settings.model_dump(mode="json"),
+            "ledger": str(self.ledger),
+            "barcode": self.barcode,
+            "step": step,
+            **extra,
+        }
+        settings = config["settings"]
+        settings["password"] = self.served.settings.password.get_secret_value()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FOURWS_PAY_")}
+        if crash_at:
+            env["FOURWS_PAY_CRASH_AT"] = crash_at
+        if broken:
+            env["FOURWS_PAY_TEST_BREAK"] = "write_ahead"
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.payments.crash_child", json.dumps(config)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode in (0, -9), result.stderr[-2000:]
+        return result.returncode
+
+    def later(self) -> None:
+        """4WS drains its queue; then enough time passes for every deadline and window."""
+        self.served.sandbox.run_until_idle()
+        s = self.payments.settings
+        self.clock.advance(s.callback_timeout + s.reconcile_window + s.read_timeout + 60)
+        self.payments.reconcile()
+
+    def audit(self) -> None:
+        sandbox = self.served.sandbox
+        applied: dict[str, int] = {}
+        for record in sandbox.applied_operations(self.barcode):
+            if isinstance(record.payload, dict) and "operation_id" in record.payload:
+                key = str(record.payload["operation_id"])
+                applied[key] = applied.get(key, 0) + 1
+        ops = [op for op in self.store.list_operations() if op.barcode == self.barcode]
+        net = Decimal(0)
+        for op in ops:
+            times = applied.get(op.id, 0)
+            assert times <= 1, "applied twice (invariant 3)"
+            assert op.state in (
+                OperationState.SUCCEEDED,
+                OperationState.FAILED,
+                OperationState.MANUAL_REVIEW,
+            ), f"{op.state} after reconcile"
+            if op.state is OperationState.SUCCEEDED:
+                assert times == 1, "succeeded in the ledger, not applied by 4WS"
+                net += op.signed_amount
+            if op.state is OperationState.FAILED:
+                assert times == 0, "failed in the ledger, applied by 4WS (money lost)"
+        taken = sum(
+            (
+                r.amount
+                for r in sandbox.applied_operations(self.barcode)
+                if isinstance(r.payload, dict)
+            ),
+            Decimal(0),
+        )
+        assert taken == net, "conservation (invariant 1)"
+        for r in self.store.list_reservations():
+            captures = [
+                op
+                for op in ops
+                if op.reservation_id == r.id
+                and op.signed_amount < 0
+                and op.state is OperationState.SUCCEEDED
+            ]
+            assert len(captures) <= 1
+            assert (r.state is ReservationState.CAPTURED) == bool(captures)
+        assert self.payments.sweep() == 0  # everything that could expire already did
+
+    def close(self) -> None:
+        self.served.sandbox.set_callback_handler(None)
+        self.payments.close()
+
+
+@pytest.fixture
+def restarted(
+    served: ServedSandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RestartedShop]:
+    barcode = f"70000{abs(hash(request.node.name)) % 10**8:08d}"
+    served.sandbox.add_giftcard(barcode, amount=Decimal("100.00"))
+    shop = RestartedShop(served, tmp_path / "ledger.db", barcode)
+    yield shop
+    shop.close()
+
+
+CAPTURE_POINTS = [
+    "reserve.before_commit",
+    "capture.after_prepare",
+    "capture.after_sending",
+    "capture.after_post",
+]
+
+
+@pytest.mark.parametrize("point", CAPTURE_POINTS)
+def test_capture_survives_kill_9(restarted: RestartedShop, point: str) -> None:
+    assert restarted.child("capture", point) == -9
+    restarted.later()
+    restarted.audit()
+    # After recovery the shop can still take the money exactly once.
+    open_holds = restarted.store.list_reservations([ReservationState.ACTIVE])
+    for hold in open_holds:
+        restarted.payments.release(hold.id)
+    balance = restarted.served.sandbox.balance(restarted.barcode)
+    assert balance in (Decimal("100.00"), Decimal("70.00"))
+
+
+def test_callback_handler_killed_mid_commit(restarted: RestartedShop) -> None:
+    restarted.hold_callbacks = True
+    assert restarted.child("capture", None) == 0
+    restarted.served.sandbox.run_until_idle()
+    assert restarted.held_back, "4WS sent no callback"
+    path, body = restarted.held_back[0]
+    assert (
+        restarted.child("callback", "callback.before_commit", path=path, body=body.decode()) == -9
+    )
+    (op,) = restarted.store.list_operations()
+    assert op.state is OperationState.ENQUEUED  # the killed commit left no trace
+    restarted.hold_callbacks = False
+    assert restarted.receive("http://x" + path, body) == 200  # 4WS retries
+    restarted.later()
+    restarted.audit()
+    assert restarted.served.sandbox.balance(restarted.barcode) == Decimal("70.00")
+
+
+def test_refund_killed_while_sending(restarted: RestartedShop) -> None:
+    assert restarted.child("capture", None) == 0
+    restarted.served.sandbox.run_until_idle()
+    (capture,) = restarted.store.list_operations()
+    assert capture.state is OperationState.SUCCEEDED
+    assert restarted.child("refund", "refund.after_sending", operation_id=capture.id) == -9
+    restarted.later()
+    restarted.audit()
+    assert restarted.served.sandbox.balance(restarted.barcode) == Decimal("70.00")
+
+
+def test_crash_test_fails_without_write_ahead(restarted: RestartedShop) -> None:
+    restarted.hold_callbacks = True  # the callback is lost with the crashed process
+    assert restarted.child("capture", "capture.after_post", broken=True) == -9
+    restarted.later()
+    with pytest.raises(AssertionError):
+        restarted.audit()
