@@ -26,7 +26,12 @@ from fourws_pay.api.models import (
 from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
 from fourws_pay.cli.receiver import CallbackReceiver
-from fourws_pay.errors import APIFailure, InvalidInputError, MalformedResponseError
+from fourws_pay.errors import (
+    APIFailure,
+    InvalidInputError,
+    MalformedResponseError,
+    TimeoutError,
+)
 from fourws_pay.money import quantize, to_decimal
 
 app = typer.Typer(help="Look up, activate, generate and print gift cards.", no_args_is_help=True)
@@ -170,7 +175,13 @@ def activate(
     else:
         with receiver:
             queued = state.client().update_giftcard(update)
-            body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
+            try:
+                body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
+            except TimeoutError as exc:
+                raise TimeoutError(
+                    f"the activation was queued (queue id {queued.queue_id}) but {exc}; "
+                    "check the card with `fourws-pay giftcard show` before retrying"
+                ) from None
         outcome = parse_model(
             UpdateGiftCardResult, _callback_json(body, "activate"), endpoint="update_giftcard"
         )

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fourws_pay.cli.main import app
+from fourws_pay.sandbox import Fault
 from fourws_pay.sandbox.ean import is_valid_ean13
 from fourws_pay.sandbox.seed import EXAMPLE_CARD, FINANCIAL_ITEM, NEVER_ACTIVATED_CARD
 from fourws_pay.sandbox.server import ServedSandbox
@@ -194,3 +195,15 @@ def test_pdf_with_wait(invoke_served: Invoke, served: ServedSandbox) -> None:
     assert result.exit_code == 0, result.output
     url = json.loads(result.stdout)["url"]
     assert url.startswith(served.url)
+
+
+def test_activate_says_what_to_check_when_no_callback_comes(
+    invoke_served: Invoke, served: ServedSandbox
+) -> None:
+    served.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+    result = invoke_served(
+        "giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", "30", "--timeout", "0.5"
+    )
+    assert result.exit_code == 8
+    assert "the activation was queued (queue id" in result.stderr
+    assert "fourws-pay giftcard show" in result.stderr
