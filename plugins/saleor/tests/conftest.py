@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fourws_pay_saleor import AppConfig, AppStore, PaymentsGateway, create_app
-from fourws_pay_saleor.app import SaleorApp
+from fourws_pay_saleor import AppStore, PaymentsGateway, create_app
 
 from fourws_pay.clock import ManualClock
 from fourws_pay.ledger import open_store
@@ -29,43 +25,7 @@ from fourws_pay.sandbox.sandbox import sandbox_settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_saleor import FakeSaleor
-
-APP_URL = "http://app.test"
-CARD = "2000000012345"
-CARD_BALANCE = Decimal("100.00")
-
-
-@dataclass
-class World:
-    clock: ManualClock
-    sandbox: Sandbox
-    payments: AsyncGiftCardPayments
-    saleor: FakeSaleor
-    app: Any
-    client: httpx.AsyncClient
-    store: AppStore
-
-    @property
-    def state(self) -> SaleorApp:
-        state: SaleorApp = self.app.state.saleor
-        return state
-
-    async def settle(self) -> None:
-        """Let 4WS process its queue and deliver callbacks to the App."""
-        await self.sandbox.aprocess_queue()
-
-    async def flush(self) -> None:
-        await self.state.flush_reports()
-
-
-def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:
-    values: dict[str, Any] = {
-        "app_url": APP_URL,
-        "store_path": str(tmp_path / "app.db"),
-        "allowed_saleor_api_urls": ("http://saleor.test/graphql/",),
-    }
-    values.update(overrides)
-    return AppConfig(**values)
+from saleor_world import APP_URL, CARD, CARD_BALANCE, World, make_config
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from conftest import CARD, CARD_BALANCE, World
 from fake_saleor import action_payload, gateway_payload, session_payload
 from fourws_pay_saleor.jsonutil import loads
 from fourws_pay_saleor.payloads import WebhookEvent
 from saleor_schema import assert_saleor_accepts
+from saleor_world import CARD, CARD_BALANCE, World
 
 from fourws_pay.payments import OperationState, ReservationState
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import APP_URL, CARD, World, make_config
 from fake_saleor import API_URL, APP_TOKEN, FakeSaleor, new_key, session_payload
 from fourws_pay_saleor import AppStore, create_app
 from fourws_pay_saleor.jsonutil import dumps, loads
 from fourws_pay_saleor.jws import b64url_encode
 from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import APP_URL, CARD, World, make_config
 
 from fourws_pay.clock import ManualClock
 

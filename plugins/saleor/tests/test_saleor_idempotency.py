@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import CARD, CARD_BALANCE, World
 from fake_saleor import action_payload, session_payload
 from fourws_pay_saleor.jsonutil import loads
 from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import CARD, CARD_BALANCE, World
 
 from fourws_pay.payments import OperationKind
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from conftest import CARD, CARD_BALANCE, World
 from fake_saleor import session_payload
 from fourws_pay_saleor.jsonutil import loads
 from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import CARD, CARD_BALANCE, World
 
 from fourws_pay.payments import OperationState
 from fourws_pay.sandbox import Fault

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from conftest import CARD, World
 from fake_saleor import APP_TOKEN, session_payload
 from fourws_pay_saleor.payloads import WebhookEvent
 from fourws_pay_saleor.reporter import REPORT_MUTATION
+from saleor_world import CARD, World
 
 INIT = WebhookEvent.TRANSACTION_INITIALIZE_SESSION
 

@@ -6,10 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-from conftest import APP_URL, CARD, CARD_BALANCE, make_config
 from fake_saleor import FakeSaleor, action_payload, session_payload
 from fourws_pay_saleor import AppStore, PaymentsGateway, create_app
 from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import APP_URL, CARD, CARD_BALANCE, make_config
 
 from fourws_pay.clock import ManualClock
 from fourws_pay.ledger import open_store

@@ -1,0 +1,54 @@
+"""Shared pieces of the Saleor App tests: the world they run in and its constants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fake_saleor import FakeSaleor
+from fourws_pay_saleor import AppConfig, AppStore
+from fourws_pay_saleor.app import SaleorApp
+
+from fourws_pay.clock import ManualClock
+from fourws_pay.payments import AsyncGiftCardPayments
+from fourws_pay.sandbox import Sandbox
+
+APP_URL = "http://app.test"
+CARD = "2000000012345"
+CARD_BALANCE = Decimal("100.00")
+
+
+@dataclass
+class World:
+    clock: ManualClock
+    sandbox: Sandbox
+    payments: AsyncGiftCardPayments
+    saleor: FakeSaleor
+    app: Any
+    client: httpx.AsyncClient
+    store: AppStore
+
+    @property
+    def state(self) -> SaleorApp:
+        state: SaleorApp = self.app.state.saleor
+        return state
+
+    async def settle(self) -> None:
+        """Let 4WS process its queue and deliver callbacks to the App."""
+        await self.sandbox.aprocess_queue()
+
+    async def flush(self) -> None:
+        await self.state.flush_reports()
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:
+    values: dict[str, Any] = {
+        "app_url": APP_URL,
+        "store_path": str(tmp_path / "app.db"),
+        "allowed_saleor_api_urls": ("http://saleor.test/graphql/",),
+    }
+    values.update(overrides)
+    return AppConfig(**values)
