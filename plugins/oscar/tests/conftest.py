@@ -9,7 +9,9 @@ and fourws-pay ledger.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -80,9 +82,19 @@ def _seed_catalogue() -> int:
     return int(product.pk)
 
 
+def _migrate_if_needed() -> None:
+    """``migrate`` only when something is unapplied (its no-op run still costs seconds)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        call_command("migrate", verbosity=0, interactive=False)
+
+
 @pytest.fixture(scope="session")
 def oscar_product_id() -> int:
-    call_command("migrate", verbosity=0, interactive=False)
+    _migrate_if_needed()
     return _seed_catalogue()
 
 
@@ -131,14 +143,25 @@ def event_log() -> EventLog:
 
 
 @pytest.fixture
-def payments(sandbox, clock, tmp_path, event_log):
+def ledger_dir(tmp_path):
+    """The fourws-pay ledger's directory: in RAM when the OS offers it (fsyncs are slow)."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="fourws-pay-oscar-", dir="/dev/shm"))
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield tmp_path
+
+
+@pytest.fixture
+def payments(sandbox, clock, ledger_dir, event_log):
     """The provider the shop uses: in-process sandbox, callbacks through the Django view."""
     settings = Settings.build(
         **{
             **dict(sandbox.settings),
             "callback_base_url": CALLBACK_BASE_URL,
             "check_cache_ttl": 0,
-            "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "ledger_url": f"sqlite:///{ledger_dir / 'ledger.db'}",
         }
     )
     pm = provider.make_plugin_manager()

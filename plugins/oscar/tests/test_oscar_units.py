@@ -95,9 +95,8 @@ def test_cart_snapshot_describes_a_placed_order(payments, sandbox, oscar_product
     sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
     checkout(Client(), oscar_product_id, CARD)
     order = Order.objects.get()
-    snapshot = payments.plugin_manager.hook.fourws_pay_cart_snapshot(
-        order_ref=f"oscar-{order.number}"
-    )
+    hook = payments.plugin_manager.hook.fourws_pay_cart_snapshot
+    snapshot = hook(order_ref=f"oscar-{order.number}")
     assert (snapshot.total, snapshot.currency) == (Decimal("30.00"), "EUR")
     assert hook(order_ref="ORD-9") is None
 
