@@ -19,6 +19,7 @@ import ipaddress
 import ssl
 import threading
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -156,6 +157,7 @@ class Sandbox:
         hide_expired_vouchers: bool = False,
         callback_timeout: float = 5.0,
         callback_hosts: Iterable[str] = (),
+        history_limit: int = 100_000,
     ) -> None:
         """``rate_limit=(capacity, per_second)`` turns on the token bucket (off by default).
 
@@ -169,6 +171,9 @@ class Sandbox:
         the names in ``callback_hosts``: the reference's examples carry public URLs
         (``https://webhook.site/...``) and a sandbox must never send traffic off the
         machine. Other URLs are recorded as undelivered, without any network access.
+
+        ``requests`` and ``callbacks`` keep the last ``history_limit`` entries so that a
+        sandbox served for days does not grow without bound; the ledger keeps everything.
         """
         self.settings = settings or sandbox_settings()
         self.clock: Clock = clock or SystemClock()
@@ -190,8 +195,8 @@ class Sandbox:
         self.callback_timeout = callback_timeout
         self.callback_hosts = frozenset(h.lower() for h in callback_hosts)
         self.public_base_url: str | None = None
-        self.callbacks: list[CallbackDelivery] = []
-        self.requests: list[RequestRecord] = []
+        self.callbacks: deque[CallbackDelivery] = deque(maxlen=history_limit)
+        self.requests: deque[RequestRecord] = deque(maxlen=history_limit)
         self.dropped_callbacks: list[str] = []
         self._voucher_stats: dict[str, dict[str, Any]] = {}
         self._pdfs: dict[str, list[str]] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from fourws_pay.logs import get_logger
+from fourws_pay.sandbox.app import SandboxHang, SandboxReset
 from fourws_pay.sandbox.faults import parse_fault_spec
 from fourws_pay.sandbox.sandbox import Sandbox
 from fourws_pay.settings import Settings
@@ -41,6 +43,21 @@ def _check_loopback(host: str) -> None:
     except ValueError:
         pass
     raise ValueError(f"the sandbox only listens on loopback (127.0.0.1, ::1), not {host!r}")
+
+
+class _QuietFaults(logging.Filter):
+    """uvicorn logs a traceback when an app aborts a connection; for the sandbox's own
+    ``hang``/``reset`` faults that abort is the point, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SandboxHang | SandboxReset)
+
+
+def _quiet_fault_tracebacks() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietFaults) for f in logger.filters):
+        logger.addFilter(_QuietFaults())
 
 
 class QueueWorker:
@@ -155,6 +172,7 @@ def _config(
     served: ServedSandbox, port: int, worker_interval: float, log_level: str
 ) -> uvicorn.Config:
     _check_loopback(served.host)
+    _quiet_fault_tracebacks()
     return uvicorn.Config(
         QueueWorker(served.sandbox, worker_interval),
         host=served.host,

@@ -276,3 +276,41 @@ def test_callback_before_response_over_http(served: ServedSandbox, rx: CallbackR
         arrived = rx.received[before:]
     assert [r.json()["payload"] for r in arrived] == ["early"]
     assert served.sandbox.operations(demo.EXAMPLE_CARD)[-1].queue_id == queued.queue_id
+
+
+def test_control_api_adds_cards(served: ServedSandbox) -> None:
+    answer = httpx.post(
+        f"{served.url}/_sandbox/cards",
+        json={
+            "barcode": "2000000099995",
+            "amount": "12.00",
+            "partial_usage": False,
+            "expiration_date": "2099-01-01 00:00:00",
+        },
+    ).json()
+    assert answer["giftcard"]["flgPartiallyUsage"] == "N"
+    with Client(served.settings) as client:
+        card = client.get_giftcard("2000000099995")
+    assert card.amount == Decimal("12.00")
+    assert card.expiration_date.year == 2099
+    bad = httpx.post(f"{served.url}/_sandbox/cards", json={"amount": "x"})
+    assert bad.status_code == 400
+    missing = httpx.get(f"{served.url}/_sandbox/cards/0000000000000")
+    assert missing.status_code == 404
+
+
+def test_fault_tracebacks_are_not_logged(
+    served: ServedSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addHandler(caplog.handler)  # uvicorn's loggers do not propagate
+    try:
+        served.sandbox.faults.add_spec(parse_fault_spec("get_giftcard:reset:after_enqueue=false"))
+        with Client(served.settings) as client:
+            assert client.get_giftcard(demo.EXAMPLE_CARD).amount > 0  # retried
+        assert served.sandbox.requests_to("get_giftcard")[-2].fault == "reset"
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"] == []
