@@ -227,3 +227,15 @@ def test_relaxed_extras() -> None:
             relaxed_json.loads(bad)
     with pytest.raises(ValueError):
         relaxed_json.loads("[" * 100 + "1," + "]" * 100)  # relaxed, too deep
+
+
+def test_sandbox_import_does_not_load_starlette() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fourws_pay.sandbox import Sandbox, Fault; "
+        "print('starlette' in sys.modules, 'uvicorn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -230,3 +230,19 @@ def test_ean13_helpers() -> None:
         make_ean13("444", 10**10)
     with pytest.raises(ValueError):
         ean13_check_digit("12345")
+
+
+def test_login_cookie_authenticates_like_the_bearer(sb: Sandbox) -> None:
+    base = sb.settings.data_url
+    with httpx.Client(transport=sb.transport()) as http:
+        http.post(
+            f"{base}{sb.settings.path_login}",
+            json={"username": "sandbox", "password": "sandbox-password"},
+        )
+        assert http.cookies.get("fourws_session")
+        by_cookie = http.get(f"{base}/api/v1/barcodes/3314254119515")
+        sb.clock.advance(285)  # type: ignore[attr-defined]
+        expired = http.get(f"{base}/api/v1/barcodes/3314254119515")
+    assert by_cookie.status_code == 200
+    assert by_cookie.json()["item_code"] == demo.PRODUCT
+    assert expired.status_code == 401
