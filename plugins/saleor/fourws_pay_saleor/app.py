@@ -205,7 +205,7 @@ class SaleorApp:
             try:
                 result = await self._dispatch(event, api_url, body, payload)
             except Unavailable as exc:
-                log.warning("saleor.webhook_unavailable", event=event.value, error=str(exc))
+                log.warning("saleor.webhook_unavailable", webhook=event.value, error=str(exc))
                 return _error(503, "temporarily unavailable")
             return JSONBody(result, background=BackgroundTask(self.flush_reports))
 

@@ -7,7 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fake_saleor import action_payload, session_payload
+from fake_saleor import API_URL, action_payload, session_payload
+from fourws_pay_saleor import AppStore
 from fourws_pay_saleor.jsonutil import loads
 from fourws_pay_saleor.payloads import WebhookEvent
 from saleor_world import CARD, CARD_BALANCE, World
@@ -199,3 +200,19 @@ async def test_a_crash_before_the_reservation_was_recorded_adopts_it(
         assert body["pspReference"] == held.id
     else:
         assert [op.reservation_id for op in captures(world)] == [held.id]
+
+
+async def test_another_worker_holding_the_transaction_means_503_then_recovery(
+    world: World,
+) -> None:
+    payload = session_payload("tx-lease", Decimal("10.00"), "AUTHORIZATION", CARD)
+    key = f"{API_URL}\0tx-lease"
+    other = AppStore(world.store.path)  # a second uvicorn worker on the same file
+    assert other.try_lease(key, "worker-2", world.clock.now().timestamp(), ttl=60)
+    busy = await world.saleor.send(world.client, INIT, payload)
+    assert busy.status_code == 503
+    assert world.payments.list_reservations(order_ref="tx-lease") == []
+    world.clock.advance(61)  # worker 2 died; its lease lapses
+    body = loads(await send(world, INIT, payload))
+    assert body["result"] == "AUTHORIZATION_SUCCESS"
+    other.close()
