@@ -47,6 +47,8 @@ from fourws_pay.errors import (
     InvalidStateError,
     NotFoundInLedgerError,
     PaymentRefused,
+    RateLimitedError,
+    ServerError,
     ThrottledError,
     TransportError,
 )
@@ -511,6 +513,10 @@ class PaymentHandlers:
             except InvalidStateError as exc:
                 # Another operation on the card is in flight: worth retrying shortly.
                 raise Unavailable(f"capture not possible now: {exc}") from exc
+            except (ServerError, RateLimitedError) as exc:
+                # The fresh card read before the POST failed: nothing was posted (a POST
+                # whose outcome is unclear comes back as an ``unknown`` operation instead).
+                raise Unavailable(f"capture not possible now: {exc!r}") from exc
             except APIError as exc:
                 raise PaymentRefused(
                     RefusalReason.NOT_A_GIFT_CARD,
@@ -695,6 +701,8 @@ class PaymentHandlers:
         except InvalidStateError as exc:
             # The capture is settled (checked above): another operation is in flight.
             raise Unavailable(f"refund not possible now: {exc}") from exc
+        except (ServerError, RateLimitedError) as exc:
+            raise Unavailable(f"refund not possible now: {exc!r}") from exc
         except APIError as exc:
             # 4WS refused the POST: nothing was applied (an ambiguous POST does not raise,
             # it comes back as an ``unknown`` operation).

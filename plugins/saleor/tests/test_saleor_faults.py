@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from fake_saleor import session_payload
+from fake_saleor import action_payload, session_payload
 from fourws_pay_saleor.jsonutil import loads
 from fourws_pay_saleor.payloads import WebhookEvent
 from saleor_world import CARD, CARD_BALANCE, World
@@ -90,3 +90,29 @@ async def test_4ws_refusing_the_capture_post_is_a_charge_failure(world: World) -
     [reservation] = world.payments.list_reservations(order_ref="tx-f6")
     assert reservation.state.value == "released"
     assert world.sandbox.balance(CARD) == CARD_BALANCE
+
+
+async def test_requested_actions_answer_503_while_4ws_is_down_and_work_on_retry(
+    world: World,
+) -> None:
+    auth = await init(world, session_payload("tx-f7", Decimal("30.00"), "AUTHORIZATION", CARD))
+    charge = action_payload("tx-f7", Decimal("30.00"), "CHARGE", psp_reference=auth["pspReference"])
+    world.sandbox.faults.add("get_giftcard", Fault.server_error(503), times=None)
+    down = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_CHARGE_REQUESTED, charge)
+    assert down.status_code == 503
+    world.sandbox.faults.clear()
+    up = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_CHARGE_REQUESTED, charge)
+    assert up.status_code == 200
+    await world.settle()
+
+    refund = action_payload("tx-f7", Decimal("30.00"), "REFUND")
+    world.sandbox.faults.add("get_giftcard", Fault.server_error(503), times=None)
+    down = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_REFUND_REQUESTED, refund)
+    assert down.status_code == 503
+    world.sandbox.faults.clear()
+    up = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_REFUND_REQUESTED, refund)
+    assert set(up.json()) == {"pspReference"}
+    await world.settle()
+    assert world.sandbox.balance(CARD) == CARD_BALANCE
+    types = [r["type"] for r in world.saleor.reports_of("tx-f7")]
+    assert types == ["CHARGE_SUCCESS", "REFUND_SUCCESS"]
