@@ -223,12 +223,12 @@ class Sandbox:
     def transport(self) -> httpx.BaseTransport:
         from fourws_pay.sandbox.transport import SyncSandboxTransport
 
-        return SyncSandboxTransport(self._app(inprocess=True))
+        return SyncSandboxTransport(self._app(inprocess=True), self.clock)
 
     def async_transport(self) -> httpx.AsyncBaseTransport:
         from fourws_pay.sandbox.transport import AsyncSandboxTransport
 
-        return AsyncSandboxTransport(self._app(inprocess=True))
+        return AsyncSandboxTransport(self._app(inprocess=True), self.clock)
 
     def client(self, settings: Settings | None = None, **kwargs: Any) -> Client:
         """A blocking ``Client`` wired to this sandbox in-process, sharing its clock."""

@@ -5,6 +5,8 @@ which runs each request on a fresh event loop (or on a helper thread when the ca
 thread already runs a loop, e.g. a callback handler that reads a card mid-request). Both map
 the sandbox's connection faults to the exceptions a real socket would give:
 ``SandboxHang`` -> ``httpx.ReadTimeout``, ``SandboxReset`` -> ``httpx.RemoteProtocolError``.
+A hang raises at once, but on a ``ManualClock`` it first moves time forward by the
+request's read timeout, so time-based logic sees the wait a real client would have had.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TypeVar
 import httpx
 from starlette.types import ASGIApp
 
+from fourws_pay.clock import Clock, ManualClock
 from fourws_pay.sandbox.app import SandboxHang, SandboxReset
 
 T = TypeVar("T")
@@ -39,13 +42,17 @@ def run_blocking(factory: Callable[[], Awaitable[T]]) -> T:
 class AsyncSandboxTransport(httpx.AsyncBaseTransport):
     """``httpx.ASGITransport`` plus the sandbox's connection faults."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, clock: Clock | None = None) -> None:
         self._inner = httpx.ASGITransport(app=app)
+        self._clock = clock
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await self._inner.handle_async_request(request)
         except SandboxHang:
+            timeout = request.extensions.get("timeout", {}).get("read")
+            if isinstance(self._clock, ManualClock) and isinstance(timeout, int | float):
+                self._clock.advance(timeout)
             raise httpx.ReadTimeout("sandbox fault: no answer", request=request) from None
         except SandboxReset:
             raise httpx.RemoteProtocolError(
@@ -56,8 +63,8 @@ class AsyncSandboxTransport(httpx.AsyncBaseTransport):
 class SyncSandboxTransport(httpx.BaseTransport):
     """Blocking transport over the same app."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._async = AsyncSandboxTransport(app)
+    def __init__(self, app: ASGIApp, clock: Clock | None = None) -> None:
+        self._async = AsyncSandboxTransport(app, clock)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         content = request.read()

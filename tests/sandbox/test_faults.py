@@ -114,8 +114,11 @@ async def test_hang_on_a_read_times_out_then_retries(api: Either, sb: Sandbox) -
 
 async def test_hang_on_consumption_is_ambiguous(api: Either, sb: Sandbox) -> None:
     sb.faults.add("update_giftcard", Fault.hang())
+    before = sb.clock.now()
     with pytest.raises(AmbiguousOutcomeError) as info:
         await api.update_giftcard(spend())
+    # the manual clock moved by the client's read timeout, as a real wait would have
+    assert (sb.clock.now() - before).total_seconds() == sb.settings.read_timeout
     assert isinstance(info.value.__cause__, ReadTimeout)
     assert posts(sb) == 1
     sb.process_queue()
