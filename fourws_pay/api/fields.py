@@ -61,7 +61,10 @@ def parse_datetime(value: Any) -> datetime | None:
         raise ValueError("expected a date-time string")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise ValueError("date-time out of range") from None
 
 
 def format_datetime(value: datetime) -> str:

@@ -58,7 +58,17 @@ def test_datetimes_are_aware_utc(raw: Any, expected: datetime | None) -> None:
         assert parsed.utcoffset() == timedelta(0)
 
 
-@pytest.mark.parametrize("raw", ["04/10/2021", "yesterday", 1633305600, "2021-13-01 00:00:00"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "04/10/2021",
+        "yesterday",
+        1633305600,
+        "2021-13-01 00:00:00",
+        "9999-12-31T23:59:59-01:00",  # beyond datetime.max once in UTC
+        "0001-01-01T00:00:00+01:00",
+    ],
+)
 def test_bad_datetimes_are_errors(raw: Any) -> None:
     with pytest.raises(ValueError):
         parse_datetime(raw)
