@@ -1,0 +1,342 @@
+"""PAYMENT_GATEWAY_INITIALIZE_SESSION, TRANSACTION_INITIALIZE_SESSION and _PROCESS_SESSION.
+
+Initialize answers are remembered per ``idempotencyKey``; each step is written before the
+next so that a repeated or resumed initialize never reserves or captures twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fourws_pay.errors import (
+    AmbiguousOutcomeError,
+    APIError,
+    InvalidInputError,
+    InvalidStateError,
+    PaymentRefused,
+    ThrottledError,
+    TransportError,
+)
+from fourws_pay.logs import get_logger, mask_barcode
+from fourws_pay.payments.models import Operation, OperationState, ReservationState
+from fourws_pay_saleor.handler_core import (
+    NO_CODE,
+    THROTTLED,
+    TRY_LATER,
+    UNIFORM_REFUSAL,
+    HandlerCore,
+    Unavailable,
+)
+from fourws_pay_saleor.jsonutil import dumps
+from fourws_pay_saleor.payloads import (
+    ActionType,
+    PaymentGatewayInitializeSession,
+    TransactionSession,
+    gift_card_code,
+)
+from fourws_pay_saleor.responses import (
+    SESSION_RESULTS,
+    Result,
+    TransactionAction,
+    gateway_response,
+    transaction_response,
+)
+from fourws_pay_saleor.store import TransactionRecord, TransactionState
+
+log = get_logger(component="saleor.handlers")
+
+
+class SessionHandlers(HandlerCore):
+    """Starting a payment: balance check, reserve, reserve + capture."""
+
+    # -- PAYMENT_GATEWAY_INITIALIZE_SESSION -----------------------------------------------
+
+    async def gateway_initialize(
+        self, api_url: str, payload: PaymentGatewayInitializeSession
+    ) -> dict[str, Any]:
+        """Describe the gateway and, when ``data`` carries a code, check that card.
+
+        A refusal is uniform and shows no balance, whatever the reason, so the endpoint
+        cannot be used to learn which codes exist.
+        """
+        info: dict[str, Any] = {"gateway": "fourws-giftcard", "dataFields": ["code"]}
+        code = gift_card_code(payload.data)
+        if code is None:
+            return gateway_response(info)
+        gross = payload.source_object.gross if payload.source_object else None
+        amount = payload.amount if payload.amount is not None else (gross.amount if gross else None)
+        currency = gross.currency if gross else None
+        if amount is None or currency is None or amount <= 0:
+            return gateway_response({**info, "ok": False, "message": "Nothing to pay."})
+        client_key = payload.source_object.id if payload.source_object else None
+        try:
+            decision = await self.gateway.check(code, amount, currency, client_key)
+        except ThrottledError:
+            return gateway_response({**info, "ok": False, "message": THROTTLED})
+        except InvalidInputError:
+            return gateway_response({**info, "ok": False, "message": UNIFORM_REFUSAL})
+        except (TransportError, APIError, AmbiguousOutcomeError):
+            return gateway_response({**info, "ok": False, "message": TRY_LATER})
+        if not decision.ok:
+            return gateway_response(
+                {**info, "ok": False, "message": decision.public_message or UNIFORM_REFUSAL}
+            )
+        return gateway_response(
+            {
+                **info,
+                "ok": True,
+                "usableAmount": decision.usable_amount,
+                "currency": decision.currency,
+                "coversFullAmount": decision.covers_full_amount,
+                "lastChars": code[-4:] if len(code) > 4 else "",
+            }
+        )
+
+    # -- TRANSACTION_INITIALIZE_SESSION / TRANSACTION_PROCESS_SESSION ----------------------
+
+    def _failure(
+        self, action: ActionType, message: str, psp_reference: str | None = None
+    ) -> dict[str, Any]:
+        result = (
+            Result.AUTHORIZATION_FAILURE
+            if action is ActionType.AUTHORIZATION
+            else Result.CHARGE_FAILURE
+        )
+        return transaction_response(
+            result,
+            allowed=SESSION_RESULTS,
+            psp_reference=psp_reference,
+            message=message,
+            time=self.clock.now(),
+        )
+
+    @staticmethod
+    def _fingerprint(payload: TransactionSession, code: str | None) -> str:
+        material = dumps(
+            {
+                "transaction": payload.transaction.id,
+                "action": payload.action.action_type.value,
+                "amount": str(payload.action.amount),
+                "currency": payload.action.currency,
+                "code": code or "",
+            }
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    async def transaction_initialize(
+        self, api_url: str, payload: TransactionSession
+    ) -> dict[str, Any]:
+        code = gift_card_code(payload.data)
+        key = payload.idempotency_key
+        fingerprint = self._fingerprint(payload, code)
+        if key:
+            stored = self.store.get_idempotent(api_url, key)
+            if stored is not None:
+                return self._replay(payload, stored, fingerprint)
+        async with self._exclusive(api_url, payload.transaction.id):
+            if key:
+                stored = self.store.get_idempotent(api_url, key)
+                if stored is not None:
+                    return self._replay(payload, stored, fingerprint)
+            response, final = await self._start_session(api_url, payload, code)
+            if key and final:
+                self.store.save_idempotent(
+                    api_url, key, fingerprint, payload.transaction.id, response, self.clock.now()
+                )
+            return response
+
+    def _replay(
+        self,
+        payload: TransactionSession,
+        stored: tuple[str, dict[str, Any]],
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        stored_fingerprint, response = stored
+        if stored_fingerprint == fingerprint:
+            return response
+        log.warning("saleor.idempotency_key_reused", transaction_id=payload.transaction.id)
+        return self._failure(
+            payload.action.action_type,
+            "This idempotency key was already used for a different payment.",
+        )
+
+    async def transaction_process(
+        self, api_url: str, payload: TransactionSession
+    ) -> dict[str, Any]:
+        """Report where the transaction stands, starting it if it was never initialized."""
+        code = gift_card_code(payload.data)
+        async with self._exclusive(api_url, payload.transaction.id):
+            response, _ = await self._start_session(api_url, payload, code)
+            return response
+
+    async def _start_session(
+        self, api_url: str, payload: TransactionSession, code: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Reserve (and capture) for one Saleor transaction, resuming from what is stored.
+
+        Returns the answer and whether it is final (worth remembering for the idempotency
+        key): transient trouble is answered as a failure but not remembered.
+        """
+        action = payload.action
+        tx_id = payload.transaction.id
+        now = self.clock.now()
+        record = self.store.get_transaction(api_url, tx_id)
+        if record is not None and record.response is not None:
+            if record.action_type != action.action_type.value or record.amount != action.amount:
+                return self._failure(
+                    action.action_type, "This transaction was already started differently."
+                ), True
+            return await self._current_status(record), True
+        if action.action_type not in (ActionType.AUTHORIZATION, ActionType.CHARGE):
+            return self._failure(action.action_type, "Unsupported action."), True
+        if code is None:
+            return self._failure(action.action_type, NO_CODE), True
+        if not action.amount.is_finite() or action.amount <= 0:
+            return self._failure(action.action_type, "Nothing to pay."), True
+        if record is None:
+            record = TransactionRecord(
+                api_url=api_url,
+                transaction_id=tx_id,
+                action_type=action.action_type.value,
+                amount=action.amount,
+                currency=action.currency,
+                state=TransactionState.STARTED,
+                created_at=now,
+                updated_at=now,
+            )
+        client_key = payload.customer_ip_address or (
+            payload.source_object.id if payload.source_object else tx_id
+        )
+        if record.reservation_id is None:
+            # A reservation made just before a crash (not yet in our store) is adopted
+            # rather than doubled: the order reference is the Saleor transaction id.
+            record.reservation_id = await self._adoptable(record)
+        if record.reservation_id is None:
+            try:
+                reservation = await self.gateway.reserve(
+                    code, action.amount, action.currency, tx_id, client_key
+                )
+            except PaymentRefused as exc:
+                return self._finish_failed(record, action.action_type, exc.public_message), True
+            except ThrottledError:
+                return self._failure(action.action_type, THROTTLED), False
+            except InvalidInputError as exc:
+                return self._finish_failed(record, action.action_type, str(exc)), True
+            except (TransportError, APIError, AmbiguousOutcomeError) as exc:
+                log.warning("saleor.reserve_unavailable", transaction_id=tx_id, error=repr(exc))
+                return self._failure(action.action_type, TRY_LATER), False
+            record.reservation_id = reservation.id
+            record.state = TransactionState.AUTHORIZED
+            record.updated_at = self.clock.now()
+            self.store.save_transaction(record)
+            log.info(
+                "saleor.reserved",
+                transaction_id=tx_id,
+                reservation_id=reservation.id,
+                barcode=mask_barcode(code),
+            )
+        if action.action_type is ActionType.AUTHORIZATION:
+            reservation = await self.gateway.get_reservation(record.reservation_id)
+            response = transaction_response(
+                Result.AUTHORIZATION_SUCCESS,
+                allowed=SESSION_RESULTS,
+                psp_reference=reservation.id,
+                amount=reservation.applied_amount,
+                time=self.clock.now(),
+                actions=[TransactionAction.CHARGE, TransactionAction.CANCEL],
+                details=self._details(code),
+            )
+            return self._finish(record, response), True
+        try:
+            operation = await self._capture_once(record, None)
+        except PaymentRefused as exc:
+            await self._release_quietly(record.reservation_id)
+            return self._finish_failed(record, action.action_type, exc.public_message), True
+        except (InvalidInputError, InvalidStateError) as exc:
+            await self._release_quietly(record.reservation_id)
+            return self._finish_failed(record, action.action_type, str(exc)), True
+        except Unavailable:
+            # Saleor takes this answer as final for the transaction: let the hold go so
+            # the card is not blocked, and start afresh if the same request comes back.
+            if await self._release_quietly(record.reservation_id):
+                record.reservation_id = None
+                record.state = TransactionState.STARTED
+                record.updated_at = self.clock.now()
+                self.store.save_transaction(record)
+            return self._failure(action.action_type, TRY_LATER), False
+        response = self._charge_session_response(operation, code)
+        return self._finish(record, response), True
+
+    async def _adoptable(self, record: TransactionRecord) -> str | None:
+        for reservation in await self.gateway.find_reservations(record.transaction_id):
+            if (
+                reservation.state in (ReservationState.ACTIVE, ReservationState.CAPTURED)
+                and reservation.applied_amount == record.amount
+                and reservation.currency == record.currency
+            ):
+                log.info(
+                    "saleor.reservation_adopted",
+                    transaction_id=record.transaction_id,
+                    reservation_id=reservation.id,
+                )
+                return reservation.id
+        return None
+
+    def _charge_session_response(self, operation: Operation, code: str | None) -> dict[str, Any]:
+        details = self._details(code) if code else None
+        if operation.state is OperationState.SUCCEEDED:
+            return transaction_response(
+                Result.CHARGE_SUCCESS,
+                allowed=SESSION_RESULTS,
+                psp_reference=operation.id,
+                amount=operation.amount,
+                time=self.clock.now(),
+                actions=[TransactionAction.REFUND],
+                details=details,
+            )
+        if operation.state is OperationState.FAILED:
+            return transaction_response(
+                Result.CHARGE_FAILURE,
+                allowed=SESSION_RESULTS,
+                psp_reference=operation.id,
+                amount=operation.amount,
+                message=operation.message or "The gift card could not be charged.",
+                time=self.clock.now(),
+                details=details,
+            )
+        return transaction_response(
+            Result.CHARGE_REQUEST,
+            allowed=SESSION_RESULTS,
+            psp_reference=operation.id,
+            amount=operation.amount,
+            time=self.clock.now(),
+            actions=[],
+            details=details,
+        )
+
+    def _finish(self, record: TransactionRecord, response: dict[str, Any]) -> dict[str, Any]:
+        record.response = response
+        record.updated_at = self.clock.now()
+        self.store.save_transaction(record)
+        self._mark_answered(record.api_url, record.transaction_id, response)
+        return response
+
+    def _finish_failed(
+        self, record: TransactionRecord, action: ActionType, message: str
+    ) -> dict[str, Any]:
+        record.state = TransactionState.FAILED
+        return self._finish(record, self._failure(action, message))
+
+    async def _current_status(self, record: TransactionRecord) -> dict[str, Any]:
+        """The stored answer, refreshed for a charge that was still pending."""
+        stored = record.response or {}
+        if record.capture_operation_id is None or stored.get("result") != "CHARGE_REQUEST":
+            return stored
+        operation = await self.gateway.get_operation(record.capture_operation_id)
+        if operation.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
+            return stored
+        response = self._charge_session_response(operation, None)
+        if "paymentMethodDetails" in stored:
+            response["paymentMethodDetails"] = stored["paymentMethodDetails"]
+        return response
