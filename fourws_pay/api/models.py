@@ -36,7 +36,11 @@ class ResponseModel(BaseModel):
     """Base of every model parsed from 4WS: camelCase on the wire, extra fields kept."""
 
     model_config = ConfigDict(
-        extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="allow",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,  # inputs hold card numbers, tokens, callback secrets
     )
 
 
@@ -208,7 +212,9 @@ class LoginToken(ResponseModel):
 class DataModel(BaseModel):
     """Base of Data management models: snake_case on the wire, extra fields kept."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, frozen=True, hide_input_in_errors=True
+    )
 
 
 class InsertedBarcode(DataModel):
@@ -263,7 +269,9 @@ class UpdateGiftCardResult(ResponseModel):
 class RequestModel(BaseModel):
     """Base of what we send: strict, unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
 
 INSERT_ONLY_FIELDS = (
@@ -323,6 +331,15 @@ class GiftCardUpdate(RequestModel):
             raise ValueError("activation_date must be timezone-aware")
         if self.callback is not None and not self.callback.startswith(("http://", "https://")):
             raise ValueError("callback must be an http(s) URL")
+        if self.payload is not None:
+            from fourws_pay.api import wirejson
+
+            try:  # fail here, not halfway through sending (floats are refused on the wire)
+                wirejson.dumps(self.payload)
+            except (TypeError, ValueError, RecursionError):
+                raise ValueError(
+                    "payload must be JSON: dicts, lists, strings, ints, bools, Decimals"
+                ) from None
         return self
 
     @property

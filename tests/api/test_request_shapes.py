@@ -116,6 +116,27 @@ def test_update_body_never_sends_null_or_insert_only_fields_on_consumption(
     assert body["payload"] == {"operation": "op-42"}
 
 
+@pytest.mark.parametrize("payload", [{"x": 1.5}, {"when": datetime(2021, 1, 1)}, {1, 2}])
+def test_unsendable_payload_is_refused_when_built(payload: object) -> None:
+    with pytest.raises(ValidationError, match="payload must be JSON"):
+        GiftCardUpdate(
+            entity_code="440", barcode="0098260111383", amount=Decimal("-5"), payload=payload
+        )
+
+
+def test_request_validation_errors_do_not_echo_inputs() -> None:
+    with pytest.raises(ValidationError) as info:
+        GiftCardUpdate(
+            entity_code="440",
+            barcode="0098260111383",
+            amount=Decimal("-5.001"),
+            callback=CALLBACK_URL,
+        )
+    text = str(info.value) + repr(info.value)
+    assert "0098260111383" not in text
+    assert CALLBACK_URL.rsplit("/", 1)[1] not in text
+
+
 def test_insert_only_fields_are_refused_on_consumption() -> None:
     with pytest.raises(ValidationError, match="insert-only"):
         GiftCardUpdate(
