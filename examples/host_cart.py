@@ -33,8 +33,9 @@ class ShopCart:
     """The host side: describes its orders and listens to payment events."""
 
     def __init__(self) -> None:
-        self.orders = {"ORD-1001": CartSnapshot("ORD-1001", Decimal("120.00"), "EUR",
-                                                client_code="C-42")}
+        self.orders = {
+            "ORD-1001": CartSnapshot("ORD-1001", Decimal("120.00"), "EUR", client_code="C-42")
+        }
         self.events: list[str] = []
 
     @hookimpl
@@ -68,21 +69,28 @@ def main() -> None:
         order = cart.orders["ORD-1001"]
 
         decision = payments.check("7000000012345", order.total, order.currency)
-        print(f"check: ok={decision.ok} usable={decision.usable_amount} "
-              f"covers_full_amount={decision.covers_full_amount}")
+        print(
+            f"check: ok={decision.ok} usable={decision.usable_amount} "
+            f"covers_full_amount={decision.covers_full_amount}"
+        )
 
-        reservation = payments.reserve("7000000012345", order_ref=order.order_ref,
-                                       allow_partial=True)
+        reservation = payments.reserve(
+            "7000000012345", order_ref=order.order_ref, allow_partial=True
+        )
         rest = order.total - reservation.applied_amount
-        print(f"reserved {reservation.amount} on {reservation.masked_barcode}; "
-              f"rest {rest} -> {pay_rest_with_another_method(order.order_ref, rest)}")
+        print(
+            f"reserved {reservation.amount} on {reservation.masked_barcode}; "
+            f"rest {rest} -> {pay_rest_with_another_method(order.order_ref, rest)}"
+        )
 
         operation = payments.capture(reservation.id)
         print(f"capture posted: {operation.state.value}")
         sandbox.process_queue()  # 4WS works through its queue and calls back
         settled = payments.get_operation(operation.id)
-        print(f"after callback: {settled.state.value}; "
-              f"4WS balance now {sandbox.balance('7000000012345')}")
+        print(
+            f"after callback: {settled.state.value}; "
+            f"4WS balance now {sandbox.balance('7000000012345')}"
+        )
         print("events:", *cart.events, sep="\n  ")
         payments.close()
 

@@ -5,6 +5,11 @@ The library never calls ``logging.basicConfig`` or ``structlog.configure``: a ho
 logger with a private processor chain so a host's global structlog configuration is neither
 required nor changed.
 
+structlog is imported on the first record actually emitted, not when ``fourws_pay`` is
+imported: structlog itself imports ``rich`` whenever it is installed, and a library that only
+talks to a payment API should not load a terminal toolkit. A record whose level the stdlib
+logger would drop costs one ``isEnabledFor`` call and never reaches structlog.
+
 Hygiene (invariant 12): call sites pass barcodes already masked, and a last processor masks
 any field named like a barcode and drops any field named like a secret, so a slip at a call
 site still does not leak a card number or a credential.
@@ -17,8 +22,6 @@ import re
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import structlog
 
 LOGGER_NAME = "fourws_pay"
 
@@ -98,19 +101,91 @@ def _scrub(
     return event_dict
 
 
-def get_logger(**initial: Any) -> Any:
-    """A structlog logger bound to the stdlib logger ``fourws_pay``.
+_stdlib = logging.getLogger(LOGGER_NAME)
 
-    Events are rendered as ``event key=value ...`` so that they read well under plain
-    stdlib logging; a host that wants structured records can still parse them.
+_TOKEN_SEGMENT = re.compile(r"/(op_[0-9a-f]{8,})/[A-Za-z0-9_\-]{16,}")
+
+
+def redact_logged_url(text: str) -> str:
+    """Mask card numbers (digit runs of 8 or more) and callback tokens in a URL string."""
+    text = _TOKEN_SEGMENT.sub(lambda m: f"/{m.group(1)}/****", text)
+    return _LONG_DIGITS.sub(lambda m: mask_barcode(m.group(0)), text)
+
+
+class HttpxRedactingFilter(logging.Filter):
+    """Scrubs URLs in the ``httpx`` logger's records (``HTTP Request: GET <url> ...``).
+
+    httpx logs every request URL at INFO; 4WS's Get Giftcard carries the card number in the
+    query string and our callback URLs carry a secret. The filter rewrites those records in
+    place and never drops one; it adds no handler and changes no level.
     """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                redact_logged_url(str(arg)) if "://" in str(arg) else arg for arg in record.args
+            )
+        elif isinstance(record.msg, str) and "://" in record.msg:
+            record.msg = redact_logged_url(record.msg)
+        return True
+
+
+def protect_httpx_logs() -> None:
+    """Attach ``HttpxRedactingFilter`` to the ``httpx`` logger once (idempotent)."""
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, HttpxRedactingFilter) for f in httpx_logger.filters):
+        httpx_logger.addFilter(HttpxRedactingFilter())
+
+
+def _wrap(initial: dict[str, Any]) -> Any:
+    import structlog
+
     return structlog.wrap_logger(
-        logging.getLogger(LOGGER_NAME),
+        _stdlib,
         processors=[
-            structlog.stdlib.filter_by_level,
             _scrub,
             structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
         ],
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     ).bind(**initial)
+
+
+class Logger:
+    """A structlog logger bound to the stdlib logger ``fourws_pay``, built on first use.
+
+    Events render as ``event key=value ...`` so they read well under plain stdlib logging.
+    """
+
+    __slots__ = ("_bound", "_initial")
+
+    def __init__(self, initial: dict[str, Any]) -> None:
+        self._initial = initial
+        self._bound: Any = None
+
+    def bind(self, **values: Any) -> Logger:
+        return Logger({**self._initial, **values})
+
+    def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        if not _stdlib.isEnabledFor(level):
+            return
+        if self._bound is None:
+            self._bound = _wrap(self._initial)
+        getattr(self._bound, method)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, "debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, "error", event, fields)
+
+
+def get_logger(**initial: Any) -> Logger:
+    """The library's logger; ``initial`` fields are bound to every event."""
+    return Logger(initial)

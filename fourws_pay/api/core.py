@@ -67,7 +67,7 @@ from fourws_pay.errors import (
     TransportError,
     UniqueConstraintError,
 )
-from fourws_pay.logs import get_logger, mask_barcode, scrub_text
+from fourws_pay.logs import get_logger, mask_barcode, protect_httpx_logs, scrub_text
 from fourws_pay.settings import Settings
 
 T = TypeVar("T")
@@ -246,6 +246,7 @@ class ClientCore:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        protect_httpx_logs()
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._token_lock = threading.Lock()

@@ -519,3 +519,29 @@ def test_any_callback_body_is_a_result_or_a_typed_rejection(shop: Shop, body: by
     except CallbackRejected as exc:
         status = exc.status_code
     assert status == 200 or 400 <= status < 500
+
+
+def test_httpx_request_logs_carry_no_card_number_or_callback_token(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="fourws_pay")
+    card = shop.card("7000000087654321", amount="50.00")
+    r = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="O")
+    op = shop.payments.capture(r.id)
+    token = shop.callback_urls[op.id].rsplit("/", 1)[-1]
+    import httpx
+
+    # Log a request line exactly as httpx does, with the callback URL in it.
+    logging.getLogger("httpx").info(
+        'HTTP Request: %s %s "%s %d %s"',
+        "POST",
+        httpx.URL(shop.callback_urls[op.id]),
+        "HTTP/1.1",
+        200,
+        "OK",
+    )
+    httpx_text = "\n".join(r.getMessage() for r in caplog.records if r.name == "httpx")
+    assert "4321" in httpx_text
+    assert card not in caplog.text
+    assert token not in caplog.text
