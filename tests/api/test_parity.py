@@ -150,6 +150,10 @@ async def test_async_context_manager_closes_only_what_it_owns() -> None:
         assert client.settings is fake.settings
     assert not own.is_closed
     await own.aclose()
+
+
+def test_sync_context_manager_closes_only_what_it_owns() -> None:
+    fake = FakeFourWS(make_settings())
     sync_own = httpx.Client(transport=fake.transport())
     with Client(fake.settings, http_client=sync_own):
         pass
