@@ -30,7 +30,7 @@ class RetryPolicy(BaseModel):
     jitter; a ``Retry-After`` from 4WS wins when present, capped at ``retry_after_cap``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     max_attempts: int = Field(default=3, ge=1, le=10)
     backoff_base: float = Field(default=0.25, ge=0)
@@ -45,7 +45,10 @@ class Settings(BaseModel):
     logs, and are revealed only when a request header is built.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # hide_input_in_errors: a value given to the wrong field may be a secret
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # Where 4WS lives. The reference never shows a host; it is handed over per tenant.
     documents_base_url: str = "http://127.0.0.1:8765"
@@ -128,6 +131,7 @@ class Settings(BaseModel):
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         retry: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # field path -> the variable it came from
         for name in cls.model_fields:
             key = ENV_PREFIX + name.upper()
             if name == "retry":
@@ -135,20 +139,33 @@ class Settings(BaseModel):
                     sub_key = f"{ENV_PREFIX}RETRY_{sub.upper()}"
                     if sub_key in env:
                         retry[sub] = env[sub_key]
+                        sources[f"retry.{sub}"] = sub_key
             elif key in env:
                 values[name] = env[key]
+                sources[name] = key
         if retry:
             values["retry"] = retry
         values.update(overrides)
-        return cls.build(**values)
+        for name in overrides:
+            for path in [p for p in sources if p == name or p.startswith(name + ".")]:
+                del sources[path]
+        return cls._build(values, sources)
 
     @classmethod
     def build(cls, **values: Any) -> Settings:
         """Like ``Settings(**values)`` but raising ``ConfigurationError`` on bad values."""
+        return cls._build(values, {})
+
+    @classmethod
+    def _build(cls, values: dict[str, Any], sources: Mapping[str, str]) -> Settings:
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigurationError(f"invalid fourws-pay settings: {problems}") from None
+            problems = []
+            for err in exc.errors():
+                path = ".".join(str(p) for p in err["loc"])
+                where = f"{sources[path]} ({path})" if path in sources else path
+                problems.append(f"{where}: {err['msg']}")
+            raise ConfigurationError(
+                f"invalid fourws-pay settings: {'; '.join(problems)}"
+            ) from None
