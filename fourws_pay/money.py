@@ -54,7 +54,14 @@ def quantum(decimals: int) -> Decimal:
 
 def quantize(value: Decimal, decimals: int) -> Decimal:
     """Round a value read from 4WS to the card's digits (ROUND_HALF_UP)."""
-    return value.quantize(quantum(decimals), rounding=ROUND_HALF_UP)
+    return _quantize(value, quantum(decimals))
+
+
+def _quantize(value: Decimal, q: Decimal) -> Decimal:
+    try:
+        return value.quantize(q, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the decimal context holds (28)
+        raise InvalidAmountError("amount is too large") from None
 
 
 def positive_amount(value: object, decimals: int = DEFAULT_DECIMALS) -> Decimal:
@@ -66,8 +73,7 @@ def positive_amount(value: object, decimals: int = DEFAULT_DECIMALS) -> Decimal:
     amount = to_decimal(value)
     if amount <= 0:
         raise InvalidAmountError(f"amount must be greater than zero, got {amount}")
-    q = quantum(decimals)
-    rounded = amount.quantize(q, rounding=ROUND_HALF_UP)
+    rounded = _quantize(amount, quantum(decimals))
     if rounded != amount:
         raise InvalidAmountError(
             f"amount {amount} has more than {decimals} decimal digits for this card"

@@ -20,6 +20,7 @@ from fourws_pay.errors import InvalidAmountError
 from fourws_pay.money import format_amount, to_decimal
 
 WIRE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+MAX_AMOUNT_DIGITS = 18  # integer digits of the largest amount we accept from 4WS
 
 _TRUE = frozenset({"Y", "YES", "TRUE", "1", "S", "T"})
 _FALSE = frozenset({"N", "NO", "FALSE", "0", "F", ""})
@@ -80,9 +81,13 @@ def parse_money(value: Any) -> Decimal:
     if isinstance(value, float):
         value = repr(value)
     try:
-        return to_decimal(value)
+        amount = to_decimal(value)
     except InvalidAmountError as exc:
         raise ValueError(str(exc)) from None
+    if amount and amount.adjusted() >= MAX_AMOUNT_DIGITS:
+        # no card holds 10**18, and such a value could not be quantized later
+        raise ValueError("amount out of range")
+    return amount
 
 
 def parse_code(value: Any) -> str:
