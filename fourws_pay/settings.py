@@ -27,7 +27,9 @@ class RetryPolicy(BaseModel):
     """How idempotent reads are retried (balance-changing POSTs never are, once sent).
 
     Waits grow as ``backoff_base * 2**(attempt-1)`` capped at ``backoff_max``, with full
-    jitter; a ``Retry-After`` from 4WS wins when present, capped at ``retry_after_cap``.
+    jitter; a ``Retry-After`` from 4WS wins when present. One longer than
+    ``retry_after_cap`` is not waited at all: ``RateLimitedError`` (with ``retry_after``) is
+    raised at once, since retrying sooner than asked would only be refused again.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)

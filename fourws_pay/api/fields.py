@@ -96,7 +96,9 @@ def parse_code(value: Any) -> str:
         raise ValueError("expected a code, got a boolean")
     if isinstance(value, int | str):
         return str(value)
-    if isinstance(value, Decimal) and value == value.to_integral_value():
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        if value.adjusted() > 40:  # int() of 1E+10000000 would take seconds
+            raise ValueError("code out of range")
         return str(int(value))
     raise ValueError("expected a code (string or integer)")
 

@@ -13,10 +13,23 @@ from typing import Any
 
 from fourws_pay.money import format_amount
 
+MAX_EXPONENT = 1000  # |exponent| of any JSON number we accept
+
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; non-integers become Decimal. Raises ``ValueError`` on bad input."""
-    return json.loads(data, parse_float=Decimal, parse_constant=_no_constants)
+    """Parse JSON; non-integers become Decimal. Raises ``ValueError`` on bad input.
+
+    Numbers like ``1E+10000000`` are refused: they cost nothing to send, but turning one
+    into an int (pydantic does, for an ``int`` field) or plain digits takes seconds.
+    """
+    return json.loads(data, parse_float=_decimal, parse_constant=_no_constants)
+
+
+def _decimal(text: str) -> Decimal:
+    value = Decimal(text)
+    if value and abs(value.adjusted()) > MAX_EXPONENT:
+        raise ValueError("number out of range")
+    return value
 
 
 def _no_constants(name: str) -> Any:

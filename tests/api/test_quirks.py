@@ -235,3 +235,30 @@ def test_unreadable_bodies_are_malformed(fake: FakeFourWS, content: bytes) -> No
     fake.on(fake.settings.cmd_get_giftcard, raw_reply(content))
     with pytest.raises(MalformedResponseError):
         make_client(fake).get_giftcard("2000000001814")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"success": true, "token": "t", "expiresInMS": 1E+10000000}',
+        b'{"success": true, "token": "t", "siteId": 1E+10000000}',
+        b'{"success": true, "token": "t", "expires": "x", "n": -1e-10000000}',
+    ],
+)
+def test_absurd_exponents_are_refused_quickly(content: bytes) -> None:
+    """A dozen bytes must not cost seconds of CPU (int() of 10**10000000)."""
+    import time
+
+    from .fakes import raw_reply
+
+    fake = FakeFourWS(make_settings(retry={"max_attempts": 1}))
+    fake.on(fake.login_route, raw_reply(content))
+    started = time.perf_counter()
+    with pytest.raises(MalformedResponseError):
+        make_client(fake).login()
+    assert time.perf_counter() - started < 1.0
+
+
+def test_huge_integral_code_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_code(Decimal("1E+10000000"))
