@@ -1,4 +1,4 @@
-"""The Redis ledger: per-card locks, card-sized atomic reads, buffered writes committed by script.
+"""The Redis ledger: per-card locks, atomic card reads, buffered writes committed by one script.
 
 Redis has no multi-statement transactions that can read and then decide, so this store builds
 the protocol's guarantees from three pieces:
@@ -9,25 +9,29 @@ the protocol's guarantees from three pieces:
   takes it (lazily, inside ``transaction()`` too), so under the lock a card's records cannot
   change: the compare-and-set done at ``update_*`` time stays true until commit, exactly like a
   SQL row lock.
-- **Card images**: a card's reservations and operations live in two hashes,
-  ``<prefix>cr:<barcode>`` and ``<prefix>co:<barcode>`` (id -> JSON). The first read about a
-  card in a transaction loads both hashes in one ``MULTI``/``EXEC`` (atomic), and later reads
-  about that card answer from that image plus the transaction's own pending writes. This is
-  what makes ``snapshot()`` consistent: it never mixes two moments of one card. (Across cards
-  it is per-card consistent only; nothing in the provider compares two cards.)
+- **Card images**: the first read about a card in a transaction runs one script that returns
+  the card's *live* records (active reservations, operations not yet succeeded or failed) and
+  its ``settled_window`` most recently settled operations, all at one moment. Later reads
+  about that card answer from that image plus the transaction's own pending writes, and a
+  record in the image always wins over a copy fetched later. A transaction therefore costs
+  what the card has *open*, not its whole history, and ``snapshot()`` never mixes two moments
+  of one card for what the provider asks (holds, in-flight operations, settlements since a
+  recent balance read). Reads beyond the image (terminal records, older settlements, lookups
+  by id) are fetched when asked; under the card lock nothing changes between the two reads.
 - **Buffered writes, one commit script**: inserts and updates are kept in memory and applied
   by one Lua script that first checks that every lock token is still ours (a transaction that
   outlived ``lock_ttl_ms`` is refused instead of overwriting the next holder's work), that
   inserted ids are new and that updated records still have the state the compare-and-set saw;
-  then it writes, maintains the indexes and releases the locks. A script runs atomically, so
-  readers see all of a transaction or none of it. An exception inside the block just drops the
-  buffer (rollback) and releases the locks. A refused commit raises ``LedgerConflict`` and
-  writes nothing.
+  then it writes the records, maintains the indexes and releases the locks. A script runs
+  atomically, so readers see all of a transaction or none of it. An exception inside the
+  block drops the buffer (rollback) and releases the locks. A refused commit raises
+  ``LedgerConflict`` and writes nothing.
 
-Indexes (sets of ids per state, order reference, reservation and parent operation; hashes
-id -> barcode) serve the listings. Amounts are stored as their exact Decimal text and times
-as fixed-width ISO-8601 UTC text, as in SQLite. Scripts touch keys derived from the prefix,
-so use a standalone Redis (or put a ``{hash tag}`` in ``key_prefix`` on a cluster).
+Each record is one key (``r:<id>``, ``o:<id>``: JSON with amounts as exact Decimal text and
+times as fixed-width ISO-8601 UTC, as in SQLite); sets of ids per state, order reference,
+card, reservation and parent operation, and a per-card sorted set of settlement times, are
+the indexes. Scripts derive keys from the prefix, so use a standalone Redis (on a cluster, put
+a ``{hash tag}`` in ``key_prefix`` so that every key lands in one slot).
 
 ``locking=False`` takes no locks at all: the read-then-write of ``card_transaction`` is then
 unprotected (which the contention tests show), while compare-and-set is still checked at
@@ -42,10 +46,10 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal, TypeVar
@@ -64,9 +68,14 @@ from fourws_pay.payments.models import (
 
 _DECIMALS = ("amount", "forfeited", "balance_before")
 _TIMES = ("created_at", "expires_at", "updated_at", "deadline", "settled_at")
-# (index key part, attribute): sets of ids kept per value, for listings and lookups.
-_RES_INDEXES = (("rs:", "state"), ("ro:", "order_ref"))
-_OP_INDEXES = (("os:", "state"), ("ori:", "reservation_id"), ("opi:", "parent_id"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+LIVE_RESERVATION_STATES = frozenset({ReservationState.ACTIVE})
+LIVE_OPERATION_STATES = frozenset(OperationState) - {
+    OperationState.SUCCEEDED,
+    OperationState.FAILED,
+}
 
 Record = TypeVar("Record", Reservation, Operation)
 Kind = Literal["r", "o"]
@@ -81,38 +90,65 @@ end
 return released
 """
 
-# KEYS[1]: the id -> barcode hash. ARGV: key prefix, 'r' or 'o', id.
-_LOAD_CARD_OF = """
-local barcode = redis.call('HGET', KEYS[1], ARGV[3])
-if not barcode then return false end
-return {
-  barcode,
-  redis.call('HGETALL', ARGV[1] .. 'cr:' .. barcode),
-  redis.call('HGETALL', ARGV[1] .. 'co:' .. barcode),
-}
+# image(prefix, barcode, window): live reservations, live operations, the `window` most recently
+# settled operations, and 1 when those are all of the card's settled operations.
+_IMAGE = """
+local function records(prefix, kind, set)
+  local out = {}
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local raw = redis.call('GET', prefix .. kind .. id)
+    if raw then out[#out + 1] = raw end
+  end
+  return out
+end
+local function image(prefix, barcode, window)
+  local settled = {}
+  local zset = prefix .. 'osz:' .. barcode
+  for _, id in ipairs(redis.call('ZREVRANGE', zset, 0, window - 1)) do
+    local raw = redis.call('GET', prefix .. 'o:' .. id)
+    if raw then settled[#settled + 1] = raw end
+  end
+  local complete = 0
+  if redis.call('ZCARD', zset) <= window then complete = 1 end
+  return {
+    records(prefix, 'r:', prefix .. 'rl:' .. barcode),
+    records(prefix, 'o:', prefix .. 'ol:' .. barcode),
+    settled,
+    complete,
+  }
+end
 """
 
-# KEYS[1]: the id -> barcode hash. ARGV: key prefix, 'cr:' or 'co:', ids...
-_FETCH = """
+# ARGV: prefix, window, barcode.
+_LOAD_CARD = _IMAGE + "return image(ARGV[1], ARGV[3], tonumber(ARGV[2]))"
+
+# ARGV: prefix, window, 'r:' or 'o:', id. The record and, atomically with it, its card's image.
+_LOAD_RECORD = (
+    _IMAGE
+    + """
+local raw = redis.call('GET', ARGV[1] .. ARGV[3] .. ARGV[4])
+if not raw then return false end
+local barcode = cjson.decode(raw)['barcode']
+return {raw, barcode, image(ARGV[1], barcode, tonumber(ARGV[2]))}
+"""
+)
+
+# KEYS: index sets. ARGV: prefix, 'r:' or 'o:'. The records of the union of the sets.
+_FETCH_SETS = """
 local out = {}
-for i = 3, #ARGV do
-  local barcode = redis.call('HGET', KEYS[1], ARGV[i])
-  if barcode then
-    out[#out + 1] = redis.call('HGET', ARGV[1] .. ARGV[2] .. barcode, ARGV[i])
-  end
+for _, id in ipairs(redis.call('SUNION', unpack(KEYS))) do
+  local raw = redis.call('GET', ARGV[1] .. ARGV[2] .. id)
+  if raw then out[#out + 1] = raw end
 end
 return out
 """
 
-# KEYS[1]: an index set, KEYS[2]: the id -> barcode hash. The distinct barcodes of its members.
-_BARCODES_OF = """
-local seen, out = {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local barcode = redis.call('HGET', KEYS[2], id)
-  if barcode and not seen[barcode] then
-    seen[barcode] = true
-    out[#out + 1] = barcode
-  end
+# KEYS[1]: a card's settlement sorted set. ARGV: prefix, minimum score (microseconds).
+_FETCH_SETTLED = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
+  local raw = redis.call('GET', ARGV[1] .. 'o:' .. id)
+  if raw then out[#out + 1] = raw end
 end
 return out
 """
@@ -127,18 +163,19 @@ for i = 1, n do
   end
 end
 for _, c in ipairs(cjson.decode(ARGV[n + 2])) do
+  local raw = redis.call('GET', KEYS[c[2]])
   if c[1] == 'absent' then
-    if redis.call('HEXISTS', KEYS[c[2]], c[3]) == 1 then
-      return redis.error_reply('FOURWS_DUPLICATE id ' .. c[3] .. ' already exists')
+    if raw then
+      return redis.error_reply('FOURWS_DUPLICATE ' .. KEYS[c[2]] .. ' already exists')
     end
   else
-    local ok = redis.call('HGET', KEYS[c[2]], c[3]) == c[4]
-    if ok then
-      local raw = redis.call('HGET', KEYS[c[5]], c[3])
-      ok = raw and cjson.decode(raw)['state'] == c[6]
+    local ok = false
+    if raw then
+      local stored = cjson.decode(raw)
+      ok = stored['state'] == c[4] and stored['barcode'] == c[3]
     end
     if not ok then
-      return redis.error_reply('FOURWS_CONFLICT ' .. c[3] .. ' changed before commit')
+      return redis.error_reply('FOURWS_CONFLICT ' .. KEYS[c[2]] .. ' changed before commit')
     end
   end
 end
@@ -165,6 +202,12 @@ def _ts(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("ledger times must be timezone-aware")
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return (value - _EPOCH) // _MICROSECOND
 
 
 def _plain(value: Any) -> Any:
@@ -206,17 +249,78 @@ def _operation(raw: str) -> Operation:
     return Operation(**data)
 
 
+def _decode(kind: Kind, raw: str) -> Any:
+    return _reservation(raw) if kind == "r" else _operation(raw)
+
+
 def _order(records: Iterable[Record]) -> list[Record]:
     return sorted(records, key=lambda r: (r.created_at, r.id))
 
 
+def _set_members(kind: Kind, record: Any) -> set[str]:
+    """The index sets (key suffixes) that list ``record``."""
+    if kind == "r":
+        members = {
+            f"rs:{record.state.value}",
+            f"ro:{record.order_ref}",
+            f"ra:{record.barcode}",
+        }
+        if record.state in LIVE_RESERVATION_STATES:
+            members.add(f"rl:{record.barcode}")
+        return members
+    members = {
+        f"os:{record.state.value}",
+        f"ori:{record.reservation_id}",
+        f"oa:{record.barcode}",
+    }
+    if record.parent_id is not None:
+        members.add(f"opi:{record.parent_id}")
+    if record.state in LIVE_OPERATION_STATES:
+        members.add(f"ol:{record.barcode}")
+    return members
+
+
+def _settlement(record: Any) -> tuple[str, str] | None:
+    """(sorted set key suffix, score) for a succeeded operation with a settlement time."""
+    if (
+        isinstance(record, Operation)
+        and record.state is OperationState.SUCCEEDED
+        and record.settled_at is not None
+    ):
+        return f"osz:{record.barcode}", str(_micros(record.settled_at))
+    return None
+
+
 @dataclass
 class _Card:
-    """One card's records as read at one moment (see "Card images" above)."""
+    """What one script returned about a card at one moment (see "Card images" above)."""
 
     reservations: dict[str, Reservation]
     operations: dict[str, Operation]
+    settled: dict[str, Operation]
+    complete: bool
     locked: bool = False
+
+    def covers_settlements_since(self, since: datetime) -> bool:
+        if self.complete:
+            return True
+        times = [o.settled_at for o in self.settled.values() if o.settled_at is not None]
+        return bool(times) and since > min(times)
+
+    def find(self, kind: Kind, record_id: str) -> Any:
+        if kind == "r":
+            return self.reservations.get(record_id)
+        return self.operations.get(record_id) or self.settled.get(record_id)
+
+
+def _card(found: list[Any]) -> _Card:
+    res, ops, settled, complete = found
+    return _Card(
+        {r.id: r for r in map(_reservation, res)},
+        {o.id: o for o in map(_operation, ops)},
+        {o.id: o for o in map(_operation, settled)},
+        bool(complete),
+    )
 
 
 @dataclass
@@ -234,103 +338,121 @@ class RedisTransaction:
         self._store = store
         self._read_only = read_only
         self._cards: dict[str, _Card] = {}
+        self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}}
         self._locks: dict[str, str] = {}
-        self._res = _Pending()
-        self._ops = _Pending()
+        self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending()}
 
     # -- reads -------------------------------------------------------------------------
+
+    def _install(self, barcode: str, card: _Card) -> _Card:
+        """Keep the first image of a card: one moment per card."""
+        if barcode not in self._cards:
+            card.locked = barcode in self._locks
+            self._cards[barcode] = card
+        return self._cards[barcode]
 
     def _card(self, barcode: str) -> _Card:
         card = self._cards.get(barcode)
         if card is None:
-            card = self._store._load_card(barcode)
-            card.locked = barcode in self._locks
-            self._cards[barcode] = card
+            card = self._install(barcode, self._store._load_card(barcode))
         return card
 
-    def _card_of(self, kind: Kind, record_id: str) -> _Card | None:
+    def _known(self, kind: Kind, record_id: str) -> Any:
         for card in self._cards.values():
-            if record_id in (card.reservations if kind == "r" else card.operations):
-                return card
-        loaded = self._store._load_card_of(kind, record_id)
-        if loaded is None:
-            return None
-        barcode, card = loaded
-        if barcode in self._cards:  # keep the image already used: one moment per card
-            return self._cards[barcode]
-        card.locked = barcode in self._locks
-        self._cards[barcode] = card
-        return card
+            record = card.find(kind, record_id)
+            if record is not None:
+                return record
+        return self._fetched[kind].get(record_id)
 
-    def _on_card(self, kind: Kind, barcode: str) -> list[Any]:
-        card = self._card(barcode)
-        merged: dict[str, Any] = dict(card.reservations if kind == "r" else card.operations)
-        for record_id, record in (self._res if kind == "r" else self._ops).new.items():
-            if record.barcode == barcode:
-                merged[record_id] = record
-            else:
-                merged.pop(record_id, None)
-        return _order(merged.values())
+    def _adopt(self, kind: Kind, raws: Iterable[str]) -> dict[str, Any]:
+        """Records fetched beyond the images; a version already seen in this transaction wins."""
+        out: dict[str, Any] = {}
+        for raw in raws:
+            record = _decode(kind, raw)
+            known = self._known(kind, record.id)
+            if known is None:
+                self._fetched[kind][record.id] = known = record
+            out[record.id] = known
+        return out
+
+    def _merged(self, kind: Kind, found: dict[str, Any], keep: Callable[[Any], bool]) -> list[Any]:
+        """``found`` with this transaction's own writes laid over it, filtered and ordered."""
+        pending = self._pending[kind].new
+        result = {i: r for i, r in found.items() if i not in pending and keep(r)}
+        result.update((i, r) for i, r in pending.items() if keep(r))
+        return _order(result.values())
 
     def reservations_for_card(
         self, barcode: str, states: Iterable[ReservationState]
     ) -> list[Reservation]:
         wanted = set(states)
-        return [r for r in self._on_card("r", barcode) if r.state in wanted]
+        card = self._card(barcode)
+        found: dict[str, Any] = dict(card.reservations)
+        if not wanted <= LIVE_RESERVATION_STATES:
+            found = {**self._adopt("r", self._store._fetch_sets("r", [f"ra:{barcode}"])), **found}
+        return self._merged("r", found, lambda r: r.barcode == barcode and r.state in wanted)
 
     def operations_for_card(
         self, barcode: str, states: Iterable[OperationState]
     ) -> list[Operation]:
         wanted = set(states)
-        return [o for o in self._on_card("o", barcode) if o.state in wanted]
+        card = self._card(barcode)
+        found: dict[str, Any] = {**card.settled, **card.operations}
+        if not wanted <= LIVE_OPERATION_STATES:
+            found = {**self._adopt("o", self._store._fetch_sets("o", [f"oa:{barcode}"])), **found}
+        return self._merged("o", found, lambda o: o.barcode == barcode and o.state in wanted)
 
     def operations_settled_since(self, barcode: str, since: datetime) -> list[Operation]:
-        if since.tzinfo is None:
-            raise ValueError("ledger times must be timezone-aware")
-        return [
-            o
-            for o in self._on_card("o", barcode)
-            if o.state is OperationState.SUCCEEDED
-            and o.settled_at is not None
-            and o.settled_at >= since
-        ]
+        _micros(since)  # refuses a naive time
+        card = self._card(barcode)
+        found: dict[str, Any] = {**card.settled, **card.operations}
+        if not card.covers_settlements_since(since):
+            fetched = self._adopt("o", self._store._fetch_settled(barcode, since))
+            found = {**fetched, **found}
+        return self._merged(
+            "o",
+            found,
+            lambda o: (
+                o.barcode == barcode
+                and o.state is OperationState.SUCCEEDED
+                and o.settled_at is not None
+                and o.settled_at >= since
+            ),
+        )
+
+    def _get(self, kind: Kind, record_id: str) -> Any:
+        pending = self._pending[kind].new
+        if record_id in pending:
+            return pending[record_id]
+        known = self._known(kind, record_id)
+        if known is not None:
+            return known
+        loaded = self._store._load_record(kind, record_id)
+        if loaded is None:
+            return None
+        raw, barcode, card = loaded
+        self._install(barcode, card)
+        return self._adopt(kind, [raw])[record_id]
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        if reservation_id in self._res.new:
-            pending: Reservation = self._res.new[reservation_id]
-            return pending
-        card = self._card_of("r", reservation_id)
-        return None if card is None else card.reservations.get(reservation_id)
+        found: Reservation | None = self._get("r", reservation_id)
+        return found
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        if operation_id in self._ops.new:
-            pending: Operation = self._ops.new[operation_id]
-            return pending
-        card = self._card_of("o", operation_id)
-        return None if card is None else card.operations.get(operation_id)
-
-    def _operations_where(
-        self, index: str, value: str, keep: Callable[[Operation], bool]
-    ) -> list[Operation]:
-        """Operations found through an index set, read from their cards' images."""
-        barcodes = set(self._store._barcodes_of(index, value))
-        barcodes.update(o.barcode for o in self._ops.new.values() if keep(o))
-        found: list[Operation] = []
-        for barcode in sorted(barcodes):
-            found += (o for o in self._on_card("o", barcode) if keep(o))
-        return _order(found)
+        found: Operation | None = self._get("o", operation_id)
+        return found
 
     def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
-        return self._operations_where(
-            "ori:",
-            reservation_id,
+        found = self._adopt("o", self._store._fetch_sets("o", [f"ori:{reservation_id}"]))
+        return self._merged(
+            "o",
+            found,
             lambda o: o.reservation_id == reservation_id and o.kind is OperationKind.CAPTURE,
         )
 
     def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]:
-        return self._operations_where(
-            "opi:", operation_id, lambda o: o.parent_id == operation_id and o.kind is kind
-        )
+        found = self._adopt("o", self._store._fetch_sets("o", [f"opi:{operation_id}"]))
+        return self._merged("o", found, lambda o: o.parent_id == operation_id and o.kind is kind)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -340,54 +462,55 @@ class RedisTransaction:
 
     def _lock(self, barcode: str) -> None:
         """Hold ``barcode``'s lock and make sure its image was read under it."""
-        if self._store.locking and barcode not in self._locks:
-            self._hold(barcode)
+        if not self._store.locking:
+            return
+        if barcode not in self._locks:
+            self._locks[barcode] = self._store._acquire(barcode)
         card = self._cards.get(barcode)
-        if card is None or not card.locked or not self._store.locking:
+        if card is None or not card.locked:
             card = self._store._load_card(barcode)
-            card.locked = self._store.locking
+            card.locked = True
             self._cards[barcode] = card
+            for fetched in self._fetched.values():  # read before the lock: may be stale now
+                for stale in [i for i, r in fetched.items() if r.barcode == barcode]:
+                    del fetched[stale]
+
+    def _stored(self, kind: Kind, record_id: str, barcode: str) -> Any:
+        """The stored record, read under its card's lock (it may live on another card)."""
+        self._lock(barcode)
+        card = self._cards.get(barcode)
+        record = None if card is None or not card.locked else card.find(kind, record_id)
+        if record is None:
+            record = self._store._get(kind, record_id)
+            if record is not None and record.barcode != barcode and self._store.locking:
+                self._lock(record.barcode)
+                record = self._store._get(kind, record_id)
+        return record
 
     def _insert(self, kind: Kind, record: Reservation | Operation) -> None:
         self._writable()
-        pending = self._res if kind == "r" else self._ops
-        if self._store.locking and record.barcode not in self._locks:
-            self._lock(record.barcode)
-        card = self._cards.get(record.barcode)
-        seen = {} if card is None else card.reservations if kind == "r" else card.operations
-        if record.id in pending.new or record.id in seen:
+        _encode(record)  # refuses naive times now rather than at commit
+        pending = self._pending[kind]
+        self._lock(record.barcode)
+        if record.id in pending.new or self._known(kind, record.id) is not None:
             raise LedgerConflict(f"id {record.id} already exists")
         pending.base[record.id] = None
         pending.new[record.id] = record
 
     def _update(self, kind: Kind, record: Reservation | Operation, expected: Enum) -> bool:
         self._writable()
-        pending = self._res if kind == "r" else self._ops
+        _encode(record)
+        pending = self._pending[kind]
         if record.id in pending.new:
             current = pending.new[record.id]
         else:
-            self._lock(record.barcode)
             current = self._stored(kind, record.id, record.barcode)
         if current is None or current.state != expected:
             return False
         pending.base.setdefault(record.id, current)
-        if record.barcode != current.barcode:
-            self._lock(record.barcode)
+        self._lock(record.barcode)
         pending.new[record.id] = record
         return True
-
-    def _stored(self, kind: Kind, record_id: str, barcode: str) -> Any:
-        """The stored record, read under its card's lock (it may live on another card)."""
-        card = self._cards[barcode]
-        records: dict[str, Any] = card.reservations if kind == "r" else card.operations
-        if record_id in records:
-            return records[record_id]
-        loaded = self._store._load_card_of(kind, record_id)
-        if loaded is None:
-            return None
-        self._lock(loaded[0])
-        card = self._cards[loaded[0]]
-        return (card.reservations if kind == "r" else card.operations).get(record_id)
 
     def insert_reservation(self, reservation: Reservation) -> None:
         self._insert("r", reservation)
@@ -412,10 +535,10 @@ class RedisTransaction:
             self._locks = {}
 
     def _commit(self) -> None:
-        if not self._res.new and not self._ops.new:
+        if not any(p.new for p in self._pending.values()):
             self._release()
             return
-        self._store._commit(self._locks, self._res, self._ops)
+        self._store._commit(self._locks, self._pending)
         self._locks = {}
 
 
@@ -430,16 +553,20 @@ class RedisStore:
         locking: bool = True,
         lock_ttl_ms: int = 10_000,
         lock_timeout: float = 30.0,
+        settled_window: int = 16,
         connect_timeout: float = 10.0,
     ) -> None:
         if not key_prefix or any(c.isspace() for c in key_prefix):
             raise ConfigurationError(f"key_prefix must be non-empty without spaces: {key_prefix!r}")
         if lock_ttl_ms < 100:
             raise ConfigurationError("lock_ttl_ms must be at least 100")
+        if settled_window < 1:
+            raise ConfigurationError("settled_window must be at least 1")
         self.key_prefix = key_prefix
         self.locking = locking
         self.lock_ttl_ms = int(lock_ttl_ms)
         self.lock_timeout = float(lock_timeout)
+        self.settled_window = int(settled_window)
         self._client: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
@@ -453,9 +580,10 @@ class RedisStore:
                 f"the Redis ledger at {where} is not reachable: {exc}"
             ) from None
         self._release_script = self._client.register_script(_RELEASE)
-        self._load_card_of_script = self._client.register_script(_LOAD_CARD_OF)
-        self._fetch_script = self._client.register_script(_FETCH)
-        self._barcodes_of_script = self._client.register_script(_BARCODES_OF)
+        self._load_card_script = self._client.register_script(_LOAD_CARD)
+        self._load_record_script = self._client.register_script(_LOAD_RECORD)
+        self._fetch_sets_script = self._client.register_script(_FETCH_SETS)
+        self._fetch_settled_script = self._client.register_script(_FETCH_SETTLED)
         self._commit_script = self._client.register_script(_COMMIT)
         self._local = threading.local()
 
@@ -465,30 +593,31 @@ class RedisStore:
     # -- pieces used by RedisTransaction ------------------------------------------------
 
     def _load_card(self, barcode: str) -> _Card:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hgetall(self._key("cr:", barcode))
-        pipe.hgetall(self._key("co:", barcode))
-        res, ops = pipe.execute()
-        return _Card(
-            {k: _reservation(v) for k, v in res.items()},
-            {k: _operation(v) for k, v in ops.items()},
-        )
+        found = self._load_card_script(args=[self.key_prefix, self.settled_window, barcode])
+        return _card(found)
 
-    def _load_card_of(self, kind: Kind, record_id: str) -> tuple[str, _Card] | None:
-        index = self._key("ridx" if kind == "r" else "oidx")
-        found = self._load_card_of_script(keys=[index], args=[self.key_prefix, kind, record_id])
+    def _load_record(self, kind: Kind, record_id: str) -> tuple[str, str, _Card] | None:
+        args: list[str | int] = [self.key_prefix, self.settled_window, f"{kind}:", record_id]
+        found = self._load_record_script(args=args)
         if not found:
             return None
-        barcode, res, ops = found
-        return barcode, _Card(
-            {k: _reservation(v) for k, v in zip(res[::2], res[1::2], strict=True)},
-            {k: _operation(v) for k, v in zip(ops[::2], ops[1::2], strict=True)},
-        )
+        raw, barcode, image = found
+        return raw, barcode, _card(image)
 
-    def _barcodes_of(self, index: str, value: str) -> list[str]:
-        keys = [self._key(index, value), self._key("oidx")]
-        result: list[str] = self._barcodes_of_script(keys=keys)
-        return result
+    def _get(self, kind: Kind, record_id: str) -> Any:
+        raw = self._client.get(self._key(kind, ":", record_id))
+        return None if raw is None else _decode(kind, str(raw))
+
+    def _fetch_sets(self, kind: Kind, sets: list[str]) -> list[str]:
+        keys = [self._key(s) for s in sets]
+        found: list[str] = self._fetch_sets_script(keys=keys, args=[self.key_prefix, f"{kind}:"])
+        return found
+
+    def _fetch_settled(self, barcode: str, since: datetime) -> list[str]:
+        keys = [self._key("osz:", barcode)]
+        args: list[str | int] = [self.key_prefix, _micros(since)]
+        found: list[str] = self._fetch_settled_script(keys=keys, args=args)
+        return found
 
     def _acquire(self, barcode: str) -> str:
         key = self._key("lock:", barcode)
@@ -501,52 +630,48 @@ class RedisStore:
                     f"card {mask_barcode(barcode)} stayed locked for {self.lock_timeout:g}s"
                 )
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.005)
+            delay = min(delay * 2, 0.004)
         return token
 
     def _release(self, locks: dict[str, str]) -> None:
         keys = [self._key("lock:", b) for b in locks]
         self._release_script(keys=keys, args=list(locks.values()))
 
-    def _commit(self, locks: dict[str, str], res: _Pending, ops: _Pending) -> None:
+    def _commit(self, locks: dict[str, str], pending: dict[Kind, _Pending]) -> None:
         keys = [self._key("lock:", b) for b in locks]
         positions: dict[str, int] = {}
         checks: list[list[Any]] = []
         commands: list[list[Any]] = []
 
-        def at(key: str) -> int:
+        def at(suffix: str) -> int:
+            key = self._key(suffix)
             if key not in positions:
                 keys.append(key)
                 positions[key] = len(keys)  # Lua indexes KEYS from 1
             return positions[key]
 
-        def plan(
-            pending: _Pending, card: str, index: str, indexes: Sequence[tuple[str, str]]
-        ) -> None:
-            index_key = at(self._key(index))
-            for record_id, record in pending.new.items():
-                old = pending.base[record_id]
+        for kind, writes in pending.items():
+            for record_id, record in writes.new.items():
+                old = writes.base[record_id]
+                here = at(f"{kind}:{record_id}")
                 if old is None:
-                    checks.append(["absent", index_key, record_id])
+                    checks.append(["absent", here])
                 else:
-                    old_card = at(self._key(card, old.barcode))
-                    check = ["state", index_key, record_id, old.barcode, old_card, old.state.value]
-                    checks.append(check)
-                    if old.barcode != record.barcode:
-                        commands.append(["HDEL", old_card, record_id])
-                new_card = at(self._key(card, record.barcode))
-                commands.append(["HSET", new_card, record_id, _encode(record)])
-                commands.append(["HSET", index_key, record_id, record.barcode])
-                for part, name in indexes:
-                    before = None if old is None else _plain(getattr(old, name))
-                    after = _plain(getattr(record, name))
-                    if before is not None and before != after:
-                        commands.append(["SREM", at(self._key(part, before)), record_id])
-                    if after is not None:
-                        commands.append(["SADD", at(self._key(part, after)), record_id])
+                    checks.append(["state", here, old.barcode, old.state.value])
+                commands.append(["SET", here, _encode(record)])
+                before = set() if old is None else _set_members(kind, old)
+                after = _set_members(kind, record)
+                for suffix in sorted(before - after):
+                    commands.append(["SREM", at(suffix), record_id])
+                for suffix in sorted(after - before):
+                    commands.append(["SADD", at(suffix), record_id])
+                was = None if old is None else _settlement(old)
+                now = _settlement(record)
+                if was is not None and (now is None or was[0] != now[0]):
+                    commands.append(["ZREM", at(was[0]), record_id])
+                if now is not None and now != was:
+                    commands.append(["ZADD", at(now[0]), now[1], record_id])
 
-        plan(res, "cr:", "ridx", _RES_INDEXES)
-        plan(ops, "co:", "oidx", _OP_INDEXES)
         args: list[str | int] = [len(locks), *locks.values()]
         args += [json.dumps(checks), json.dumps(commands)]
         try:
@@ -588,49 +713,41 @@ class RedisStore:
     def snapshot(self) -> Any:
         return self._tx(read_only=True)
 
-    def _fetch(self, kind: Kind, ids: Iterable[str]) -> list[str]:
-        index = self._key("ridx" if kind == "r" else "oidx")
-        wanted = sorted(set(ids))
-        found: list[str] = []
-        for start in range(0, len(wanted), 500):
-            batch = wanted[start : start + 500]
-            prefix = "cr:" if kind == "r" else "co:"
-            raw = self._fetch_script(keys=[index], args=[self.key_prefix, prefix, *batch])
-            found += (item for item in raw if item is not None)
+    def get_reservation(self, reservation_id: str) -> Reservation | None:
+        found: Reservation | None = self._get("r", reservation_id)
         return found
 
-    def get_reservation(self, reservation_id: str) -> Reservation | None:
-        found = self._fetch("r", [reservation_id])
-        return _reservation(found[0]) if found else None
-
     def get_operation(self, operation_id: str) -> Operation | None:
-        found = self._fetch("o", [operation_id])
-        return _operation(found[0]) if found else None
+        found: Operation | None = self._get("o", operation_id)
+        return found
 
-    def _ids(self, kind: Kind, sets: list[list[str]]) -> set[str]:
-        """Ids in each of the unions of index sets in ``sets`` (every id when there are none)."""
-        if not sets:
-            return {
-                str(k) for k in self._client.hkeys(self._key("ridx" if kind == "r" else "oidx"))
-            }
-        if not all(sets):  # an empty union: e.g. states=[]
-            return set()
+    def _listed(self, kind: Kind, unions: list[list[str]]) -> list[Any]:
+        """Records in each of the unions of index sets (all of them when there is none)."""
+        states = ReservationState if kind == "r" else OperationState
+        unions = unions or [[f"{kind}s:{s.value}" for s in states]]
+        if not all(unions):  # an empty union: e.g. states=[]
+            return []
         pipe = self._client.pipeline(transaction=False)
-        for keys in sets:
-            pipe.sunion(keys)
-        results: list[Iterable[str]] = pipe.execute()
-        return set.intersection(*(set(members) for members in results))
+        for sets in unions:
+            pipe.sunion([self._key(s) for s in sets])
+        members: list[Iterable[str]] = pipe.execute()
+        ids = sorted(set.intersection(*(set(m) for m in members)))
+        records = []
+        for start in range(0, len(ids), 500):
+            batch = [self._key(kind, ":", i) for i in ids[start : start + 500]]
+            records += [_decode(kind, str(raw)) for raw in self._client.mget(batch) if raw]
+        return records
 
     def list_reservations(
         self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
     ) -> list[Reservation]:
         wanted = None if states is None else {ReservationState(s) for s in states}
-        sets: list[list[str]] = []
+        unions: list[list[str]] = []
         if wanted is not None:
-            sets.append([self._key("rs:", s.value) for s in wanted])
+            unions.append([f"rs:{s.value}" for s in wanted])
         if order_ref is not None:
-            sets.append([self._key("ro:", order_ref)])
-        records = [_reservation(raw) for raw in self._fetch("r", self._ids("r", sets))]
+            unions.append([f"ro:{order_ref}"])
+        records: list[Reservation] = self._listed("r", unions)
         return _order(
             r
             for r in records
@@ -644,10 +761,10 @@ class RedisStore:
         kind: OperationKind | None = None,
     ) -> list[Operation]:
         wanted = None if states is None else {OperationState(s) for s in states}
-        sets: list[list[str]] = []
+        unions: list[list[str]] = []
         if wanted is not None:
-            sets.append([self._key("os:", s.value) for s in wanted])
-        records = [_operation(raw) for raw in self._fetch("o", self._ids("o", sets))]
+            unions.append([f"os:{s.value}" for s in wanted])
+        records: list[Operation] = self._listed("o", unions)
         return _order(
             o
             for o in records

@@ -290,6 +290,54 @@ def test_card_queries(any_store: LedgerStore) -> None:
         assert [o.id for o in tx.operations_for_reservation("res_9")] == ["op_4"]
 
 
+def test_card_queries_reach_history_beyond_open_records(any_store: LedgerStore) -> None:
+    """Terminal records and long runs of settlements are found too (Redis keeps a card's
+    open records and latest settlements in its per-transaction image and fetches the rest)."""
+    settlements = 40
+    with any_store.transaction() as tx:
+        tx.insert_reservation(replace(reservation(1), state=ReservationState.CAPTURED))
+        tx.insert_reservation(reservation(2))
+        for n in range(settlements):
+            tx.insert_operation(
+                replace(
+                    operation(n),
+                    state=OperationState.SUCCEEDED,
+                    settled_at=NOW + timedelta(seconds=n),
+                )
+            )
+        tx.insert_operation(replace(operation(99), state=OperationState.FAILED))
+        tx.insert_operation(replace(operation(100), state=OperationState.ENQUEUED))
+    for opener in (any_store.card_transaction, lambda _: any_store.snapshot()):
+        with opener(CARD) as tx:
+            assert len(tx.operations_settled_since(CARD, NOW)) == settlements
+            latest = tx.operations_settled_since(CARD, NOW + timedelta(seconds=settlements - 3))
+            assert [o.id for o in latest] == [
+                f"op_{n}" for n in range(settlements - 3, settlements)
+            ]
+            assert [o.id for o in tx.operations_for_card(CARD, [OperationState.FAILED])] == [
+                "op_99"
+            ]
+            assert [o.id for o in tx.operations_for_card(CARD, [OperationState.ENQUEUED])] == [
+                "op_100"
+            ]
+            everything = tx.operations_for_card(CARD, list(OperationState))
+            assert len(everything) == settlements + 2
+            captured = tx.reservations_for_card(CARD, [ReservationState.CAPTURED])
+            assert [r.id for r in captured] == ["res_1"]
+            assert len(tx.reservations_for_card(CARD, list(ReservationState))) == 2
+            assert tx.get_operation("op_0") is not None
+    # A settlement moves an operation from the open records to the history in one commit.
+    with any_store.card_transaction(CARD) as tx:
+        settled = replace(
+            operation(100), state=OperationState.SUCCEEDED, settled_at=NOW + timedelta(hours=1)
+        )
+        assert tx.update_operation(settled, OperationState.ENQUEUED)
+    with any_store.snapshot() as tx:
+        assert tx.operations_for_card(CARD, [OperationState.ENQUEUED]) == []
+        recent = tx.operations_settled_since(CARD, NOW + timedelta(minutes=59))
+        assert [o.id for o in recent] == ["op_100"]
+
+
 def test_card_queries_see_the_transactions_own_writes(any_store: LedgerStore) -> None:
     with any_store.card_transaction(CARD) as tx:
         tx.insert_reservation(reservation(1))
