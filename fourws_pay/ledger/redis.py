@@ -119,17 +119,24 @@ local function image(prefix, barcode, window)
 end
 """
 
-# ARGV: prefix, window, barcode.
-_LOAD_CARD = _IMAGE + "return image(ARGV[1], ARGV[3], tonumber(ARGV[2]))"
-
-# ARGV: prefix, window, 'r:' or 'o:', id. The record and, atomically with it, its card's image.
-_LOAD_RECORD = (
+# ARGV: prefix, window, mode ('card', 'r:' or 'o:'), barcode or id, then optionally a lock key,
+# token and TTL: the lock is taken first, in the same script, and 0 returned if it is held.
+# 'card': {image}. 'r:'/'o:': {image of the record's card, record, barcode, operations of the
+# reservation ('r:' only)}, or {false} when there is no such record.
+_READ = (
     _IMAGE
     + """
-local raw = redis.call('GET', ARGV[1] .. ARGV[3] .. ARGV[4])
-if not raw then return false end
+if ARGV[5] and not redis.call('SET', ARGV[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
+  return 0
+end
+local prefix, window = ARGV[1], tonumber(ARGV[2])
+if ARGV[3] == 'card' then return {image(prefix, ARGV[4], window)} end
+local raw = redis.call('GET', prefix .. ARGV[3] .. ARGV[4])
+if not raw then return {false} end
 local barcode = cjson.decode(raw)['barcode']
-return {raw, barcode, image(ARGV[1], barcode, tonumber(ARGV[2]))}
+local children = {}
+if ARGV[3] == 'r:' then children = records(prefix, 'o:', prefix .. 'ori:' .. ARGV[4]) end
+return {image(prefix, barcode, window), raw, barcode, children}
 """
 )
 
@@ -340,6 +347,10 @@ class RedisTransaction:
         self._cards: dict[str, _Card] = {}
         self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}}
         self._locks: dict[str, str] = {}
+        # card_transaction's lock, taken together with the first read (one round trip less):
+        # nothing is read or written before it, so the critical section is the same.
+        self._deferred: str | None = None
+        self._by_reservation: dict[str, set[str]] = {}
         self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending()}
 
     # -- reads -------------------------------------------------------------------------
@@ -351,10 +362,28 @@ class RedisTransaction:
             self._cards[barcode] = card
         return self._cards[barcode]
 
+    def _claim(self) -> tuple[str, str] | None:
+        """Hand the deferred card lock to the next read (barcode, new token), if any."""
+        if self._deferred is None:
+            return None
+        barcode, self._deferred = self._deferred, None
+        self._locks[barcode] = token = secrets.token_hex(16)
+        return barcode, token
+
+    def _claim_now(self) -> None:
+        if self._deferred is not None:
+            barcode, self._deferred = self._deferred, None
+            self._locks[barcode] = self._store._acquire(barcode)
+
     def _card(self, barcode: str) -> _Card:
         card = self._cards.get(barcode)
         if card is None:
-            card = self._install(barcode, self._store._load_card(barcode))
+            if self._deferred == barcode:
+                card = self._store._load_card(barcode, self._claim())
+            else:
+                self._claim_now()
+                card = self._store._load_card(barcode)
+            card = self._install(barcode, card)
         return card
 
     def _known(self, kind: Kind, record_id: str) -> Any:
@@ -427,11 +456,13 @@ class RedisTransaction:
         known = self._known(kind, record_id)
         if known is not None:
             return known
-        loaded = self._store._load_record(kind, record_id)
+        loaded = self._store._load_record(kind, record_id, self._claim())
         if loaded is None:
             return None
-        raw, barcode, card = loaded
+        card, raw, barcode, children = loaded
         self._install(barcode, card)
+        if kind == "r":
+            self._by_reservation[record_id] = set(self._adopt("o", children))
         return self._adopt(kind, [raw])[record_id]
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
@@ -443,7 +474,12 @@ class RedisTransaction:
         return found
 
     def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
-        found = self._adopt("o", self._store._fetch_sets("o", [f"ori:{reservation_id}"]))
+        known = self._by_reservation.get(reservation_id)
+        if known is not None:  # read together with the reservation
+            found = {i: self._known("o", i) for i in known}
+        else:
+            self._claim_now()
+            found = self._adopt("o", self._store._fetch_sets("o", [f"ori:{reservation_id}"]))
         return self._merged(
             "o",
             found,
@@ -451,6 +487,7 @@ class RedisTransaction:
         )
 
     def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]:
+        self._claim_now()
         found = self._adopt("o", self._store._fetch_sets("o", [f"opi:{operation_id}"]))
         return self._merged("o", found, lambda o: o.parent_id == operation_id and o.kind is kind)
 
@@ -464,6 +501,7 @@ class RedisTransaction:
         """Hold ``barcode``'s lock and make sure its image was read under it."""
         if not self._store.locking:
             return
+        self._claim_now()
         if barcode not in self._locks:
             self._locks[barcode] = self._store._acquire(barcode)
         card = self._cards.get(barcode)
@@ -471,6 +509,7 @@ class RedisTransaction:
             card = self._store._load_card(barcode)
             card.locked = True
             self._cards[barcode] = card
+            self._by_reservation.clear()
             for fetched in self._fetched.values():  # read before the lock: may be stale now
                 for stale in [i for i, r in fetched.items() if r.barcode == barcode]:
                     del fetched[stale]
@@ -526,9 +565,6 @@ class RedisTransaction:
 
     # -- end ---------------------------------------------------------------------------
 
-    def _hold(self, barcode: str) -> None:
-        self._locks[barcode] = self._store._acquire(barcode)
-
     def _release(self) -> None:
         if self._locks:
             self._store._release(self._locks)
@@ -580,8 +616,7 @@ class RedisStore:
                 f"the Redis ledger at {where} is not reachable: {exc}"
             ) from None
         self._release_script = self._client.register_script(_RELEASE)
-        self._load_card_script = self._client.register_script(_LOAD_CARD)
-        self._load_record_script = self._client.register_script(_LOAD_RECORD)
+        self._read_script = self._client.register_script(_READ)
         self._fetch_sets_script = self._client.register_script(_FETCH_SETS)
         self._fetch_settled_script = self._client.register_script(_FETCH_SETTLED)
         self._commit_script = self._client.register_script(_COMMIT)
@@ -592,17 +627,26 @@ class RedisStore:
 
     # -- pieces used by RedisTransaction ------------------------------------------------
 
-    def _load_card(self, barcode: str) -> _Card:
-        found = self._load_card_script(args=[self.key_prefix, self.settled_window, barcode])
-        return _card(found)
+    def _read(self, mode: str, subject: str, lock: tuple[str, str] | None = None) -> Any:
+        """Run the read script; with ``lock`` (barcode, token), only once the lock is ours."""
+        args: list[str | int] = [self.key_prefix, self.settled_window, mode, subject]
+        if lock is None:
+            return self._read_script(args=args)
+        args += [self._key("lock:", lock[0]), lock[1], self.lock_ttl_ms]
+        return self._retry_locked(lock[0], lambda: self._read_script(args=args))
 
-    def _load_record(self, kind: Kind, record_id: str) -> tuple[str, str, _Card] | None:
-        args: list[str | int] = [self.key_prefix, self.settled_window, f"{kind}:", record_id]
-        found = self._load_record_script(args=args)
-        if not found:
+    def _load_card(self, barcode: str, lock: tuple[str, str] | None = None) -> _Card:
+        return _card(self._read("card", barcode, lock)[0])
+
+    def _load_record(
+        self, kind: Kind, record_id: str, lock: tuple[str, str] | None = None
+    ) -> tuple[_Card, str, str, list[str]] | None:
+        """A record, its card's image (read with it) and, for a reservation, its operations."""
+        found = self._read(f"{kind}:", record_id, lock)
+        if not found[0]:
             return None
-        raw, barcode, image = found
-        return raw, barcode, _card(image)
+        image, raw, barcode, children = found
+        return _card(image), raw, barcode, children
 
     def _get(self, kind: Kind, record_id: str) -> Any:
         raw = self._client.get(self._key(kind, ":", record_id))
@@ -619,18 +663,25 @@ class RedisStore:
         found: list[str] = self._fetch_settled_script(keys=keys, args=args)
         return found
 
-    def _acquire(self, barcode: str) -> str:
-        key = self._key("lock:", barcode)
-        token = secrets.token_hex(16)
+    def _retry_locked(self, barcode: str, attempt: Callable[[], Any]) -> Any:
+        """Repeat ``attempt`` (which returns 0 while the card is locked) with jittered backoff."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.0002
-        while not self._client.set(key, token, nx=True, px=self.lock_ttl_ms):
+        while (result := attempt()) == 0:
             if time.monotonic() >= deadline:
                 raise LedgerLockTimeout(
                     f"card {mask_barcode(barcode)} stayed locked for {self.lock_timeout:g}s"
                 )
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.004)
+        return result
+
+    def _acquire(self, barcode: str) -> str:
+        key = self._key("lock:", barcode)
+        token = secrets.token_hex(16)
+        self._retry_locked(
+            barcode, lambda: 1 if self._client.set(key, token, nx=True, px=self.lock_ttl_ms) else 0
+        )
         return token
 
     def _release(self, locks: dict[str, str]) -> None:
@@ -692,7 +743,7 @@ class RedisStore:
             tx = RedisTransaction(self, read_only=read_only)
             try:
                 if card is not None and self.locking:
-                    tx._hold(card)
+                    tx._deferred = card
                 yield tx
             except BaseException:
                 tx._release()
