@@ -367,6 +367,60 @@ def test_snapshot_is_one_consistent_view(any_store: LedgerStore) -> None:
     assert len(any_store.list_reservations()) == 2
 
 
+def test_only_one_of_racing_card_transactions_releases(any_store: LedgerStore) -> None:
+    """The release path: read the reservation under the card lock, then move it on."""
+    with any_store.transaction() as tx:
+        tx.insert_reservation(reservation())
+    released: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def release() -> None:
+        barrier.wait()
+        with any_store.card_transaction(CARD) as tx:
+            current = tx.get_reservation("res_1")
+            assert current is not None
+            if current.state is ReservationState.ACTIVE:
+                done = replace(current, state=ReservationState.RELEASED)
+                released.append(tx.update_reservation(done, ReservationState.ACTIVE))
+
+    workers = [threading.Thread(target=release) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert released == [True]
+
+
+def test_snapshots_do_not_wait_for_a_card_transaction(any_store: LedgerStore) -> None:
+    with any_store.transaction() as tx:
+        tx.insert_reservation(reservation())
+    holding, finish = threading.Event(), threading.Event()
+
+    def hold_the_card() -> None:
+        with any_store.card_transaction(CARD) as tx:
+            tx.reservations_for_card(CARD, ACTIVE)
+            holding.set()
+            finish.wait(30)
+
+    holder = threading.Thread(target=hold_the_card)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        seen: list[int] = []
+
+        def look() -> None:
+            with any_store.snapshot() as tx:
+                seen.append(len(tx.reservations_for_card(CARD, ACTIVE)))
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join(20)  # a generous bound; a blocked reader would wait for the holder
+        assert seen == [1]
+    finally:
+        finish.set()
+        holder.join()
+
+
 def read_then_insert(
     store: LedgerStore, tag: str, rounds: int, start: Any, gap: float = 0.0
 ) -> None:
