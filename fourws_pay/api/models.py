@@ -367,7 +367,7 @@ class GenerateGiftCardsRequest(RequestModel):
     """Body of generateGiftcards: how many barcodes of which financial item."""
 
     item_code: str = Field(min_length=1)
-    giftcards: int = Field(ge=1, le=10_000)
+    giftcards: int = Field(ge=1, le=10_000, strict=True)  # True is not "1 card"
     callback: str
 
     def wire(self) -> dict[str, Any]:

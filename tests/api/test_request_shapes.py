@@ -341,6 +341,8 @@ def test_interval_and_last_voucher_queries(fake: FakeFourWS) -> None:
         lambda c: c.giftcard_pdf([]),
         lambda c: c.giftcard_pdf("2000000001814"),
         lambda c: c.generate_giftcards("ITEM", 0, "https://h/cb"),
+        lambda c: c.generate_giftcards("ITEM", True, "https://h/cb"),
+        lambda c: c.generate_giftcards("ITEM", "5", "https://h/cb"),
         lambda c: c.insert_barcode("ITEM", "123", dimensions=["1"] * 6),
         lambda c: c.update_giftcard({"barcode": "1"}),
         lambda c: c.get_giftcard(None),
