@@ -1,0 +1,57 @@
+"""Shared bits of the bench scripts: statistics, the printed table and the RESULT line.
+
+Every bench prints a short table, then ``DETAIL <name> <text>`` (one line for the combined
+README table) and ends with ``RESULT <name> <value> <goal> pass|fail``; ``run_all.py`` reads
+those two lines. Ratios are always against a baseline measured in the same run, so a busy
+machine slows both sides alike; the load average is printed so a reader can judge the noise.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/x.py` from the repo root imports the checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain aligned table on stdout."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def header(title: str) -> None:
+    print(f"== {title}   (load average {load_average()}, {os.cpu_count()} cores)")
+
+
+def result(name: str, value: str, goal: str, ok: bool, detail: str) -> None:
+    """The two machine-read closing lines."""
+    print(f"DETAIL {name} {detail}")
+    print(f"RESULT {name} {value} {goal} {'pass' if ok else 'fail'}")
+    sys.stdout.flush()
