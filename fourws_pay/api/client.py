@@ -30,6 +30,7 @@ from fourws_pay.api.models import (
     LoyaltyVoucher,
     QueuedOperation,
     Sku,
+    VoucherPage,
 )
 from fourws_pay.clock import Clock
 from fourws_pay.settings import Settings
@@ -132,11 +133,14 @@ class Client(_Surface):
         endpoint, cmd, params = query
         start: int | None = 0
         pages = 0
+        previous: VoucherPage | None = None
         while start is not None:
             page = self.run(self._core.voucher_page(endpoint, cmd, params, start))
+            self._core.check_new_page(page, previous, endpoint)
             pages += 1
             yield from page.value_object_list
             start = self._core.next_start(page, start, pages)
+            previous = page
 
     # -- gift cards
     def get_giftcard(self, barcode: str) -> GiftCard:
@@ -272,12 +276,15 @@ class AsyncClient(_Surface):
         endpoint, cmd, params = query
         start: int | None = 0
         pages = 0
+        previous: VoucherPage | None = None
         while start is not None:
             page = await self.run(self._core.voucher_page(endpoint, cmd, params, start))
+            self._core.check_new_page(page, previous, endpoint)
             pages += 1
             for voucher in page.value_object_list:
                 yield voucher
             start = self._core.next_start(page, start, pages)
+            previous = page
 
     async def get_giftcard(self, barcode: str) -> GiftCard:
         """See ``Client.get_giftcard``."""

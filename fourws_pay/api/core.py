@@ -607,6 +607,19 @@ class ClientCore:
         )
 
     @staticmethod
+    def check_new_page(page: VoucherPage, previous: VoucherPage | None, endpoint: Endpoint) -> None:
+        """Refuse a page identical to the previous one: a server (or a tenant whose paging
+        parameter is not ``start``) that ignores ``start`` would otherwise repeat page one
+        until ``MAX_PAGES`` and hand the caller the same vouchers thousands of times."""
+        if previous is None or not page.value_object_list:
+            return
+        if [v.id for v in page.value_object_list] == [v.id for v in previous.value_object_list]:
+            raise MalformedResponseError(
+                "4WS returned the same page again; it does not seem to honour 'start'",
+                endpoint=endpoint.name,
+            )
+
+    @staticmethod
     def next_start(page: VoucherPage, start: int, pages_read: int) -> int | None:
         """Where the next page starts, or None when the listing is complete."""
         if not page.more_rows or not page.value_object_list or pages_read >= MAX_PAGES:

@@ -159,3 +159,23 @@ async def test_async_stops_like_sync(fake: FakeFourWS) -> None:
     client = make_async_client(pager_fake(fake, pager))
     assert len([v async for v in client.last_loyalty_vouchers(SINCE)]) == PAGE
     assert pager.starts == [None, "20"]
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+async def test_a_server_ignoring_start_is_caught(fake: FakeFourWS, twin: str) -> None:
+    """Without the check this would send MAX_PAGES requests and yield page one 10 000 times."""
+    from fourws_pay.errors import MalformedResponseError
+
+    from .fakes import json_reply
+
+    page = {"success": True, "valueObjectList": vouchers(20), "moreRows": True}
+    fake.on(fake.settings.cmd_loyalty_vouchers, json_reply(page))
+    seen: list[str] = []
+    with pytest.raises(MalformedResponseError, match="start"):
+        if twin == "sync":
+            seen.extend(v.id for v in make_client(fake).loyalty_vouchers(CARD))
+        else:
+            async for v in make_async_client(fake).loyalty_vouchers(CARD):
+                seen.append(v.id)
+    assert len(fake.requests) == 2
+    assert len(seen) == PAGE  # the repeated page is not handed out
