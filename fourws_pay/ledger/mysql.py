@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeAlias
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import pymysql
 import pymysql.cursors
@@ -517,6 +517,33 @@ class MySQLStore:
         self._pool.close()
 
 
+def _split_options(url: str, known: dict[str, Callable[[str], Any]]) -> tuple[str, dict[str, Any]]:
+    """Take this store's own options out of the URL query (``?table_prefix=shop1_``) so that
+    ``Settings.ledger_url`` alone can configure them; the rest of the URL goes to the driver."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in known:
+            try:
+                options[name] = known[name](value)
+            except ValueError:
+                raise ConfigurationError(f"bad ledger URL option {name}={value!r}") from None
+    rest = urlencode([(n, v) for n, v in pairs if n not in known])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
 def open_store(url: str, **options: Any) -> MySQLStore:
-    """Entry point for ``fourws_pay.ledger.open_store`` (``mysql://`` and ``mariadb://``)."""
-    return MySQLStore(url, **options)
+    """Entry point for ``fourws_pay.ledger.open_store`` (``mysql://`` and ``mariadb://``).
+
+    Store options may also come from the URL query:
+    ``table_prefix``, ``lock_timeout_s``, ``pool_size``.
+    Keyword arguments win over the URL.
+    """
+    known: dict[str, Callable[[str], Any]] = {
+        "table_prefix": str,
+        "lock_timeout_s": int,
+        "pool_size": int,
+    }
+    driver_url, from_url = _split_options(url, known)
+    return MySQLStore(driver_url, **{**from_url, **options})

@@ -34,6 +34,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -430,6 +431,33 @@ class PostgresStore:
         self._pool.close()
 
 
+def _split_options(url: str, known: dict[str, Callable[[str], Any]]) -> tuple[str, dict[str, Any]]:
+    """Take this store's own options out of the URL query (``?table_prefix=shop1_``) so that
+    ``Settings.ledger_url`` alone can configure them; the rest of the URL goes to the driver."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in known:
+            try:
+                options[name] = known[name](value)
+            except ValueError:
+                raise ConfigurationError(f"bad ledger URL option {name}={value!r}") from None
+    rest = urlencode([(n, v) for n, v in pairs if n not in known])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
 def open_store(url: str, **options: Any) -> PostgresStore:
-    """Entry point for ``fourws_pay.ledger.open_store`` (``postgresql://`` and ``postgres://``)."""
-    return PostgresStore(url, **options)
+    """Entry point for ``fourws_pay.ledger.open_store`` (``postgresql://`` and ``postgres://``).
+
+    Store options may also come from the URL query:
+    ``table_prefix``, ``lock_timeout_ms``, ``pool_size``.
+    Keyword arguments win over the URL.
+    """
+    known: dict[str, Callable[[str], Any]] = {
+        "table_prefix": str,
+        "lock_timeout_ms": int,
+        "pool_size": int,
+    }
+    driver_url, from_url = _split_options(url, known)
+    return PostgresStore(driver_url, **{**from_url, **options})

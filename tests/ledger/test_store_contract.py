@@ -552,3 +552,23 @@ def test_missing_services_skip_locally_and_fail_in_ci(
     expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
     with pytest.raises(expected, match=r"PostgreSQL not reachable on 127\.0\.0\.1:1"):
         unavailable("PostgreSQL", "postgresql://u:pw@127.0.0.1:1/test", "refused")
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "redis"])
+def test_store_options_can_come_from_the_ledger_url(kind: str, tmp_path: Path) -> None:
+    """``Settings.ledger_url`` is the only knob a shop has: prefixes must fit in it."""
+    require(kind)
+    factory = StoreFactory(kind, tmp_path)
+    try:
+        (name, prefix), *_ = factory.options.items()
+        separator = "&" if "?" in factory.url else "?"
+        from_url = open_store(f"{factory.url}{separator}{name}={prefix}")
+        with from_url.card_transaction(CARD) as tx:
+            tx.insert_reservation(reservation())
+        from_url.close()
+        assert factory().get_reservation("res_1") == reservation()  # same prefix, same data
+        with pytest.raises(ConfigurationError, match="bad ledger URL option"):
+            open_store(f"{factory.url}{separator}{name}={prefix}&pool_size=many&lock_ttl_ms=x")
+    finally:
+        factory.cleanup()
