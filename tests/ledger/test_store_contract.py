@@ -10,6 +10,8 @@ two read-then-write transactions from seeing the same count.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -465,6 +467,34 @@ def _run_processes(store: LedgerStore, processes: int, rounds: int, gap: float, 
     for w in workers:
         w.join(timeout=60)
     assert [w.exitcode for w in workers] == [0] * processes
+
+
+def hold_card_until_killed(store: LedgerStore, holding: Any) -> None:
+    with store.card_transaction(CARD) as tx:
+        tx.insert_reservation(replace(reservation(), id="res_killed"))
+        holding.set()
+        threading.Event().wait(120)  # the parent kills us long before
+
+
+def test_a_killed_holder_neither_keeps_the_card_nor_commits(store_factory: StoreFactory) -> None:
+    """``kill -9`` inside a card transaction: the lock goes (with the session, or by TTL on
+    Redis) and the half-done transaction leaves nothing behind (invariant 14)."""
+    options = {"lock_ttl_ms": 300} if store_factory.kind == "redis" else {}
+    store = store_factory(**options)
+    ctx = multiprocessing.get_context("fork")
+    holding = ctx.Event()
+    child = ctx.Process(target=hold_card_until_killed, args=(store, holding))
+    child.start()
+    try:
+        assert holding.wait(30)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    with store.card_transaction(CARD) as tx:
+        assert tx.reservations_for_card(CARD, ACTIVE) == []
+        tx.insert_reservation(reservation())
+    assert [r.id for r in store.list_reservations()] == ["res_1"]
 
 
 def test_card_transactions_serialise_processes(any_store: LedgerStore) -> None:
