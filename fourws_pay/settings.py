@@ -118,6 +118,24 @@ class Settings(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator(
+        "application_id",
+        "namespace",
+        "language_id",
+        "username",
+        "password",
+        "company_id",
+        "site_id",
+    )
+    @classmethod
+    def _header_safe(cls, value: str | SecretStr) -> str | SecretStr:
+        """These travel as HTTP headers: a CR/LF would split the request (or make the HTTP
+        library refuse it mid-send, which looks like a failure after sending)."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            raise ValueError("must not contain control characters (it is sent as a header)")
+        return value
+
     @property
     def data_url(self) -> str:
         """Base URL of the Data management API."""

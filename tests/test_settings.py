@@ -139,3 +139,19 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValidationError):
         s.username = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FOURWS_PASSWORD": SECRET + "\r\nX-Evil: 1"},
+        {"FOURWS_USERNAME": "user\n"},
+        {"FOURWS_NAMESPACE": "ns\x00"},
+    ],
+)
+def test_header_fields_refuse_control_characters(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({**ENV, **env})
+    (name,) = env
+    assert name in str(info.value)
+    assert SECRET not in str(info.value)

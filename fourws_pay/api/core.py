@@ -291,7 +291,11 @@ class ClientCore:
             headers["Content-Type"] = content_type
             content = wirejson.dumps(body).encode()
         return httpx.Request(
-            method, f"{s.documents_base_url}/api", params=query, headers=headers, content=content
+            method,
+            f"{s.documents_base_url}/api",
+            params=query,
+            headers=_encoded(headers),
+            content=content,
         )
 
     def data_request(
@@ -312,7 +316,7 @@ class ClientCore:
         return httpx.Request(
             method,
             f"{self.settings.data_url}{path}",
-            headers=headers,
+            headers=_encoded(headers),
             content=content,
             params=params,
         )
@@ -728,6 +732,12 @@ class ClientCore:
             return parse_model(QueuedOperation, body, endpoint=endpoint.name)
 
         return parse
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Header values as UTF-8 bytes: httpx would encode ``str`` values as ASCII and raise
+    UnicodeEncodeError (carrying the value) for a password like ``pässwort``."""
+    return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers.items()]
 
 
 def _data_success(body: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:

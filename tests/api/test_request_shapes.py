@@ -352,3 +352,12 @@ def test_invalid_calls_raise_invalid_input_and_send_nothing(fake: FakeFourWS, ca
     with pytest.raises(InvalidInputError):
         call(make_client(fake))
     assert fake.requests == []
+
+
+def test_non_ascii_credentials_are_sent_as_utf8() -> None:
+    fake = FakeFourWS(make_settings(password="pässwört€", username="zoë"))
+    fake.on(fake.settings.cmd_get_giftcard, fixture_reply("get_giftcard_success.json"))
+    make_client(fake).get_giftcard("2000000001814")
+    raw = dict(fake.requests[0].headers.raw)
+    assert raw[b"password"] == "pässwört€".encode()
+    assert raw[b"username"] == "zoë".encode()
