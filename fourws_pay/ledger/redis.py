@@ -42,6 +42,7 @@ commit. Redis keeps this ledger only as durably as its own persistence settings 
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import threading
@@ -737,9 +738,9 @@ class RedisStore:
 
     @contextmanager
     def _tx(self, *, card: str | None = None, read_only: bool = False) -> Iterator[Any]:
-        if getattr(self._local, "depth", 0):
+        if getattr(self._local, "depth", 0) and self._local.pid == os.getpid():
             raise RuntimeError("ledger transactions do not nest")
-        self._local.depth = 1
+        self._local.depth, self._local.pid = 1, os.getpid()
         try:
             tx = RedisTransaction(self, read_only=read_only)
             try:
