@@ -7,8 +7,8 @@ queue and its 4WS callback reaches ``payments.handle_callback``; done when the o
 Baseline, with a bare ``httpx.Client`` replaying the client's own requests: GET giftcard
 (check), GET giftcard (reserve's fresh read), GET giftcard (capture's fresh read), POST
 updateGiftcard (same body shape, callback URL and payload; serialised with the client's
-``wirejson`` because stdlib json cannot write a Decimal as a JSON number), then the same queue processing
-and callback delivery; done when the callback said ``success``.
+``wirejson`` because stdlib json cannot write a Decimal as a JSON number), then the same
+queue processing and callback delivery; done when the callback said ``success``.
 
 Both sides use one served sandbox on loopback (its background worker idle: the bench calls
 ``process_queue()`` right after the POST on both sides), and both receive callbacks through
