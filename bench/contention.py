@@ -2,11 +2,11 @@
 
 A served sandbox on loopback holds one 100.00 card; every worker thread tries to reserve
 20.00 a bounded number of times and releases each hold it gets (only 5 holds fit, so 64
-threads keep the card at its limit). All processes (spawn context) share one SQLite ledger file and start
-together on a barrier. An auditor thread samples the sum of active holds while they run;
-afterwards a sweep over every reservation's create/release instants (stamped inside the
-card lock) computes the largest total held at once. *Oversells* = sweep instants where the
-total exceeded the balance + auditor samples that did. Goal: 0.
+threads keep the card at its limit). All processes (spawn context) share one SQLite
+ledger file and start together on a barrier. An auditor thread samples the sum of active
+holds while they run; afterwards a sweep over every reservation's create/release instants
+(stamped inside the card lock) computes the largest total held at once. *Oversells* =
+sweep instants where the total exceeded the balance + auditor samples that did. Goal: 0.
 """
 
 from __future__ import annotations
