@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -243,7 +244,7 @@ class Sku(DataModel):
 class GenerateGiftCardsResult(ResponseModel):
     """Callback body of generateGiftcards: the barcodes, or ``success: false`` + message."""
 
-    success: bool
+    success: StrictBool  # "true", 1 or "yes" is not a success (invariant 13)
     giftcards: list[GeneratedGiftCard] = Field(default_factory=list)
     message: str | None = None
     payload: Any = None
@@ -256,7 +257,7 @@ class UpdateGiftCardResult(ResponseModel):
     so correlation goes through our own ``payload`` and callback URL.
     """
 
-    success: bool
+    success: StrictBool  # "true", 1 or "yes" is not a success (invariant 13)
     id: str | None = None
     queue_id: str | None = None
     message: str | None = None

@@ -248,3 +248,12 @@ def test_product_not_found_example(fake: FakeFourWS) -> None:
         make_client(fake).insert_barcode("ITEM", "8050200058081")
     assert info.value.status_code == 404
     assert info.value.message == "Product not found with item_code: {{item_code}}"
+
+
+@pytest.mark.parametrize("model", [GenerateGiftCardsResult, UpdateGiftCardResult])
+@pytest.mark.parametrize("success", ["true", 1, "yes", None, "false", 0])
+def test_callback_success_must_be_a_real_boolean(model: type, success: object) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        model.model_validate({"success": success, "id": "x"})  # type: ignore[attr-defined]
