@@ -164,6 +164,8 @@ class QueuedOperation(ResponseModel):
     def _queue_id(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             raise ValueError("queueId is empty")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # ids may come as numbers, like every other code
         return value
 
 

@@ -262,3 +262,18 @@ def test_absurd_exponents_are_refused_quickly(content: bytes) -> None:
 def test_huge_integral_code_is_refused() -> None:
     with pytest.raises(ValueError):
         parse_code(Decimal("1E+10000000"))
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("abc-1", "abc-1"), (12345, "12345")])
+def test_queue_id_as_str_or_int(raw: Any, expected: str) -> None:
+    from fourws_pay.api.models import QueuedOperation
+
+    assert QueuedOperation.model_validate({"queueId": raw}).queue_id == expected
+
+
+@pytest.mark.parametrize("raw", ["", "  ", True, None, 1.5, []])
+def test_bad_queue_ids(raw: Any) -> None:
+    from fourws_pay.api.models import QueuedOperation
+
+    with pytest.raises(ValidationError):
+        QueuedOperation.model_validate({"queueId": raw})
