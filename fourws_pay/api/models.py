@@ -50,7 +50,7 @@ class GiftCard(ResponseModel):
 
     card_barcode: Code
     amount: Money
-    id: str | None = None
+    id: Code | None = None
     company_id: Code | None = None
     site_id: Code | None = None
     branch_code: Code | None = None
@@ -75,7 +75,7 @@ class GiftCard(ResponseModel):
     flg_partially_usage: Flag = True
     payment_term_code: Code | None = None
     flg_allow_offline_usage: Flag = False
-    taxation: str | None = None
+    taxation: Code | None = None
 
     @field_validator("decimal_number", mode="before")
     @classmethod
@@ -107,7 +107,7 @@ class VoucherStatus(StrEnum):
 class LoyaltyVoucher(ResponseModel):
     """A loyalty-programme voucher of a customer card (not a gift card)."""
 
-    id: str
+    id: Code  # a UUID in the reference; numbers tolerated like other codes
     barcode: Code
     total_amount: Money
     document_type: str | None = None
@@ -198,7 +198,7 @@ class LoginToken(ResponseModel):
     """A Data management bearer token. ``token`` is secret and never printed."""
 
     token: SecretStr
-    username: str | None = None
+    username: Code | None = None
     company_id: Code | None = None
     site_id: Code | None = None
     expires: UTCDateTime = None
@@ -260,7 +260,7 @@ class UpdateGiftCardResult(ResponseModel):
     """
 
     success: StrictBool  # "true", 1 or "yes" is not a success (invariant 13)
-    id: str | None = None
+    id: Code | None = None
     queue_id: str | None = None
     message: str | None = None
     payload: Any = None

@@ -277,3 +277,13 @@ def test_bad_queue_ids(raw: Any) -> None:
 
     with pytest.raises(ValidationError):
         QueuedOperation.model_validate({"queueId": raw})
+
+
+def test_ids_and_cosmetic_codes_may_be_numbers() -> None:
+    """A number where the example has a string must not make a whole card or page unusable."""
+    from fourws_pay.api.models import LoginToken, UpdateGiftCardResult
+
+    assert GiftCard.model_validate(card(id=42, taxation=0)).id == "42"
+    assert LoyaltyVoucher.model_validate(voucher(id=7)).id == "7"
+    assert LoginToken.model_validate({"token": "t", "username": 1001}).username == "1001"
+    assert UpdateGiftCardResult.model_validate({"success": True, "id": 9}).id == "9"
