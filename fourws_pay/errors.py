@@ -25,6 +25,10 @@ Callers catch the branch that matches what they can do about it::
     │   └── MalformedResponseError     the body is not JSON or not the documented shape
     ├── AmbiguousOutcomeError          a balance-changing POST may or may not have been applied:
     │                                  never retried automatically; reconcile instead
+    ├── LedgerError                    the ledger store could not complete a transaction;
+    │   │                              nothing of it was written, the action may be retried
+    │   └── LedgerConflict             a commit was refused (lock lost, record changed)
+    │       └── LedgerLockTimeout      a card stayed locked longer than the store waits
     └── PaymentError                   the payments layer (see ``fourws_pay.payments``)
         ├── PaymentRefused             the card cannot pay; ``reason`` is a RefusalReason
         ├── ThrottledError             too many failed lookups for this client key
@@ -179,6 +183,21 @@ class AmbiguousOutcomeError(FourWSError):
     def __init__(self, message: str, *, endpoint: str = "") -> None:
         super().__init__(message)
         self.endpoint = endpoint
+
+
+class LedgerError(FourWSError):
+    """The ledger store could not complete a transaction; nothing of it was written."""
+
+
+class LedgerConflict(LedgerError):
+    """A ledger commit was refused (lock expired, record changed, duplicate id).
+
+    Nothing of the transaction was written; the caller may retry the whole operation.
+    """
+
+
+class LedgerLockTimeout(LedgerConflict):
+    """A card stayed locked by another transaction for longer than the store waits."""
 
 
 class PaymentError(FourWSError):

@@ -58,7 +58,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from fourws_pay.errors import ConfigurationError, FourWSError
+from fourws_pay.errors import ConfigurationError, LedgerConflict, LedgerLockTimeout
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.models import (
     Operation,
@@ -194,17 +194,6 @@ end
 for i = 1, n do redis.call('DEL', KEYS[i]) end
 return 1
 """
-
-
-class LedgerConflict(FourWSError):
-    """A Redis ledger commit was refused (lock expired, record changed, duplicate id).
-
-    Nothing of the transaction was written; the caller may retry the whole operation.
-    """
-
-
-class LedgerLockTimeout(LedgerConflict):
-    """A card stayed locked by another transaction for longer than ``lock_timeout``."""
 
 
 def _ts(value: datetime) -> str:

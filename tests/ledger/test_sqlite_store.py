@@ -25,18 +25,34 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 def reservation(n: int = 1, barcode: str = "2000000001814", amount: str = "10.00") -> Reservation:
     return Reservation(
-        id=f"res_{n}", barcode=barcode, amount=Decimal(amount), currency="EUR", decimals=2,
-        entity_code="440", order_ref=f"ORD-{n}", state=ReservationState.ACTIVE,
-        created_at=NOW, expires_at=NOW + timedelta(minutes=15), updated_at=NOW,
+        id=f"res_{n}",
+        barcode=barcode,
+        amount=Decimal(amount),
+        currency="EUR",
+        decimals=2,
+        entity_code="440",
+        order_ref=f"ORD-{n}",
+        state=ReservationState.ACTIVE,
+        created_at=NOW,
+        expires_at=NOW + timedelta(minutes=15),
+        updated_at=NOW,
     )
 
 
 def operation(n: int = 1, reservation_id: str = "res_1") -> Operation:
     return Operation(
-        id=f"op_{n}", kind=OperationKind.CAPTURE, reservation_id=reservation_id,
-        barcode="2000000001814", amount=Decimal("10.00"), currency="EUR", entity_code="440",
-        state=OperationState.PREPARED, created_at=NOW, updated_at=NOW,
-        deadline=NOW + timedelta(minutes=10), callback_token_hash="ab" * 32,
+        id=f"op_{n}",
+        kind=OperationKind.CAPTURE,
+        reservation_id=reservation_id,
+        barcode="2000000001814",
+        amount=Decimal("10.00"),
+        currency="EUR",
+        entity_code="440",
+        state=OperationState.PREPARED,
+        created_at=NOW,
+        updated_at=NOW,
+        deadline=NOW + timedelta(minutes=10),
+        callback_token_hash="ab" * 32,
         balance_before=Decimal("390.00"),
     )
 
@@ -57,7 +73,8 @@ def test_round_trip_is_exact(store: SQLiteStore) -> None:
     assert store.get_reservation(r.id) == r
     loaded = store.get_operation(op.id)
     assert loaded == op
-    assert loaded is not None and loaded.balance_before == Decimal(100)
+    assert loaded is not None
+    assert loaded.balance_before == Decimal(100)
 
 
 def test_compare_and_set_refuses_stale_state(store: SQLiteStore) -> None:
@@ -71,7 +88,8 @@ def test_compare_and_set_refuses_stale_state(store: SQLiteStore) -> None:
             replace(operation(), state=OperationState.FAILED), OperationState.PREPARED
         )
     stored = store.get_operation("op_1")
-    assert stored is not None and stored.state is OperationState.SENDING
+    assert stored is not None
+    assert stored.state is OperationState.SENDING
 
 
 def test_rollback_on_error_leaves_nothing(store: SQLiteStore) -> None:
@@ -102,14 +120,16 @@ def test_listings_filter_by_state_and_order(store: SQLiteStore) -> None:
 
 
 def test_card_queries(store: SQLiteStore) -> None:
-    settled = replace(operation(2), state=OperationState.SUCCEEDED,
-                      settled_at=NOW + timedelta(seconds=5))
+    settled = replace(
+        operation(2), state=OperationState.SUCCEEDED, settled_at=NOW + timedelta(seconds=5)
+    )
     with store.transaction() as tx:
         tx.insert_reservation(reservation(1))
         tx.insert_operation(operation(1))
         tx.insert_operation(settled)
-        assert [o.id for o in tx.operations_for_card("2000000001814",
-                                                     [OperationState.PREPARED])] == ["op_1"]
+        assert [
+            o.id for o in tx.operations_for_card("2000000001814", [OperationState.PREPARED])
+        ] == ["op_1"]
         assert [o.id for o in tx.operations_settled_since("2000000001814", NOW)] == ["op_2"]
         assert tx.operations_settled_since("2000000001814", NOW + timedelta(seconds=6)) == []
         assert [o.id for o in tx.operations_for_reservation("res_1")] == ["op_1", "op_2"]
@@ -130,8 +150,7 @@ def read_modify_write(store: SQLiteStore, rounds: int, barrier: threading.Barrie
         with store.card_transaction("2000000001814") as tx:
             count = len(tx.reservations_for_card("2000000001814", [ReservationState.ACTIVE]))
             tx.insert_reservation(
-                replace(reservation(), id=f"res_{threading.get_ident()}_{i}",
-                        order_ref=str(count))
+                replace(reservation(), id=f"res_{threading.get_ident()}_{i}", order_ref=str(count))
             )
 
 
@@ -140,8 +159,10 @@ def test_card_transactions_serialise_read_then_write(store: SQLiteStore) -> None
     threads = 4
     rounds = 25
     barrier = threading.Barrier(threads)
-    workers = [threading.Thread(target=read_modify_write, args=(store, rounds, barrier))
-               for _ in range(threads)]
+    workers = [
+        threading.Thread(target=read_modify_write, args=(store, rounds, barrier))
+        for _ in range(threads)
+    ]
     for w in workers:
         w.start()
     for w in workers:
