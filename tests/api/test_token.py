@@ -167,3 +167,23 @@ async def test_async_token_cache_and_401(fake: FakeFourWS) -> None:
     await client.sku_from_barcode("8050200058081")
     assert fake.logins == 3
     await client.aclose()
+
+
+def test_login_is_retried_like_a_read(fake: FakeFourWS) -> None:
+    """Logging in changes nothing on 4WS, so a 503 or a dropped connection is retried."""
+    import httpx
+
+    from .fakes import fail
+
+    fake.on(
+        fake.login_route,
+        json_reply({}, 503),
+        fail(httpx.ReadTimeout),
+        json_reply(login_body(f"{TOKEN}-z")),
+    )
+    fake.on(SKU, sku_ok())
+    clock = ManualClock()
+    make_client(fake, clock=clock).sku_from_barcode("8050200058081")
+    assert len(fake.sent(fake.login_route)) == 3
+    assert len(clock.slept) == 2
+    assert bearer(fake) == [f"Bearer {TOKEN}-z"]
