@@ -1,0 +1,85 @@
+"""Wall time of ``import fourws_pay`` vs ``import httpx``, each in a fresh interpreter.
+
+Runs alternate (httpx, fourws_pay, bare interpreter) so that a busy machine slows all alike;
+the ratio is of the medians of whole process wall times (startup included, as a shop's
+worker pays it). ``python -c pass`` is shown for scale only. httpx imports rich/pygments
+itself when ``rich`` is installed (``httpx._main``), which is part of the baseline. Then the
+top cumulative ``-X importtime`` entries under ``fourws_pay`` say where the import goes.
+Goal: ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import _common
+
+NAME = "import_time"
+GOAL = 1.5
+RUNS = 17
+TOP = 8
+
+
+def wall(code: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=_common.ROOT)
+    return time.perf_counter() - t0
+
+
+def importtime_top(limit: int) -> list[tuple[int, int, str]]:
+    """(cumulative µs, self µs, module) of fourws_pay's own modules, largest first."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fourws_pay"],
+        check=True,
+        cwd=_common.ROOT,
+        capture_output=True,
+        text=True,
+    )
+    rows: dict[str, tuple[int, int, str]] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        own, cumulative, module = (p.strip() for p in line.split(":", 1)[1].split("|"))
+        name = module.strip()
+        if name.startswith("fourws_pay") and own.isdigit():
+            # A module can be listed twice (its package entered via it): keep the larger figures.
+            old_cumulative, old_own, _ = rows.get(name, (0, 0, name))
+            rows[name] = (max(old_cumulative, int(cumulative)), max(old_own, int(own)), name)
+    return sorted(rows.values(), reverse=True)[:limit]
+
+
+def main() -> None:
+    _common.header("import time: import fourws_pay vs import httpx (fresh interpreters)")
+    sides = {"import httpx": [], "import fourws_pay": [], "pass": []}
+    for code in sides:  # warm the file cache
+        wall(code)
+    for n in range(RUNS):
+        order = list(sides) if n % 2 else list(sides)[::-1]
+        for code in order:
+            sides[code].append(wall(code))
+    med = {code: _common.median(times) * 1e3 for code, times in sides.items()}
+    ratio = med["import fourws_pay"] / med["import httpx"]
+    _common.table(
+        ["python -c", "runs", "median ms", "min ms"],
+        [[code, len(t), f"{med[code]:.0f}", f"{min(t) * 1e3:.0f}"] for code, t in sides.items()],
+    )
+    print(f"ratio fourws_pay/httpx: {ratio:.2f}  (goal <= {GOAL})")
+    print(f"top {TOP} fourws_pay modules by cumulative -X importtime:")
+    _common.table(
+        ["module", "cumulative ms", "self ms"],
+        [[m, f"{c / 1e3:.1f}", f"{s / 1e3:.1f}"] for c, s, m in importtime_top(TOP)],
+    )
+    _common.result(
+        NAME,
+        f"{ratio:.2f}",
+        f"<={GOAL}",
+        ratio <= GOAL,
+        f"import fourws_pay {med['import fourws_pay']:.0f} ms vs import httpx "
+        f"{med['import httpx']:.0f} ms (bare interpreter {med['pass']:.0f} ms), medians",
+    )
+
+
+if __name__ == "__main__":
+    main()
