@@ -285,3 +285,20 @@ async def test_async_retries_match(case: Case) -> None:
     assert outcomes[0] == outcomes[1]
     if not case.idempotent:
         assert outcomes[0][0][:2] == ("error", "AmbiguousOutcomeError")
+
+
+def test_the_resend_check_fails_without_the_protection(
+    fake4: FakeFourWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-check: were updateGiftcard marked idempotent, the 503 would be re-sent, which is
+    exactly what ``test_balance_changes_are_never_resent_once_maybe_applied`` rules out."""
+    import dataclasses
+
+    from fourws_pay.api import core
+
+    monkeypatch.setattr(
+        core, "UPDATE_GIFTCARD", dataclasses.replace(core.UPDATE_GIFTCARD, idempotent=True)
+    )
+    fake4.on(fake4.settings.cmd_update_giftcard, TRANSIENT["503"], case_ok_update())
+    make_client(fake4, clock=ManualClock()).update_giftcard(CONSUMPTION)
+    assert len(fake4.requests) == 2
