@@ -55,3 +55,60 @@ def result(name: str, value: str, goal: str, ok: bool, detail: str) -> None:
     print(f"DETAIL {name} {detail}")
     print(f"RESULT {name} {value} {goal} {'pass' if ok else 'fail'}")
     sys.stdout.flush()
+
+
+_SERVE = """
+import sys
+from fourws_pay.sandbox.server import serve
+def ready(served):
+    print(served.url, flush=True)
+serve(port=0, seed="demo", worker_interval=3600, log_level="warning", on_ready=ready)
+"""
+
+
+class SandboxProcess:
+    """A served sandbox in its own interpreter (so it does not share the bench's GIL).
+
+    ``url`` is where it listens; cards are added through its control API. Stopped (this
+    process only, by its own handle) on exit.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVE], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"sandbox process did not start: {self.url!r}")
+
+    @property
+    def settings(self) -> object:
+        from fourws_pay.sandbox.sandbox import sandbox_settings
+
+        return sandbox_settings(self.url)
+
+    def add_giftcard(self, barcode: str, amount: str) -> None:
+        import httpx
+
+        response = httpx.post(
+            f"{self.url}/_sandbox/cards", json={"barcode": barcode, "amount": amount}, timeout=10
+        )
+        response.raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
