@@ -734,7 +734,10 @@ class RedisStore:
             tx = RedisTransaction(self, read_only=read_only)
             try:
                 if card is not None and self.locking:
+                    # Lock at entry, not at the first read: callers stamp times inside the
+                    # critical section and rely on them following the lock order.
                     tx._deferred = card
+                    tx._claim_now()
                 yield tx
             except BaseException:
                 tx._release()

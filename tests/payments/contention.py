@@ -6,7 +6,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from fourws_pay import (
@@ -14,8 +13,8 @@ from fourws_pay import (
     GiftCardPayments,
     PaymentRefused,
     Settings,
-    SQLiteStore,
     make_plugin_manager,
+    open_store,
 )
 from fourws_pay.payments import core
 
@@ -39,7 +38,8 @@ def widen_race_window() -> None:
 
 def reserve_many(
     settings: dict[str, Any],
-    ledger: str,
+    ledger_url: str,
+    ledger_options: dict[str, Any],
     locking: bool,
     barcode: str,
     threads: int,
@@ -49,7 +49,7 @@ def reserve_many(
     """Reserve ``amount`` ``attempts`` times on each of ``threads`` threads; release every
     other success. Returns how many reservations succeeded."""
     widen_race_window()
-    store = SQLiteStore(Path(ledger), locking=locking)
+    store = open_store(ledger_url, **ledger_options, locking=locking)
     payments = GiftCardPayments(
         client=Client(Settings(**settings)),
         store=store,

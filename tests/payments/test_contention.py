@@ -1,7 +1,8 @@
 """Invariant 2 under contention: many processes and threads reserving on one card.
 
 The card (100.00) sits in a served sandbox on loopback; every worker reserves 7.00 again
-and again and releases every other success. An auditor thread polls the ledger while they
+and again and releases every other success. It runs against every ledger store (SQLite,
+PostgreSQL, MariaDB, Redis: see tests/services.py). An auditor thread polls the ledger while they
 run, and afterwards a sweep over the reservations' create/release times computes the
 largest total ever held at once. With the per-card lock that total never exceeds the
 balance; the same run with ``locking=False`` must exceed it, which shows the lock is the
@@ -14,14 +15,14 @@ import multiprocessing
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from fourws_pay import SQLiteStore
+from fourws_pay.ledger import LedgerStore
 from fourws_pay.payments.models import Reservation, ReservationState
 from fourws_pay.sandbox.server import ServedSandbox, start_in_thread
 from tests.payments.contention import reserve_many
+from tests.services import StoreFactory
 
 BARCODE = "7000000000777"
 BALANCE = Decimal("100.00")
@@ -47,9 +48,9 @@ def peak_held(reservations: list[Reservation]) -> Decimal:
 
 
 class Auditor(threading.Thread):
-    def __init__(self, ledger: Path) -> None:
+    def __init__(self, store: LedgerStore) -> None:
         super().__init__(daemon=True)
-        self.store = SQLiteStore(ledger)
+        self.store = store
         self.stop = threading.Event()
         self.peak = Decimal(0)
         self.samples = 0
@@ -67,7 +68,7 @@ class Auditor(threading.Thread):
 
 def run_contention(
     served: ServedSandbox,
-    tmp_path: Path,
+    factory: StoreFactory,
     *,
     locking: bool,
     processes: int,
@@ -75,11 +76,18 @@ def run_contention(
     attempts: int,
 ) -> tuple[Decimal, Decimal, int]:
     served.sandbox.add_giftcard(BARCODE, amount=BALANCE)
-    ledger = tmp_path / "ledger.db"
-    SQLiteStore(ledger).close()  # create the schema before the workers race
-    auditor = Auditor(ledger)
+    auditor = Auditor(factory())  # also creates the schema before the workers race
     auditor.start()
-    args = (served.settings.model_dump(), str(ledger), locking, BARCODE, threads, attempts, "7.00")
+    args = (
+        served.settings.model_dump(),
+        factory.url,
+        factory.options,
+        locking,
+        BARCODE,
+        threads,
+        attempts,
+        "7.00",
+    )
     try:
         if processes == 1:
             won = reserve_many(*args)
@@ -90,16 +98,16 @@ def run_contention(
     finally:
         auditor.stop.set()
         auditor.join()
-    reservations = SQLiteStore(ledger).list_reservations()
+    reservations = auditor.store.list_reservations()
     return peak_held(reservations), auditor.peak, won
 
 
 @pytest.mark.parametrize(("processes", "threads"), [(1, 8), (4, 4)], ids=["threads", "processes"])
 def test_no_oversell_under_contention(
-    served: ServedSandbox, tmp_path: Path, processes: int, threads: int
+    served: ServedSandbox, store_factory: StoreFactory, processes: int, threads: int
 ) -> None:
     peak, polled, won = run_contention(
-        served, tmp_path, locking=True, processes=processes, threads=threads, attempts=6
+        served, store_factory, locking=True, processes=processes, threads=threads, attempts=6
     )
     assert won >= 14  # the card really was contended for
     assert peak <= BALANCE, f"held {peak} at once on a {BALANCE} card"
@@ -109,9 +117,9 @@ def test_no_oversell_under_contention(
 
 @pytest.mark.parametrize(("processes", "threads"), [(1, 8), (4, 4)], ids=["threads", "processes"])
 def test_same_run_without_the_lock_oversells(
-    served: ServedSandbox, tmp_path: Path, processes: int, threads: int
+    served: ServedSandbox, store_factory: StoreFactory, processes: int, threads: int
 ) -> None:
     peak, _, _ = run_contention(
-        served, tmp_path, locking=False, processes=processes, threads=threads, attempts=6
+        served, store_factory, locking=False, processes=processes, threads=threads, attempts=6
     )
     assert peak > BALANCE
