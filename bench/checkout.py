@@ -10,23 +10,33 @@ updateGiftcard (same body shape, callback URL and payload; serialised with the c
 ``wirejson`` because stdlib json cannot write a Decimal as a JSON number), then the same
 queue processing and callback delivery; done when the callback said ``success``.
 
-Both sides use one served sandbox on loopback (its background worker idle: the bench calls
-``process_queue()`` right after the POST on both sides), and both receive callbacks through
-the same in-process handler, so the wait for the callback costs the same. Rounds
-alternate. Goal: ratio of medians <= 1.3.
+Both sides use one served sandbox on loopback whose background worker is idle: the bench
+triggers queue processing right after the POST, on both sides, and both sides' callbacks
+arrive the same way. Rounds alternate. Goal: ratio of medians <= 1.3. Two setups:
+
+- *server thread* (the RESULT): ``start_in_thread`` in the bench process, callbacks
+  delivered in-process (``set_callback_handler``), queue processed by ``process_queue()``;
+- *server process*: the sandbox in its own interpreter (like 4WS, it does not share the
+  bench's GIL), queue processed through its control API (``POST /_sandbox/process``), and
+  callbacks POSTed over HTTP to a receiver served by uvicorn in the bench process
+  (``payments.callback_app()`` for the library, a bare ASGI function for the baseline).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import _common
 import httpx
+import uvicorn
 
 from fourws_pay import Client, GiftCardPayments, SQLiteStore, make_plugin_manager
 from fourws_pay.api import wirejson
@@ -36,36 +46,110 @@ from fourws_pay.sandbox.server import start_in_thread
 
 NAME = "checkout"
 GOAL = 1.3
-ROUNDS = 16
-PER_ROUND = 12  # 192 checkouts per side
+ROUNDS = 12
+PER_ROUND = 10  # 120 checkouts per side and setup
 BARCODE = "7000000004004"
 AMOUNT = Decimal("1.00")
 
 
-def main() -> None:
-    _common.header("checkout: check->reserve->capture->settled vs bare HTTP calls")
-    with start_in_thread(worker_interval=3600) as served, tempfile.TemporaryDirectory() as tmp:
-        sandbox = served.sandbox
-        sandbox.add_giftcard(BARCODE, amount=Decimal("1000000.00"))
-        settings = served.settings.model_copy(update={"check_cache_ttl": 0})
+class Setup:
+    """Where callbacks go and how queue processing is triggered, for both sides alike."""
+
+    callback_base_url: str | None = None
+
+    def __init__(self) -> None:
+        self.raw_settled: dict[str, bool] = {}
+        self.payments: GiftCardPayments | None = None
+
+    def raw_callback(self, path: str, body: bytes) -> int:
+        self.raw_settled[path.rsplit("/", 1)[-1]] = json.loads(body)["success"] is True
+        return 200
+
+    def process_queue(self) -> None:
+        raise NotImplementedError
+
+
+class InThread(Setup):
+    def __init__(self, served: Any) -> None:
+        super().__init__()
+        self.sandbox = served.sandbox
+        self.sandbox.set_callback_handler(self.deliver)
+
+    def deliver(self, url: str, body: bytes) -> int:
+        path = httpx.URL(url).path
+        if "/raw/" in path:
+            return self.raw_callback(path, body)
+        assert self.payments is not None
+        return self.payments.handle_callback(path, body).status_code
+
+    def process_queue(self) -> None:
+        self.sandbox.process_queue()
+
+
+class OwnProcess(Setup):
+    def __init__(self, process: _common.SandboxProcess) -> None:
+        super().__init__()
+        self.control = httpx.Client(base_url=process.url, timeout=10)
+        self.callback_app: Any = None
+        config = uvicorn.Config(
+            self.receiver,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(1000):  # bounded wait for the socket
+            if self.server.started:
+                break
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.callback_base_url = f"http://127.0.0.1:{port}/fourws/callback"
+
+    async def receiver(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if "/raw/" not in scope["path"]:
+            assert self.payments is not None
+            if self.callback_app is None:
+                self.callback_app = self.payments.callback_app()
+            await self.callback_app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        status = self.raw_callback(scope["path"], body)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def process_queue(self) -> None:
+        response = self.control.post("/_sandbox/process")
+        assert response.json()["callbacks"], response.text
+
+    def close(self) -> None:
+        self.control.close()
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def measure(settings: Any, setup: Setup) -> tuple[list[int], list[int]]:
+    """Interleaved checkout timings (ns): (payments, bare calls)."""
+    update: dict[str, Any] = {"check_cache_ttl": 0}
+    if setup.callback_base_url:
+        update["callback_base_url"] = setup.callback_base_url
+    settings = settings.model_copy(update=update)
+    with tempfile.TemporaryDirectory() as tmp:
         client = Client(settings)
-        payments = GiftCardPayments(
+        payments = setup.payments = GiftCardPayments(
             client=client,
             store=SQLiteStore(Path(tmp) / "ledger.db"),
             plugin_manager=make_plugin_manager(load_entrypoints=False),
         )
-        raw_settled: dict[str, bool] = {}
-
-        def deliver(url: str, body: bytes) -> int:
-            """Every 4WS callback of the run, for both sides."""
-            path = httpx.URL(url).path
-            if "/raw/" in path:
-                raw_settled[path.rsplit("/", 1)[-1]] = json.loads(body)["success"] is True
-                return 200
-            return payments.handle_callback(path, body).status_code
-
-        sandbox.set_callback_handler(deliver)
-
         get = client.core.documents_request(
             "GET", settings.cmd_get_giftcard, {settings.param_giftcard_barcode: BARCODE}
         )
@@ -90,7 +174,7 @@ def main() -> None:
                 BARCODE, amount=AMOUNT, currency="EUR", order_ref=f"L{seq[0]}"
             )
             operation = payments.capture(reservation.id)
-            sandbox.process_queue()
+            setup.process_queue()
             assert payments.get_operation(operation.id).state is OperationState.SUCCEEDED
 
         def bare() -> None:
@@ -104,21 +188,18 @@ def main() -> None:
                 "callback": f"{base}/raw/{op_id}",
                 "payload": {"operation_id": op_id},
             }
-            response = raw.post(
-                post_url, content=wirejson.dumps(body).encode(), headers=post_headers
-            )
+            content = wirejson.dumps(body).encode()
+            response = raw.post(post_url, content=content, headers=post_headers)
             assert response.json()["success"] is True
-            sandbox.process_queue()
-            assert raw_settled.pop(op_id) is True
+            setup.process_queue()
+            assert setup.raw_settled.pop(op_id) is True
 
-        for _ in range(10):  # warm-up
-            lib()
-            bare()
-        lib_ns: list[int] = []
-        raw_ns: list[int] = []
+        sides: list[tuple[Callable[[], None], list[int]]] = [(lib, []), (bare, [])]
+        for _ in range(8):  # warm-up
+            for fn, _out in sides:
+                fn()
         tick = time.perf_counter_ns
         for n in range(ROUNDS):
-            sides = ((lib, lib_ns), (bare, raw_ns))
             for fn, out in sides if n % 2 else sides[::-1]:
                 for _ in range(PER_ROUND):
                     t0 = tick()
@@ -126,24 +207,42 @@ def main() -> None:
                     out.append(tick() - t0)
         raw.close()
         payments.close()
+    return sides[0][1], sides[1][1]
 
-    lib_med, raw_med = _common.median(lib_ns) / 1e3, _common.median(raw_ns) / 1e3
-    lib_p95, raw_p95 = _common.p95(lib_ns) / 1e3, _common.p95(raw_ns) / 1e3
-    ratio = lib_med / raw_med
-    _common.table(
-        ["side", "n", "median ms", "p95 ms"],
-        [
-            ["checkout (payments)", len(lib_ns), f"{lib_med / 1e3:.2f}", f"{lib_p95 / 1e3:.2f}"],
-            ["bare HTTP calls", len(raw_ns), f"{raw_med / 1e3:.2f}", f"{raw_p95 / 1e3:.2f}"],
-        ],
-    )
-    print(f"ratio of medians: {ratio:.3f}  (goal <= {GOAL})")
+
+def main() -> None:
+    _common.header("checkout: check->reserve->capture->settled vs bare HTTP calls")
+    with start_in_thread(worker_interval=3600) as served:
+        served.sandbox.add_giftcard(BARCODE, amount=Decimal("1000000.00"))
+        in_thread = measure(served.settings, InThread(served))
+    with _common.SandboxProcess() as process:
+        process.add_giftcard(BARCODE, "1000000.00")
+        setup = OwnProcess(process)
+        try:
+            own_process = measure(process.settings, setup)
+        finally:
+            setup.close()
+
+    rows, ratios = [], {}
+    for where, (lib_ns, raw_ns) in (("server thread", in_thread), ("server process", own_process)):
+        lib_med, raw_med = _common.median(lib_ns) / 1e6, _common.median(raw_ns) / 1e6
+        ratios[where] = (lib_med / raw_med, lib_med, raw_med)
+        for side, ns in (("checkout (payments)", lib_ns), ("bare HTTP calls", raw_ns)):
+            med, tail = _common.median(ns) / 1e6, _common.p95(ns) / 1e6
+            rows.append([where, side, len(ns), f"{med:.2f}", f"{tail:.2f}"])
+    _common.table(["sandbox", "side", "n", "median ms", "p95 ms"], rows)
+    for where, (ratio, lib_med, raw_med) in ratios.items():
+        print(f"{where}: ratio of medians {ratio:.3f} ({lib_med:.2f} / {raw_med:.2f} ms)")
+    ratio, lib_med, raw_med = ratios["server thread"]
+    ratio2, lib2, raw2 = ratios["server process"]
     _common.result(
         NAME,
         f"{ratio:.2f}",
         f"<={GOAL}",
         ratio <= GOAL,
-        f"checkout {lib_med / 1e3:.2f} ms vs bare calls {raw_med / 1e3:.2f} ms (medians)",
+        f"checkout / bare calls medians: {ratio:.2f} ({lib_med:.1f} vs {raw_med:.1f} ms) with "
+        f"the sandbox on a thread of the bench process, {ratio2:.2f} ({lib2:.1f} vs "
+        f"{raw2:.1f} ms) with it in its own process and callbacks over HTTP",
     )
 
 
