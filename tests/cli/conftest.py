@@ -87,3 +87,17 @@ def invoke_served(served: ServedSandbox, ledger_url: str) -> Invoke:
         return CliRunner().invoke(app, list(args), obj=runtime)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _restore_library_logger() -> Iterator[None]:
+    """The CLI configures the ``fourws_pay`` logger (its job); give later tests it back."""
+    import logging
+
+    logger = logging.getLogger("fourws_pay")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
