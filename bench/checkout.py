@@ -24,12 +24,13 @@ arrive the same way. Rounds alternate. Goal: ratio of medians <= 1.3. Two setups
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,50 @@ class OwnProcess(Setup):
         self.thread.join(10)
 
 
+class TimedStore:
+    """Diagnosis only: a store proxy that adds up the time spent in ledger calls."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.ns = 0
+        self.transactions = 0
+        self.reads = 0
+
+    @contextlib.contextmanager
+    def _timed(self, opener: Callable[[], Any]) -> Iterator[Any]:
+        t0 = time.perf_counter_ns()
+        try:
+            with opener() as tx:
+                yield tx
+        finally:
+            self.ns += time.perf_counter_ns() - t0
+            self.transactions += 1
+
+    def card_transaction(self, barcode: str) -> Any:
+        return self._timed(lambda: self._store.card_transaction(barcode))
+
+    def transaction(self) -> Any:
+        return self._timed(self._store.transaction)
+
+    def snapshot(self) -> Any:
+        return self._timed(self._store.snapshot)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not name.startswith(("get_", "list_")):
+            return attr
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.ns += time.perf_counter_ns() - t0
+                self.reads += 1
+
+        return read
+
+
 def measure(settings: Any, setup: Setup) -> tuple[list[int], list[int]]:
     """Interleaved checkout timings (ns): (payments, bare calls)."""
     update: dict[str, Any] = {"check_cache_ttl": 0}
@@ -145,9 +190,10 @@ def measure(settings: Any, setup: Setup) -> tuple[list[int], list[int]]:
     settings = settings.model_copy(update=update)
     with tempfile.TemporaryDirectory() as tmp:
         client = Client(settings)
+        store = TimedStore(SQLiteStore(Path(tmp) / "ledger.db"))
         payments = setup.payments = GiftCardPayments(
             client=client,
-            store=SQLiteStore(Path(tmp) / "ledger.db"),
+            store=store,  # type: ignore[arg-type]
             plugin_manager=make_plugin_manager(load_entrypoints=False),
         )
         get = client.core.documents_request(
@@ -205,19 +251,28 @@ def measure(settings: Any, setup: Setup) -> tuple[list[int], list[int]]:
                     t0 = tick()
                     fn()
                     out.append(tick() - t0)
+        lib_ns = sides[0][1]
+        per = len(lib_ns) + 8
+        print(
+            f"  diagnosis: per checkout the ledger took {store.ns / per / 1e6:.2f} ms of "
+            f"{sum(lib_ns) / len(lib_ns) / 1e6:.2f} ms (mean) in "
+            f"{store.transactions / per:.0f} transactions + {store.reads / per:.0f} plain reads"
+        )
         raw.close()
         payments.close()
-    return sides[0][1], sides[1][1]
+    return lib_ns, sides[1][1]
 
 
 def main() -> None:
     _common.header("checkout: check->reserve->capture->settled vs bare HTTP calls")
     with start_in_thread(worker_interval=3600) as served:
         served.sandbox.add_giftcard(BARCODE, amount=Decimal("1000000.00"))
+        print("server thread:")
         in_thread = measure(served.settings, InThread(served))
     with _common.SandboxProcess() as process:
         process.add_giftcard(BARCODE, "1000000.00")
         setup = OwnProcess(process)
+        print("server process:")
         try:
             own_process = measure(process.settings, setup)
         finally:
