@@ -155,15 +155,21 @@ class VoucherPage(ResponseModel):
 
 
 class QueuedOperation(ResponseModel):
-    """4WS accepted an asynchronous call; the outcome arrives later on the callback."""
+    """4WS accepted an asynchronous call; the outcome arrives later on the callback.
 
-    queue_id: str
+    ``"success": true`` alone means "enqueued" (reference README §11), so an answer without
+    a ``queueId`` (the reference shows none for Activate Giftcard) is accepted with
+    ``queue_id=None`` rather than treated as ambiguous. Correlation never depends on it: our
+    callbacks carry our own operation id.
+    """
+
+    queue_id: str | None = None
 
     @field_validator("queue_id", mode="before")
     @classmethod
     def _queue_id(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("queueId is empty")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # ids may come as numbers, like every other code
         return value

@@ -97,7 +97,9 @@ class Story:
         w = self.world
         queued = w.client.generate_giftcards(self.item_code, 2, w.inbox.url("generate"))
         self.log(
-            "generate", f"2 digital cards of {self.item_code}", f"queued ({queued.queue_id[:8]}...)"
+            "generate",
+            f"2 digital cards of {self.item_code}",
+            f"queued ({(queued.queue_id or 'no id')[:8]}...)",
         )
         result = parse_model(
             GenerateGiftCardsResult, _json(w.wait_inbox("generate")), endpoint="generate_giftcards"

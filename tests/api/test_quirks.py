@@ -271,12 +271,20 @@ def test_queue_id_as_str_or_int(raw: Any, expected: str) -> None:
     assert QueuedOperation.model_validate({"queueId": raw}).queue_id == expected
 
 
-@pytest.mark.parametrize("raw", ["", "  ", True, None, 1.5, []])
+@pytest.mark.parametrize("raw", [True, 1.5, []])
 def test_bad_queue_ids(raw: Any) -> None:
     from fourws_pay.api.models import QueuedOperation
 
     with pytest.raises(ValidationError):
         QueuedOperation.model_validate({"queueId": raw})
+
+
+@pytest.mark.parametrize("body", [{}, {"queueId": None}, {"queueId": ""}, {"queueId": "  "}])
+def test_enqueued_without_a_queue_id(body: dict[str, Any]) -> None:
+    """``success: true`` means enqueued; the id is optional (none is shown for activation)."""
+    from fourws_pay.api.models import QueuedOperation
+
+    assert QueuedOperation.model_validate(body).queue_id is None
 
 
 def test_ids_and_cosmetic_codes_may_be_numbers() -> None:
