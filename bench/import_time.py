@@ -28,26 +28,50 @@ def wall(code: str) -> float:
     return time.perf_counter() - t0
 
 
-def importtime_top(limit: int) -> list[tuple[int, int, str]]:
-    """(cumulative µs, self µs, module) of fourws_pay's own modules, largest first."""
+def importtime(module: str) -> dict[str, tuple[int, int]]:
+    """``-X importtime`` of ``import module``: {name: (cumulative µs, self µs)}."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import fourws_pay"],
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
         check=True,
         cwd=_common.ROOT,
         capture_output=True,
         text=True,
     )
-    rows: dict[str, tuple[int, int, str]] = {}
+    rows: dict[str, tuple[int, int]] = {}
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line:
             continue
-        own, cumulative, module = (p.strip() for p in line.split(":", 1)[1].split("|"))
-        name = module.strip()
-        if name.startswith("fourws_pay") and own.isdigit():
+        own, cumulative, name = (p.strip() for p in line.split(":", 1)[1].split("|"))
+        if own.isdigit():
             # A module can be listed twice (its package entered via it): keep the larger figures.
-            old_cumulative, old_own, _ = rows.get(name, (0, 0, name))
-            rows[name] = (max(old_cumulative, int(cumulative)), max(old_own, int(own)), name)
-    return sorted(rows.values(), reverse=True)[:limit]
+            old = rows.get(name, (0, 0))
+            rows[name] = (max(old[0], int(cumulative)), max(old[1], int(own)))
+    return rows
+
+
+def own_modules(
+    rows: dict[str, tuple[int, int]], limit: int, by_self: bool = False
+) -> list[list[str]]:
+    mine = sorted(
+        ((c, s, name) for name, (c, s) in rows.items() if name.startswith("fourws_pay")),
+        key=lambda row: row[1] if by_self else row[0],
+        reverse=True,
+    )
+    return [[name, f"{c / 1e3:.1f}", f"{s / 1e3:.1f}"] for c, s, name in mine[:limit]]
+
+
+def beyond_httpx(
+    ours: dict[str, tuple[int, int]], theirs: dict[str, tuple[int, int]], limit: int
+) -> list[list[str]]:
+    """Top-level packages that ``import fourws_pay`` loads and ``import httpx`` does not,
+    by the sum of their modules' self times."""
+    totals: dict[str, int] = {}
+    for name, (_, own) in ours.items():
+        if name not in theirs:
+            top = name.split(".")[0]
+            totals[top] = totals.get(top, 0) + own
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:limit]
+    return [[top, f"{us / 1e3:.1f}"] for top, us in ranked]
 
 
 def main() -> None:
@@ -66,11 +90,13 @@ def main() -> None:
         [[code, len(t), f"{med[code]:.0f}", f"{min(t) * 1e3:.0f}"] for code, t in sides.items()],
     )
     print(f"ratio fourws_pay/httpx: {ratio:.2f}  (goal <= {GOAL})")
-    print(f"top {TOP} fourws_pay modules by cumulative -X importtime:")
-    _common.table(
-        ["module", "cumulative ms", "self ms"],
-        [[m, f"{c / 1e3:.1f}", f"{s / 1e3:.1f}"] for c, s, m in importtime_top(TOP)],
-    )
+    ours, theirs = importtime("fourws_pay"), importtime("httpx")
+    print(f"top {TOP} fourws_pay modules by cumulative -X importtime (one run):")
+    _common.table(["module", "cumulative ms", "self ms"], own_modules(ours, TOP))
+    print("fourws_pay modules by their own (self) time:")
+    _common.table(["module", "cumulative ms", "self ms"], own_modules(ours, 5, by_self=True))
+    print("what import fourws_pay loads beyond import httpx, by package (sum of self times):")
+    _common.table(["package", "self ms"], beyond_httpx(ours, theirs, TOP))
     _common.result(
         NAME,
         f"{ratio:.2f}",
