@@ -102,6 +102,9 @@ def _scrub(
 
 
 _stdlib = logging.getLogger(LOGGER_NAME)
+# The documented practice for libraries: without it, an application that configured no
+# logging would get our warnings on stderr through logging's last-resort handler.
+_stdlib.addHandler(logging.NullHandler())
 
 _TOKEN_SEGMENT = re.compile(r"/(op_[0-9a-f]{8,})/[A-Za-z0-9_\-]{16,}")
 

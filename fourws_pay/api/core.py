@@ -178,6 +178,9 @@ def _transport_error(endpoint: Endpoint, exc: httpx.HTTPError) -> TransportError
         return ConnectTimeout(f"timed out connecting to 4WS ({name})", endpoint=name)
     if isinstance(exc, httpx.ConnectError):
         return ConnectError(f"could not connect to 4WS ({name})", endpoint=name)
+    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
+        # httpx refused to send it (malformed request, unknown URL scheme): nothing left.
+        return ConnectError(f"request to 4WS refused before sending ({name})", endpoint=name)
     if isinstance(exc, httpx.TimeoutException):
         return ReadTimeout(f"4WS did not answer in time ({name})", endpoint=name)
     return TransportError(

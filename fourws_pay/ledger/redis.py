@@ -54,11 +54,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from fourws_pay.errors import ConfigurationError, LedgerConflict, LedgerLockTimeout
+from fourws_pay.ledger._sql import split_options
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.models import (
     Operation,
@@ -832,22 +832,6 @@ class RedisStore:
         self._client.close()
 
 
-def _split_options(url: str, known: dict[str, Callable[[str], Any]]) -> tuple[str, dict[str, Any]]:
-    """Take this store's own options out of the URL query (``?table_prefix=shop1_``) so that
-    ``Settings.ledger_url`` alone can configure them; the rest of the URL goes to the driver."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    options: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in known:
-            try:
-                options[name] = known[name](value)
-            except ValueError:
-                raise ConfigurationError(f"bad ledger URL option {name}={value!r}") from None
-    rest = urlencode([(n, v) for n, v in pairs if n not in known])
-    return urlunsplit(parts._replace(query=rest)), options
-
-
 def open_store(url: str, **options: Any) -> RedisStore:
     """Entry point for ``fourws_pay.ledger.open_store`` (``redis://``).
 
@@ -861,5 +845,5 @@ def open_store(url: str, **options: Any) -> RedisStore:
         "lock_timeout": float,
         "settled_window": int,
     }
-    driver_url, from_url = _split_options(url, known)
+    driver_url, from_url = split_options(url, known)
     return RedisStore(driver_url, **{**from_url, **options})
