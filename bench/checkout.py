@@ -193,7 +193,7 @@ def measure(settings: Any, setup: Setup) -> tuple[list[int], list[int]]:
         store = TimedStore(SQLiteStore(Path(tmp) / "ledger.db"))
         payments = setup.payments = GiftCardPayments(
             client=client,
-            store=store,  # type: ignore[arg-type]
+            store=store,
             plugin_manager=make_plugin_manager(load_entrypoints=False),
         )
         get = client.core.documents_request(

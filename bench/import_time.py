@@ -76,7 +76,7 @@ def beyond_httpx(
 
 def main() -> None:
     _common.header("import time: import fourws_pay vs import httpx (fresh interpreters)")
-    sides = {"import httpx": [], "import fourws_pay": [], "pass": []}
+    sides: dict[str, list[float]] = {"import httpx": [], "import fourws_pay": [], "pass": []}
     for code in sides:  # warm the file cache
         wall(code)
     for n in range(RUNS):

@@ -104,8 +104,8 @@ def stamp(at: datetime) -> str:
 
 def sql_pair(
     execute: Callable[[str, tuple[Any, ...]], list[Any]],
-    begin: Callable[[], None],
-    commit: Callable[[], None],
+    begin: Callable[[], object],
+    commit: Callable[[], object],
     mark: str,
     res: str,
     ops: str,
@@ -357,6 +357,7 @@ def bench_store(kind: str, tmp: Path) -> tuple[float, float] | str:
         return compare(store_pair(store), raw)
     finally:
         close_raw()
+        opened: Any
         for opened in (store, schema_holder):
             if opened is not None and kind != "sqlite":
                 with suppress(Exception):
