@@ -203,12 +203,20 @@ class PaymentsCore:
         message: str = "",
         **details: Any,
     ) -> None:
-        """Tell hosts (after the commit); a failing listener never breaks a payment."""
+        """Tell hosts (after the commit); a failing listener never breaks a payment.
+
+        Events carry masked barcodes only (invariant 12): a listener that needs the card
+        asks the provider for the reservation by id.
+        """
         event = PaymentEvent(
             kind=kind,
             at=self.clock.now(),
-            reservation=reservation,
-            operation=operation,
+            reservation=replace(reservation, barcode=reservation.masked_barcode)
+            if reservation is not None
+            else None,
+            operation=replace(operation, barcode=operation.masked_barcode)
+            if operation is not None
+            else None,
             message=message,
             details=details,
         )

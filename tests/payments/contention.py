@@ -18,7 +18,7 @@ from fourws_pay import (
 )
 from fourws_pay.payments import core
 
-WIDEN_SECONDS = 0.003
+WIDEN_SECONDS = 0.01
 
 
 def widen_race_window() -> None:
