@@ -25,6 +25,8 @@ def to_decimal(value: object, *, what: str = "amount") -> Decimal:
 
     Floats are refused: ``0.1`` is not a price. Booleans are refused too (``True == 1``).
     """
+    if type(value) is Decimal and value.is_finite():  # the common case, first
+        return value
     if isinstance(value, bool | float):
         raise InvalidAmountError(
             f"{what} must be a Decimal, int or numeric string, not {type(value).__name__}"
@@ -45,11 +47,14 @@ def to_decimal(value: object, *, what: str = "amount") -> Decimal:
     return result
 
 
+_QUANTA = tuple(Decimal(1).scaleb(-d) for d in range(MAX_DECIMALS + 1))
+
+
 def quantum(decimals: int) -> Decimal:
     """The smallest unit for ``decimals`` digits: 2 -> Decimal('0.01')."""
     if not 0 <= decimals <= MAX_DECIMALS:
         raise InvalidAmountError(f"decimalNumber must be between 0 and {MAX_DECIMALS}")
-    return Decimal(1).scaleb(-decimals)
+    return _QUANTA[decimals]
 
 
 def quantize(value: Decimal, decimals: int) -> Decimal:

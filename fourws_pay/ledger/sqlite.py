@@ -119,11 +119,12 @@ _OP_COLUMNS = (
 
 
 def _ts(value: datetime | None) -> str | None:
+    """Fixed-width ISO-8601 in UTC (``2026-06-01T12:00:00.000000+00:00``): compares as text."""
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("ledger times must be timezone-aware")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -220,9 +221,13 @@ def _operation(row: sqlite3.Row) -> Operation:
     )
 
 
+_PLACEHOLDERS = [",".join("?" * n) for n in range(16)]
+
+
 def _marks(values: Iterable[Any]) -> tuple[str, list[Any]]:
     items = list(values)
-    return ",".join("?" * len(items)), items
+    n = len(items)
+    return (_PLACEHOLDERS[n] if n < 16 else ",".join("?" * n)), items
 
 
 class SQLiteTransaction:

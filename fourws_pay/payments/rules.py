@@ -124,7 +124,8 @@ def evaluate(
         return no(RefusalReason.NOT_YET_VALID, "the card's validity starts later")
     if card.expiration_date is not None and request.now >= card.expiration_date:
         return no(RefusalReason.EXPIRED, "the card has expired")
-    if card.currency is None or card.currency.strip().upper() != request.currency.upper():
+    card_currency = card.currency.strip().upper() if card.currency is not None else None
+    if card_currency != request.currency.upper():
         return no(
             RefusalReason.CURRENCY_MISMATCH,
             f"card currency {card.currency!r} differs from {request.currency!r}",
@@ -176,7 +177,7 @@ def evaluate(
         requested_amount=amount,
         usable_amount=usable,
         available_balance=available,
-        currency=card.currency.strip().upper(),
+        currency=card_currency,
         decimals=decimals,
         covers_full_amount=covers,
         masked_barcode=mask_barcode(barcode),
