@@ -1,8 +1,9 @@
-"""``fourws-pay reservations list|sweep`` and ``fourws-pay reconcile``: ledger upkeep.
+"""``fourws-pay reservations list|sweep``, ``reconcile`` and ``resolve``: ledger upkeep.
 
 Listing reads the ledger only (no 4WS call); ``sweep`` expires holds past their expiry;
 ``reconcile`` reads the cards of operations whose outcome is unknown or overdue, settles
-what the balance proves, and lists what a person must look at.
+what the balance proves, and lists what a person must look at; ``resolve`` records that
+person's verdict once they have asked 4WS.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def reconcile(
         _operations_table(f"{len(examined)} operation(s) unknown or overdue", sections["found"])
         for key, title in (
             ("succeeded", "settled as succeeded (balance moved)"),
-            ("failed", "settled as failed (balance unchanged)"),
+            ("failed", "settled as failed"),
             ("still_pending", "still pending (inside the reconcile window)"),
             ("manual_review", "NEED MANUAL REVIEW"),
         ):
@@ -165,3 +166,27 @@ def reconcile(
             typer.echo("nothing needs manual review")
     if review:
         raise typer.Exit(exitcodes.FAILURE)
+
+
+def resolve(
+    ctx: typer.Context,
+    operation_id: Annotated[str, typer.Argument(help="Operation id (op_...) in manual review.")],
+    applied: Annotated[
+        bool,
+        typer.Option(
+            "--applied/--not-applied",
+            help="What 4WS says: did it apply this balance change?",
+            show_default=False,
+        ),
+    ],
+    note: Annotated[str, typer.Option("--note", help="Why (kept on the operation).")],
+    reveal: RevealOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Settle an operation in manual review with what 4WS confirmed (after asking it)."""
+    operation = get_state(ctx).payments().resolve(operation_id, applied=applied, note=note)
+    record = operation_record(operation, reveal)
+    if as_json:
+        output.print_json(record)
+    else:
+        typer.echo(f"{operation.id}: {operation.state.value} ({operation.message})")

@@ -115,6 +115,7 @@ def _register() -> None:
     app.add_typer(sandbox_cmd.app, name="sandbox")
     app.add_typer(ledger_cmd.reservations_app, name="reservations")
     app.command("reconcile")(ledger_cmd.reconcile)
+    app.command("resolve")(ledger_cmd.resolve)
     app.command("demo")(demo.demo)
 
 

@@ -10,7 +10,9 @@ State machines (DESIGN.md invariant 5), one-way:
 - reservation: ``active -> captured | released | expired``
 - operation: ``prepared -> sending -> enqueued -> succeeded | failed``;
   ``sending``/``enqueued`` -> ``unknown`` when the outcome is ambiguous;
-  ``unknown -> succeeded | failed | manual_review`` through ``reconcile``.
+  ``unknown -> succeeded | failed | manual_review`` through ``reconcile``;
+  ``manual_review -> succeeded | failed`` only by an authenticated callback (conclusive
+  evidence) or an operator's ``resolve``. Nothing leaves ``succeeded`` or ``failed``.
 
 Amounts are positive magnitudes everywhere in this module; the sign on the wire is decided
 by the operation kind (a capture posts ``-amount``, a refund ``+amount``).
@@ -86,9 +88,9 @@ OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
     OperationState.UNKNOWN: frozenset(
         {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
     ),
+    OperationState.MANUAL_REVIEW: frozenset({OperationState.SUCCEEDED, OperationState.FAILED}),
     OperationState.SUCCEEDED: frozenset(),
     OperationState.FAILED: frozenset(),
-    OperationState.MANUAL_REVIEW: frozenset(),
 }
 
 

@@ -15,11 +15,9 @@ import threading
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import cachetools
 import pluggy
 
 from fourws_pay.api.client import AsyncClient, Client
-from fourws_pay.api.models import GiftCard
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import FourWSError
 from fourws_pay.payments.callbacks import CallbackApp
@@ -63,13 +61,6 @@ class _Provider:
 
             store = open_store(settings.ledger_url)
         self.core = PaymentsCore(settings, store, self.clock, plugin_manager)
-        ttl = settings.check_cache_ttl
-        self._cache: cachetools.TTLCache[str, CardRead] | None = (
-            cachetools.TTLCache(maxsize=10_000, ttl=ttl, timer=self.clock.monotonic)
-            if ttl > 0
-            else None
-        )
-        self._cache_lock = threading.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -82,22 +73,6 @@ class _Provider:
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
         return self.core.pm
-
-    def _cached(self, barcode: str) -> CardRead | None:
-        if self._cache is None:
-            return None
-        with self._cache_lock:
-            return self._cache.get(barcode)
-
-    def _remember(self, barcode: str, read: CardRead) -> None:
-        if self._cache is not None:
-            with self._cache_lock:
-                self._cache[barcode] = read
-
-    def _forget(self, barcode: str) -> None:
-        if self._cache is not None:
-            with self._cache_lock:
-                self._cache.pop(barcode, None)
 
     # Effect-free actions are the same for both twins.
 
@@ -153,36 +128,31 @@ class GiftCardPayments(_Provider):
                     value = self._read(effect)
                 else:
                     assert isinstance(effect, PostUpdate)
-                    self._forget(effect.update.barcode)
                     value = self.client.update_giftcard(effect.update)
             except FourWSError as exc:
                 error = exc
 
-    def _read(self, effect: ReadCard) -> GiftCard | CardRead:
-        if not effect.cached or self._cache is None:
-            card = self.client.get_giftcard(effect.barcode)
-            self._remember(effect.barcode, CardRead(card, self.clock.now()))
-            return card
-        hit = self._cached(effect.barcode)
-        if hit is not None:
-            return hit
+    def _read(self, effect: ReadCard) -> CardRead:
+        cards = self.core.cards
+        started = self.clock.now()
+        if not effect.cached or not cards.enabled:
+            read = CardRead(self.client.get_giftcard(effect.barcode), started)
+            cards.put(effect.barcode, read)
+            return read
         with self._inflight_lock:
             event = self._inflight.get(effect.barcode)
             leader = event is None
             if leader:
                 event = self._inflight[effect.barcode] = threading.Event()
         assert event is not None
-        if not leader:
+        if not leader:  # single-flight: wait for the leader's read, then share it
             event.wait(self.settings.read_timeout + self.settings.connect_timeout)
-            hit = self._cached(effect.barcode)
-            if hit is not None:
-                return hit
-            return self.client.get_giftcard(effect.barcode)
+            hit = cards.get(effect.barcode)
+            return hit or CardRead(self.client.get_giftcard(effect.barcode), started)
         try:
-            read_at = self.clock.now()
-            card = self.client.get_giftcard(effect.barcode)
-            self._remember(effect.barcode, CardRead(card, read_at))
-            return card
+            read = CardRead(self.client.get_giftcard(effect.barcode), started)
+            cards.put(effect.barcode, read)
+            return read
         finally:
             with self._inflight_lock:
                 self._inflight.pop(effect.barcode, None)
@@ -242,6 +212,10 @@ class GiftCardPayments(_Provider):
         """Let a hold go (idempotent)."""
         return self.core.release(reservation_id)
 
+    def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+        """Settle an operation in ``manual_review`` by an operator's verdict (see the core)."""
+        return self.core.resolve(operation_id, applied=applied, note=note)
+
     def refund(self, operation_id: str, *, amount: Decimal | int | str | None = None) -> Operation:
         """Give captured money back to the card (all that is left, or ``amount``).
 
@@ -283,7 +257,7 @@ class AsyncGiftCardPayments(_Provider):
             settings, store, clock, plugin_manager, client.settings if client else None
         )
         self.client = client or AsyncClient(self.settings, clock=self.clock)
-        self._inflight: dict[str, asyncio.Future[GiftCard]] = {}
+        self._inflight: dict[str, asyncio.Future[CardRead]] = {}
 
     async def _run(self, flow: PaymentFlow[T]) -> T:
         value: Any = None
@@ -299,30 +273,27 @@ class AsyncGiftCardPayments(_Provider):
                     value = await self._read(effect)
                 else:
                     assert isinstance(effect, PostUpdate)
-                    self._forget(effect.update.barcode)
                     value = await self.client.update_giftcard(effect.update)
             except FourWSError as exc:
                 error = exc
 
-    async def _read(self, effect: ReadCard) -> GiftCard | CardRead:
-        if not effect.cached or self._cache is None:
-            card = await self.client.get_giftcard(effect.barcode)
-            self._remember(effect.barcode, CardRead(card, self.clock.now()))
-            return card
-        hit = self._cached(effect.barcode)
-        if hit is not None:
-            return hit
+    async def _read(self, effect: ReadCard) -> CardRead:
+        cards = self.core.cards
+        started = self.clock.now()
+        if not effect.cached or not cards.enabled:
+            read = CardRead(await self.client.get_giftcard(effect.barcode), started)
+            cards.put(effect.barcode, read)
+            return read
         pending = self._inflight.get(effect.barcode)
-        if pending is not None:
+        if pending is not None:  # single-flight: share the leader's read (or its error)
             return await asyncio.shield(pending)
-        future: asyncio.Future[GiftCard] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CardRead] = asyncio.get_running_loop().create_future()
         self._inflight[effect.barcode] = future
         try:
-            read_at = self.clock.now()
-            card = await self.client.get_giftcard(effect.barcode)
-            self._remember(effect.barcode, CardRead(card, read_at))
-            future.set_result(card)
-            return card
+            read = CardRead(await self.client.get_giftcard(effect.barcode), started)
+            cards.put(effect.barcode, read)
+            future.set_result(read)
+            return read
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: followers re-raise it themselves
@@ -369,6 +340,10 @@ class AsyncGiftCardPayments(_Provider):
     async def release(self, reservation_id: str) -> Reservation:
         """See ``GiftCardPayments.release``."""
         return self.core.release(reservation_id)
+
+    async def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+        """See ``GiftCardPayments.resolve``."""
+        return self.core.resolve(operation_id, applied=applied, note=note)
 
     async def refund(
         self, operation_id: str, *, amount: Decimal | int | str | None = None

@@ -111,6 +111,17 @@ def test_reconcile_lists_what_needs_a_person_and_exits_1(
     again = invoke("reconcile", "--json")
     assert again.exit_code == 1
     assert [op["id"] for op in json.loads(again.stdout)["manual_review"]] == [capture.id]
+    # The operator asked 4WS: it was applied. Recording that settles the operation.
+    no_note = invoke("resolve", capture.id, "--applied", "--note", "  ")
+    assert no_note.exit_code == 2, no_note.output
+    done = invoke("resolve", capture.id, "--applied", "--note", "seen in 4WS", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["state"] == "succeeded"
+    assert payments.get_reservation(reservation.id).state.value == "captured"
+    assert invoke("reconcile").exit_code == 0
+    twice = invoke("resolve", capture.id, "--not-applied", "--note", "oops")
+    assert twice.exit_code != 0
+    assert "not in manual review" in twice.output
 
 
 def test_reconcile_with_nothing_to_do(invoke: Invoke) -> None:
