@@ -42,6 +42,7 @@ class ResponseModel(BaseModel):
         populate_by_name=True,
         frozen=True,
         hide_input_in_errors=True,  # inputs hold card numbers, tokens, callback secrets
+        defer_build=True,  # build validators on first use: keeps `import` fast
     )
 
 
@@ -222,7 +223,11 @@ class DataModel(BaseModel):
     """Base of Data management models: snake_case on the wire, extra fields kept."""
 
     model_config = ConfigDict(
-        extra="allow", populate_by_name=True, frozen=True, hide_input_in_errors=True
+        extra="allow",
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,
+        defer_build=True,
     )
 
 
@@ -279,7 +284,11 @@ class RequestModel(BaseModel):
     """Base of what we send: strict, unknown fields refused."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+        defer_build=True,
     )
 
 
