@@ -32,7 +32,9 @@ class RetryPolicy(BaseModel):
     raised at once, since retrying sooner than asked would only be refused again.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True
+    )
 
     max_attempts: int = Field(default=3, ge=1, le=10)
     backoff_base: float = Field(default=0.25, ge=0)
@@ -49,7 +51,11 @@ class Settings(BaseModel):
 
     # hide_input_in_errors: a value given to the wrong field may be a secret
     model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        hide_input_in_errors=True,
+        defer_build=True,  # validators built on first use: keeps `import` fast
     )
 
     # Where 4WS lives. The reference never shows a host; it is handed over per tenant.
