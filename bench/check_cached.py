@@ -60,8 +60,9 @@ def timed(fn: Callable[[], object], calls: int = 3_000) -> float:
 def phases(payments: GiftCardPayments) -> list[list[str]]:
     """The parts of a cache hit, each timed alone (private names: this is a diagnosis)."""
     core = payments.core
-    hit = payments._cached(BARCODE)
+    hit = core.cards.get(BARCODE)
     assert hit is not None
+    assert hit.held is not None, "a cache hit carries the held amount: no ledger query"
     now = payments.clock.now()
 
     def ledger() -> None:
@@ -73,9 +74,9 @@ def phases(payments: GiftCardPayments) -> list[list[str]]:
         evaluate(hit.card, request, held=Decimal(0), barcode=BARCODE)
 
     return [
-        ["  of which: ledger snapshot + held()", f"{timed(ledger):.1f}"],
+        ["  (not on a hit) ledger snapshot + held()", f"{timed(ledger):.1f}"],
         ["  of which: rules.evaluate()", f"{timed(rules):.1f}"],
-        ["  of which: cache lookup", f"{timed(lambda: payments._cached(BARCODE)):.1f}"],
+        ["  of which: cache lookup", f"{timed(lambda: core.cards.get(BARCODE)):.1f}"],
     ]
 
 
