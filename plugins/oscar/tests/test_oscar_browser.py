@@ -1,9 +1,11 @@
 """A person pays an order with a gift card in a real browser, on the example shop.
 
-The shop (``examples/oscar_shop``, in-process sandbox) runs under ``manage.py runserver``
-on 127.0.0.1; Playwright drives Debian's Chromium (``/usr/bin/chromium``, never a
-downloaded browser) through the whole checkout and saves a screenshot of the thank-you
-page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the test's temporary directory).
+The shop (``examples/oscar_shop``) runs under ``manage.py runserver`` on 127.0.0.1, once
+with its in-process sandbox and once against a served sandbox (real HTTP both ways:
+updates to the sandbox, callbacks to the shop's Django view). Playwright drives Debian's
+Chromium (``/usr/bin/chromium``, never a downloaded browser) through the whole checkout and
+saves a screenshot of the thank-you page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the
+test's temporary directory).
 
 Skipped when Chromium or Playwright is missing, unless ``FOURWS_PAY_REQUIRE_SERVICES=1``
 (CI), where that is a failure.
@@ -80,12 +82,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _shop_env(data_dir: Path, url: str) -> dict[str, str]:
+def _shop_env(data_dir: Path, url: str, sandbox_env: dict[str, str] | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")}
+    env.update(sandbox_env or {})
     env.update(
         DJANGO_SETTINGS_MODULE="shop.settings",
         OSCAR_SHOP_DATA_DIR=str(data_dir),
-        FOURWS_PAY_BACKEND="sandbox",
+        FOURWS_PAY_BACKEND="http" if sandbox_env else "sandbox",
         FOURWS_PAY_LEDGER_URL=f"sqlite:///{data_dir / 'ledger.db'}",
         SHOP_PUBLIC_URL=url,
         PYTHONUNBUFFERED="1",
@@ -106,13 +109,26 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"the shop did not listen on {port}:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
+@pytest.fixture(scope="module", params=["in-process sandbox", "served sandbox"])
+def shop(request, tmp_path_factory, sync_playwright):
     """The example shop served on 127.0.0.1, on a fresh copy of a migrated database.
 
     Migrating Oscar takes most of a minute, so a migrated template database is kept in
     the temporary directory and only brought up to date (``--keepdb`` style).
     """
+    served = None
+    if request.param == "served sandbox":
+        from fourws_pay.sandbox.server import start_in_thread
+
+        served = start_in_thread(seed="empty")
+    try:
+        yield from _serve_shop(request.param, tmp_path_factory, served)
+    finally:
+        if served is not None:
+            served.stop()
+
+
+def _serve_shop(name, tmp_path_factory, served):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp("oscar-shop")
@@ -123,8 +139,10 @@ def shop(tmp_path_factory):
         src = template_dir / f"db.sqlite3{suffix}"
         if src.exists():
             shutil.copy(src, data_dir / src.name)
-    env = _shop_env(data_dir, url)
+    env = _shop_env(data_dir, url, served.env() if served else None)
     catalogue = _manage(env, "seed_shop")
+    cards = _manage(env, "seed_giftcards")
+    assert CARD in cards
     product_path = re.search(r"^4WS-MOKA\s+\S+ EUR\s+(\S+)", catalogue, re.M).group(1)
 
     log = data_dir / "runserver.log"
@@ -138,7 +156,13 @@ def shop(tmp_path_factory):
         )
     try:
         _wait_for_port(port, proc, log)
-        yield {"url": url, "product": product_path, "data_dir": data_dir, "log": log}
+        yield {
+            "url": url,
+            "product": product_path,
+            "data_dir": data_dir,
+            "log": log,
+            "name": name.replace(" ", "-"),
+        }
     finally:
         proc.terminate()
         try:
@@ -152,7 +176,7 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
     url = shop["url"]
     artifacts = Path(os.environ.get("FOURWS_PAY_ARTIFACTS_DIR") or shop["data_dir"])
     artifacts.mkdir(parents=True, exist_ok=True)
-    screenshot = artifacts / "oscar-thank-you.png"
+    screenshot = artifacts / f"oscar-thank-you-{shop['name']}.png"
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -186,6 +210,7 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
             assert "0018" in summary
             assert "30.00" in summary
             assert CARD not in page.content()  # the code is carried sealed
+            page.screenshot(path=str(artifacts / f"oscar-preview-{shop['name']}.png"))
             page.click("#place-order")
 
             page.wait_for_url("**/checkout/thank-you/")
@@ -199,14 +224,22 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
     assert number, body[:2000]
     assert screenshot.stat().st_size > 10_000
 
-    with sqlite3.connect(shop["data_dir"] / "db.sqlite3") as db:
+    # The in-process sandbox settles before the thank-you page; a served one calls the
+    # shop back over HTTP a moment later.
+    expected = [("4WS gift card", Decimal("30.00"), Decimal("30.00"))]
+    deadline = time.monotonic() + 30
+    while (rows := _gift_card_sources(shop["data_dir"], number.group(1))) != expected:
+        if time.monotonic() > deadline:
+            pytest.fail(f"not settled: {rows}\n{shop['log'].read_text()[-3000:]}")
+        time.sleep(0.2)  # waiting for another process's callback, not driving logic by time
+
+
+def _gift_card_sources(data_dir: Path, order_number: str) -> list[tuple[str, Decimal, Decimal]]:
+    with sqlite3.connect(data_dir / "db.sqlite3") as db:
         rows = db.execute(
             "SELECT t.name, s.amount_allocated, s.amount_debited FROM payment_source s "
             "JOIN payment_sourcetype t ON t.id = s.source_type_id "
             "JOIN order_order o ON o.id = s.order_id WHERE o.number = ?",
-            (number.group(1),),
+            (order_number,),
         ).fetchall()
-    # The in-process sandbox applied the capture and called back before the thank-you page.
-    assert [(name, Decimal(str(a)), Decimal(str(d))) for name, a, d in rows] == [
-        ("4WS gift card", Decimal("30.00"), Decimal("30.00"))
-    ]
+    return [(name, Decimal(str(a)), Decimal(str(d))) for name, a, d in rows]
