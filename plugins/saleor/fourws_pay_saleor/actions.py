@@ -19,7 +19,12 @@ from fourws_pay.errors import (
     ServerError,
     TransportError,
 )
-from fourws_pay.payments.models import OperationKind, OperationState, ReservationState
+from fourws_pay.payments.models import (
+    Operation,
+    OperationKind,
+    OperationState,
+    ReservationState,
+)
 from fourws_pay_saleor.handler_core import HandlerCore, Unavailable, delivery_key
 from fourws_pay_saleor.payloads import TransactionActionRequest, WebhookEvent
 from fourws_pay_saleor.responses import (
@@ -114,25 +119,13 @@ class ActionHandlers(HandlerCore):
                 )
             except (InvalidInputError, InvalidStateError) as exc:
                 return self._action_failure(Result.CHARGE_FAILURE, CHARGE_RESULTS, str(exc))
-        if operation.state is OperationState.SUCCEEDED:
-            return transaction_response(
-                Result.CHARGE_SUCCESS,
-                allowed=CHARGE_RESULTS,
-                psp_reference=operation.id,
-                amount=operation.amount,
-                time=self.clock.now(),
-                actions=[TransactionAction.REFUND],
-            )
-        if operation.state is OperationState.FAILED:
-            return transaction_response(
-                Result.CHARGE_FAILURE,
-                allowed=CHARGE_RESULTS,
-                psp_reference=operation.id,
-                amount=operation.amount,
-                message=operation.message or "The gift card could not be charged.",
-                time=self.clock.now(),
-            )
-        return async_response(operation.id)
+        return self._operation_response(
+            operation,
+            Result.CHARGE_SUCCESS,
+            Result.CHARGE_FAILURE,
+            CHARGE_RESULTS,
+            "The gift card could not be charged.",
+        )
 
     async def _cancel(
         self, record: TransactionRecord | None, payload: TransactionActionRequest
@@ -204,10 +197,27 @@ class ActionHandlers(HandlerCore):
             raise Unavailable(f"refund not possible now: {exc!r}") from exc
         self._link(record.api_url, record.transaction_id, operation, OperationKind.REFUND)
         operation = await self.gateway.get_operation(operation.id)
+        return self._operation_response(
+            operation,
+            Result.REFUND_SUCCESS,
+            Result.REFUND_FAILURE,
+            REFUND_RESULTS,
+            "The refund failed.",
+        )
+
+    def _operation_response(
+        self,
+        operation: Operation,
+        success: Result,
+        failure: Result,
+        allowed: frozenset[Result],
+        failure_message: str,
+    ) -> dict[str, Any]:
+        """Settled already: answer the outcome now; still pending: report it later."""
         if operation.state is OperationState.SUCCEEDED:
             return transaction_response(
-                Result.REFUND_SUCCESS,
-                allowed=REFUND_RESULTS,
+                success,
+                allowed=allowed,
                 psp_reference=operation.id,
                 amount=operation.amount,
                 time=self.clock.now(),
@@ -215,11 +225,11 @@ class ActionHandlers(HandlerCore):
             )
         if operation.state is OperationState.FAILED:
             return transaction_response(
-                Result.REFUND_FAILURE,
-                allowed=REFUND_RESULTS,
+                failure,
+                allowed=allowed,
                 psp_reference=operation.id,
                 amount=operation.amount,
-                message=operation.message or "The refund failed.",
+                message=operation.message or failure_message,
                 time=self.clock.now(),
             )
         return async_response(operation.id)
