@@ -121,16 +121,12 @@ local function image(prefix, barcode, window)
 end
 """
 
-# ARGV: prefix, window, mode ('card', 'r:' or 'o:'), barcode or id, then optionally a lock key,
-# token and TTL: the lock is taken first, in the same script, and 0 returned if it is held.
+# ARGV: prefix, window, mode ('card', 'r:' or 'o:'), barcode or id.
 # 'card': {image}. 'r:'/'o:': {image of the record's card, record, barcode, operations of the
 # reservation ('r:' only)}, or {false} when there is no such record.
 _READ = (
     _IMAGE
     + """
-if ARGV[5] and not redis.call('SET', ARGV[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
-  return 0
-end
 local prefix, window = ARGV[1], tonumber(ARGV[2])
 if ARGV[3] == 'card' then return {image(prefix, ARGV[4], window)} end
 local raw = redis.call('GET', prefix .. ARGV[3] .. ARGV[4])
@@ -338,9 +334,6 @@ class RedisTransaction:
         self._cards: dict[str, _Card] = {}
         self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}}
         self._locks: dict[str, str] = {}
-        # card_transaction's lock, taken together with the first read (one round trip less):
-        # nothing is read or written before it, so the critical section is the same.
-        self._deferred: str | None = None
         self._by_reservation: dict[str, set[str]] = {}
         self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending()}
 
@@ -353,28 +346,10 @@ class RedisTransaction:
             self._cards[barcode] = card
         return self._cards[barcode]
 
-    def _claim(self) -> tuple[str, str] | None:
-        """Hand the deferred card lock to the next read (barcode, new token), if any."""
-        if self._deferred is None:
-            return None
-        barcode, self._deferred = self._deferred, None
-        self._locks[barcode] = token = secrets.token_hex(16)
-        return barcode, token
-
-    def _claim_now(self) -> None:
-        if self._deferred is not None:
-            barcode, self._deferred = self._deferred, None
-            self._locks[barcode] = self._store._acquire(barcode)
-
     def _card(self, barcode: str) -> _Card:
         card = self._cards.get(barcode)
         if card is None:
-            if self._deferred == barcode:
-                card = self._store._load_card(barcode, self._claim())
-            else:
-                self._claim_now()
-                card = self._store._load_card(barcode)
-            card = self._install(barcode, card)
+            card = self._install(barcode, self._store._load_card(barcode))
         return card
 
     def _known(self, kind: Kind, record_id: str) -> Any:
@@ -447,7 +422,7 @@ class RedisTransaction:
         known = self._known(kind, record_id)
         if known is not None:
             return known
-        loaded = self._store._load_record(kind, record_id, self._claim())
+        loaded = self._store._load_record(kind, record_id)
         if loaded is None:
             return None
         card, raw, barcode, children = loaded
@@ -469,7 +444,6 @@ class RedisTransaction:
         if known is not None:  # read together with the reservation
             found = {i: self._known("o", i) for i in known}
         else:
-            self._claim_now()
             found = self._adopt("o", self._store._fetch_sets("o", [f"ori:{reservation_id}"]))
         return self._merged(
             "o",
@@ -478,7 +452,6 @@ class RedisTransaction:
         )
 
     def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]:
-        self._claim_now()
         found = self._adopt("o", self._store._fetch_sets("o", [f"opi:{operation_id}"]))
         return self._merged("o", found, lambda o: o.parent_id == operation_id and o.kind is kind)
 
@@ -492,7 +465,6 @@ class RedisTransaction:
         """Hold ``barcode``'s lock and make sure its image was read under it."""
         if not self._store.locking:
             return
-        self._claim_now()
         if barcode not in self._locks:
             self._locks[barcode] = self._store._acquire(barcode)
         card = self._cards.get(barcode)
@@ -618,22 +590,16 @@ class RedisStore:
 
     # -- pieces used by RedisTransaction ------------------------------------------------
 
-    def _read(self, mode: str, subject: str, lock: tuple[str, str] | None = None) -> Any:
-        """Run the read script; with ``lock`` (barcode, token), only once the lock is ours."""
+    def _read(self, mode: str, subject: str) -> Any:
         args: list[str | int] = [self.key_prefix, self.settled_window, mode, subject]
-        if lock is None:
-            return self._read_script(args=args)
-        args += [self._key("lock:", lock[0]), lock[1], self.lock_ttl_ms]
-        return self._retry_locked(lock[0], lambda: self._read_script(args=args))
+        return self._read_script(args=args)
 
-    def _load_card(self, barcode: str, lock: tuple[str, str] | None = None) -> _Card:
-        return _card(self._read("card", barcode, lock)[0])
+    def _load_card(self, barcode: str) -> _Card:
+        return _card(self._read("card", barcode)[0])
 
-    def _load_record(
-        self, kind: Kind, record_id: str, lock: tuple[str, str] | None = None
-    ) -> tuple[_Card, str, str, list[str]] | None:
+    def _load_record(self, kind: Kind, record_id: str) -> tuple[_Card, str, str, list[str]] | None:
         """A record, its card's image (read with it) and, for a reservation, its operations."""
-        found = self._read(f"{kind}:", record_id, lock)
+        found = self._read(f"{kind}:", record_id)
         if not found[0]:
             return None
         image, raw, barcode, children = found
@@ -734,10 +700,9 @@ class RedisStore:
             tx = RedisTransaction(self, read_only=read_only)
             try:
                 if card is not None and self.locking:
-                    # Lock at entry, not at the first read: callers stamp times inside the
+                    # Lock at entry, before anything is read: callers stamp times inside the
                     # critical section and rely on them following the lock order.
-                    tx._deferred = card
-                    tx._claim_now()
+                    tx._locks[card] = self._acquire(card)
                 yield tx
             except BaseException:
                 tx._release()
