@@ -77,7 +77,11 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATA_DIR / "db.sqlite3",
         # WAL lets the threaded dev server read while a checkout writes.
+        # IMMEDIATE: a write transaction takes the lock at BEGIN and waits for it, instead
+        # of failing at once with "database is locked" when it upgrades from a read while
+        # another thread (the 4WS callback view) writes.
         "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
