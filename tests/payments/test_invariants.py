@@ -26,7 +26,9 @@ from hypothesis import strategies as st
 from fourws_pay import (
     AmbiguousOutcomeError,
     CallbackRejected,
+    CurrencyMismatchError,
     InvalidAmountError,
+    InvalidInputError,
     PaymentRefused,
     ThrottledError,
 )
@@ -160,7 +162,7 @@ def break_write_ahead(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(
         core.PaymentsCore,
         "_mark_sending",
-        lambda self, op: replace(op, state=OperationState.SENDING),
+        lambda self, tx, claim, card, now: replace(claim, state=OperationState.SENDING),
     )
 
 
@@ -291,13 +293,17 @@ def money_correctness(ctx: Context) -> None:
     for bad in ("NaN", "sNaN", "Infinity", "-Infinity", "0", "-5", 0.1, "1e400x"):
         with pytest.raises(InvalidAmountError):
             shop.payments.reserve(card, amount=bad, currency="EUR", order_ref="O")
-    assert shop.sandbox.requests_to("get_giftcard") == []
-    with pytest.raises(PaymentRefused) as caught:
+    for bad_ttl in (float("nan"), float("inf"), -1, 0, 10**30, True, "60"):
+        with pytest.raises(InvalidInputError):
+            shop.payments.reserve(card, amount="1", currency="EUR", order_ref="O", ttl=bad_ttl)
+    assert shop.sandbox.requests_to("get_giftcard") == []  # all refused before any I/O
+    with pytest.raises(InvalidAmountError, match="decimal"):
         shop.payments.reserve(card, amount="1.005", currency="EUR", order_ref="O")
-    assert caught.value.reason is RefusalReason.INVALID_AMOUNT
-    with pytest.raises(PaymentRefused) as caught:
+    with pytest.raises(CurrencyMismatchError) as caught:
         shop.payments.reserve(card, amount="10", currency="USD", order_ref="O")
     assert caught.value.reason is RefusalReason.CURRENCY_MISMATCH
+    assert isinstance(caught.value, PaymentRefused)
+    assert shop.store.list_reservations() == []  # no partial write
     reservation = shop.payments.reserve(card, amount="12.3", currency="EUR", order_ref="O")
     shop.payments.capture(reservation.id)
     posted = shop.sandbox.pending()[-1].body["amount"]
