@@ -99,6 +99,9 @@ log = get_logger()
 # Operations that may still be applied by 4WS: their hold counts, and their card is busy
 # for any other balance change (invariants 2, 6, 15).
 HOLDING_OPERATION_STATES = IN_FLIGHT_OPERATION_STATES | {OperationState.MANUAL_REVIEW}
+# While one of these is on a card, no other capture or refund of it may be posted: the
+# balance must stay evidence of that operation's outcome (invariant 15).
+CARD_BUSY_STATES = HOLDING_OPERATION_STATES
 # How many times ``reserve`` reads a card whose captures keep settling under it.
 RESERVE_READS = 3
 MAX_RESERVATION_TTL = 366 * 86_400.0
@@ -697,7 +700,7 @@ class PaymentsCore:
     def _require_card_idle(self, tx: LedgerTransaction, barcode: str) -> None:
         """Invariant 15: while an operation of the card may still be applied, nothing else
         may move its balance, or the balance stops being evidence of either outcome."""
-        busy = tx.operations_for_card(barcode, HOLDING_OPERATION_STATES)
+        busy = tx.operations_for_card(barcode, CARD_BUSY_STATES)
         if not busy:
             return
         blocking = min(busy, key=lambda op: op.created_at)

@@ -48,7 +48,7 @@ async def test_authorize_then_charge_settles_and_is_reported(world: World) -> No
         "brand": "4WS",
         "lastChars": CARD[-4:],
     }
-    reservation = world.payments.get_reservation(body["pspReference"])
+    reservation = world.payments.store.get_reservation(body["pspReference"])
     assert reservation.state is ReservationState.ACTIVE
     assert reservation.order_ref == "VHJhbnNhY3Rpb246MQ=="
     assert world.sandbox.balance(CARD) == CARD_BALANCE  # a hold moves no money
@@ -61,7 +61,7 @@ async def test_authorize_then_charge_settles_and_is_reported(world: World) -> No
         ),
     )
     assert set(charged) == {"pspReference"}  # asynchronous: the outcome comes later
-    operation = world.payments.get_operation(charged["pspReference"])
+    operation = world.payments.store.get_operation(charged["pspReference"])
     assert operation.state is OperationState.ENQUEUED
     assert world.saleor.reports == []
 
@@ -82,7 +82,7 @@ async def test_charge_directly_requests_then_reports_success(world: World) -> No
     body = await call(world, INIT, session_payload("tx-charge", Decimal("12.50"), "CHARGE", CARD))
     assert body["result"] == "CHARGE_REQUEST"
     assert body["amount"] == Decimal("12.50")
-    operation = world.payments.get_operation(body["pspReference"])
+    operation = world.payments.store.get_operation(body["pspReference"])
     assert operation.amount == Decimal("12.50")
     assert world.saleor.reports == []
 
@@ -111,7 +111,7 @@ async def test_cancel_releases_the_hold(world: World) -> None:
     canceled = await call(world, CANCEL, action_payload("tx-cancel", Decimal("40.00"), "CANCEL"))
     assert canceled["result"] == "CANCEL_SUCCESS"
     assert canceled["pspReference"] == body["pspReference"]
-    reservation = world.payments.get_reservation(body["pspReference"])
+    reservation = world.payments.store.get_reservation(body["pspReference"])
     assert reservation.state is ReservationState.RELEASED
 
     # The whole balance can be held again, and the canceled transaction cannot be charged.
@@ -215,7 +215,7 @@ async def test_declines_are_200_failures_without_psp_reference(world: World) -> 
 
     assert world.sandbox.balance(CARD) == CARD_BALANCE
     for tx in ("tx-u", "tx-big", "tx-none"):
-        assert world.payments.list_reservations(order_ref=tx) == []
+        assert world.payments.store.list_reservations(order_ref=tx) == []
 
 
 async def test_empty_and_unknown_cards_get_the_same_answer(world: World) -> None:
