@@ -755,7 +755,7 @@ class PaymentsCore:
         record the evidence, mark ``sending``, POST."""
         capture = claim.kind is OperationKind.CAPTURE
         try:
-            read = yield from self.read(claim.barcode, cached=False)
+            read = yield from self._evidence_read(claim)
         except FourWSError as exc:
             abandoned = self._transition(
                 claim.id,
@@ -795,6 +795,10 @@ class PaymentsCore:
             )
         crash_point("capture.after_sending" if capture else "refund.after_sending")
         return (yield from self._post(confirmed, reservation, token))
+
+    def _evidence_read(self, claim: Operation) -> PaymentFlow[CardRead]:
+        """The balance ``reconcile`` will judge the operation by: read after the claim."""
+        return (yield from self.read(claim.barcode, cached=False))
 
     def _mark_sending(
         self, tx: LedgerTransaction, claim: Operation, card: GiftCard, now: datetime

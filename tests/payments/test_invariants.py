@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from fourws_pay import (
     AmbiguousOutcomeError,
     CallbackRejected,
+    CardBusyError,
     CurrencyMismatchError,
     InvalidAmountError,
     InvalidInputError,
@@ -35,11 +36,12 @@ from fourws_pay import (
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
 from fourws_pay.payments import core
+from fourws_pay.payments.core import ReadCard
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.sandbox.faults import Fault
-from tests.payments.harness import Shop
+from tests.payments.harness import Shop, run_stepped
 
 
 class Context:
@@ -453,6 +455,98 @@ def break_safe_parsing(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(naive))
 
 
+# -------------------------------------------------------------------------- 15
+
+
+def sound_evidence(ctx: Context) -> None:
+    """Two 30.00 captures on a 100.00 card. The first settles while the second is being
+    prepared (a second worker delivers 4WS's callback right after the second capture's card
+    read); the second POST gets a 503 that 4WS never enqueued. Reconcile must not take the
+    first capture's debit as proof of the second one."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    first = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="A")
+    second = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="B")
+    shop.payments.capture(first.id)  # enqueued: 4WS has not applied it yet
+
+    def first_settles_after_the_read(moment: str, effect: Any) -> None:
+        if moment == "after" and isinstance(effect, ReadCard):
+            shop.sandbox.run_until_idle()
+
+    shop.sandbox.faults.add("update_giftcard", Fault.server_error(503))  # never enqueued
+    attempt = lambda: run_stepped(  # noqa: E731
+        shop.payments, shop.payments.core.capture(second.id, None), first_settles_after_the_read
+    )
+    try:
+        operation = attempt()
+    except CardBusyError:  # the first capture is still in flight: retry once it settled
+        shop.sandbox.run_until_idle()
+        operation = attempt()
+    assert operation.state is OperationState.UNKNOWN
+    settings = shop.payments.settings
+    shop.clock.advance(settings.callback_timeout + settings.reconcile_window + 1)
+    shop.payments.reconcile()
+    assert shop.payments.get_operation(operation.id).state is not OperationState.SUCCEEDED
+    shop.audit()
+
+
+def break_sound_evidence(mp: pytest.MonkeyPatch) -> None:
+    """The evidence is a balance read made before the claim (here: the card's first read)."""
+    first_reads: dict[str, Any] = {}
+    read = core.PaymentsCore.read
+
+    def remembering(self: core.PaymentsCore, barcode: str, *, cached: bool) -> Any:
+        result = yield from read(self, barcode, cached=cached)
+        first_reads.setdefault(barcode, result)
+        return result
+
+    def stale(self: core.PaymentsCore, claim: Any) -> Any:
+        yield from remembering(self, claim.barcode, cached=False)
+        return first_reads[claim.barcode]
+
+    mp.setattr(core.PaymentsCore, "read", remembering)
+    mp.setattr(core.PaymentsCore, "_evidence_read", stale)
+
+
+# -------------------------------------------------------------------------- 16
+
+
+def no_false_refusal(ctx: Context) -> None:
+    """Holds granted within the balance are capturable, and a card that can pay is granted
+    a hold, even when a capture settled at the very instant the card was read (the read
+    shows it; counting it again would refuse money that is there)."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    first = shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="A")
+    second = shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="B")
+    shop.payments.capture(first.id)
+    shop.sandbox.run_until_idle()  # settled now; no time passes before the next read
+    assert shop.payments.capture(second.id).state is OperationState.ENQUEUED
+    shop.sandbox.run_until_idle()
+    other = shop.card("7000000000099", amount="100.00")
+    big = shop.payments.reserve(other, amount="60.00", currency="EUR", order_ref="C")
+    shop.payments.capture(big.id)
+    shop.sandbox.run_until_idle()
+    rest = shop.payments.reserve(other, amount="40.00", currency="EUR", order_ref="D")
+    assert shop.payments.capture(rest.id).state is OperationState.ENQUEUED
+    shop.settle()
+    assert shop.sandbox.balance(card) == shop.sandbox.balance(other) == Decimal("0.00")
+    shop.audit()
+
+
+def break_no_false_refusal(mp: pytest.MonkeyPatch) -> None:
+    """Settlements the fresh read already shows are counted again."""
+    held = core.PaymentsCore.held
+
+    def double_counting(
+        self: core.PaymentsCore, tx: Any, barcode: str, now: Any, exclude: str | None = None
+    ) -> Decimal:
+        late = [op for op in self._late_captures(tx, barcode, now) if op.reservation_id != exclude]
+        return held(self, tx, barcode, now, exclude) + sum((op.amount for op in late), Decimal(0))
+
+    mp.setattr(core.PaymentsCore, "held", double_counting)
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -467,6 +561,8 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     11: (guessing_resistance, break_guessing_resistance),
     12: (log_hygiene, break_log_hygiene),
     13: (safe_parsing, break_safe_parsing),
+    15: (sound_evidence, break_sound_evidence),
+    16: (no_false_refusal, break_no_false_refusal),
 }
 
 
