@@ -295,21 +295,3 @@ async def test_async_twin_runs_the_same_life_cycle(shop: Shop) -> None:
     assert shop.sandbox.balance(card) == Decimal("100.00")
     await payments.aclose()
     shop.audit()
-
-
-def test_twins_have_the_same_public_methods() -> None:
-    import inspect
-
-    from fourws_pay import AsyncGiftCardPayments, GiftCardPayments
-
-    def public(cls: type) -> dict[str, inspect.Signature]:
-        return {
-            n: inspect.signature(m)
-            for n, m in inspect.getmembers(cls, inspect.isfunction)
-            if not n.startswith("_") and n not in {"close", "aclose"}
-        }
-
-    sync, asynchronous = public(GiftCardPayments), public(AsyncGiftCardPayments)
-    assert sync.keys() == asynchronous.keys()
-    for name, signature in sync.items():
-        assert list(signature.parameters) == list(asynchronous[name].parameters), name
