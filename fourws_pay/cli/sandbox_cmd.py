@@ -17,6 +17,7 @@ from fourws_pay.api import wirejson
 from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
 from fourws_pay.errors import APIFailure, ConnectError, InvalidInputError, MalformedResponseError
+from fourws_pay.money import quantize
 
 if TYPE_CHECKING:
     from fourws_pay.sandbox.server import ServedSandbox
@@ -84,7 +85,9 @@ def demo_card_lines(served: ServedSandbox) -> list[str]:
         wire = served.sandbox.card_wire(barcode)
         if wire is None:
             continue
-        balance = f"{served.sandbox.balance(barcode)} {wire.get('currency') or ''}".strip()
+        decimals = int(wire.get("decimalNumber") or 2)
+        amount = quantize(served.sandbox.balance(barcode), decimals)
+        balance = f"{amount} {wire.get('currency') or ''}".strip()
         lines.append(f"  {barcode}  {balance:>12}  {note}")
     return lines
 
