@@ -130,6 +130,9 @@ class _Group(TyperGroup):
 
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.Abort:  # end of input at a prompt
+            print_error({"type": "Aborted", "message": "aborted", "exit_code": 1}, "Aborted!")
+            result = exitcodes.FAILURE
         except ClickException as exc:
             record = {
                 "type": "UsageError",
