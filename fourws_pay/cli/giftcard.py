@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from fourws_pay.api import wirejson
+from fourws_pay.api.client import Client
 from fourws_pay.api.core import parse_model
 from fourws_pay.api.models import (
     GeneratedGiftCard,
@@ -31,6 +32,7 @@ from fourws_pay.errors import (
     InvalidInputError,
     InvalidStateError,
     MalformedResponseError,
+    NotFoundError,
     TimeoutError,
 )
 from fourws_pay.money import quantize, to_decimal
@@ -118,6 +120,22 @@ def _callback_json(body: bytes, endpoint: str) -> Any:
         raise MalformedResponseError("callback body is not JSON", endpoint=endpoint) from None
 
 
+def _existing_card(client: Client, barcode: str) -> GiftCard | None:
+    """The card as 4WS has it, or None when 4WS does not know it yet.
+
+    Whether Get Giftcard finds a generated card before its activation is not documented;
+    the sandbox activates unknown barcodes, so "not found" must not stop an activation.
+    """
+    try:
+        return client.get_giftcard(barcode)
+    except NotFoundError:
+        return None
+    except APIFailure as exc:
+        if "not found" in exc.message.lower():
+            return None
+        raise
+
+
 @app.command()
 def activate(
     ctx: typer.Context,
@@ -160,15 +178,16 @@ def activate(
     value = to_decimal(amount)
     if value <= 0:
         raise InvalidInputError("--amount must be greater than zero to activate a card")
-    card = state.client().get_giftcard(barcode)
+    card = _existing_card(state.client(), barcode)
     shown = output.show_code(barcode, reveal)
-    if card.flg_active and not top_up:
+    active = card is not None and card.flg_active
+    if card is not None and active and not top_up:
         balance = output.money(quantize(card.amount, card.decimal_number), card.currency)
         raise InvalidStateError(
             f"card {shown} is already active (balance {balance}); nothing was sent. "
             "Pass --top-up to add --amount to it"
         )
-    if top_up and not card.flg_active:
+    if top_up and not active:
         raise InvalidStateError(
             f"card {shown} is not active; nothing was sent. Activate it without --top-up"
         )

@@ -179,6 +179,20 @@ def test_activate_twice_loads_the_card_once(cli: Cli, served: ServedSandbox) -> 
     assert served.sandbox.balance(NEVER_ACTIVATED_CARD) == Decimal("55")
 
 
+def test_a_card_4ws_does_not_know_yet_can_be_activated_once(
+    cli: Cli, served: ServedSandbox
+) -> None:
+    """Whether Get Giftcard finds a generated card before activation is undocumented:
+    "not found" must not block the activation, and the re-run is still refused."""
+    fresh = make_ean13("444", 4242)
+    assert served.sandbox.card_wire(fresh) is None
+    first = cli("giftcard", "activate", fresh, "--amount", "20", "--json")
+    assert first.code == 0, first.stdout + first.stderr
+    again = cli("giftcard", "activate", fresh, "--amount", "20")
+    assert again.code == 6
+    assert served.sandbox.balance(fresh) == Decimal("20")
+
+
 def test_top_up_refuses_a_card_that_is_not_active(cli: Cli, served: ServedSandbox) -> None:
     result = cli("giftcard", "activate", NEVER_ACTIVATED_CARD, "--amount", "5", "--top-up")
     assert result.code == 6
