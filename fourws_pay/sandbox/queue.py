@@ -7,7 +7,7 @@ accepted, and its callback is due ``callback_delay`` seconds (plus any ``delay``
 after it was processed. Nothing here does I/O or reads a clock; the ``Sandbox`` passes
 ``now`` in and delivers the outbox.
 
-Callback bodies follow the reference (README §7, giftcard.md §2.3/§3.2). The caller's
+Callback bodies follow the reference (docs/4ws-reference.md §6, §8 and §9). The caller's
 ``payload`` is echoed under a top-level key (``payload`` by default) because the reference
 does not say where 4WS puts it.
 """
