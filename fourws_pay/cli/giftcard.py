@@ -30,7 +30,7 @@ from fourws_pay.errors import (
     APIFailure,
     InvalidInputError,
     MalformedResponseError,
-    TimeoutError,
+    RequestTimeout,
 )
 from fourws_pay.money import quantize, to_decimal
 
@@ -177,8 +177,8 @@ def activate(
             queued = state.client().update_giftcard(update)
             try:
                 body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
-            except TimeoutError as exc:
-                raise TimeoutError(
+            except RequestTimeout as exc:
+                raise RequestTimeout(
                     f"the activation was queued (queue id {queued.queue_id}) but {exc}; "
                     "check the card with `fourws-pay giftcard show` before retrying"
                 ) from None

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from fourws_pay.errors import TimeoutError
+from fourws_pay.errors import RequestTimeout
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -69,7 +69,7 @@ class CallbackInbox:
         timeout: float,
         on_tick: Callable[[float], None] | None = None,
     ) -> bytes:
-        """Block until the callback for ``name`` arrives, or raise ``TimeoutError``.
+        """Block until the callback for ``name`` arrives, or raise ``RequestTimeout``.
 
         ``on_tick(elapsed_seconds)`` is called a few times a second (a progress bar).
         """
@@ -81,7 +81,7 @@ class CallbackInbox:
                 on_tick(elapsed)
             remaining = timeout - elapsed
             if remaining <= 0:
-                raise TimeoutError(
+                raise RequestTimeout(
                     f"no callback from 4WS within {timeout:g}s; is {self.base_url} reachable "
                     "from 4WS? (see --public-url)"
                 )
