@@ -18,7 +18,7 @@ import httpx
 
 from fourws_pay.api import wirejson
 from fourws_pay.api.client import Client
-from fourws_pay.cli.receiver import CallbackInbox, CallbackReceiver
+from fourws_pay.cli.receiver import CallbackInbox, CallbackListener
 from fourws_pay.clock import Clock, ManualClock, SystemClock
 from fourws_pay.errors import CallbackRejected, RequestTimeout
 from fourws_pay.ledger import open_store
@@ -130,7 +130,7 @@ class RemoteWorld:
     ) -> None:
         self.clock: Clock = SystemClock()
         self.timeout = timeout
-        self.receiver = CallbackReceiver(
+        self.receiver = CallbackListener(
             listen[0], listen[1], public_url, other_prefix=PAY_PATH, other=self._pay
         )
         base = self.receiver.base_url
