@@ -10,7 +10,7 @@ Callers catch the branch that matches what they can do about it::
     │                                  PaymentRefused with reason ``currency_mismatch``)
     ├── TransportError                 no HTTP response was received
     │   ├── ConnectError               the request certainly never reached 4WS (safe to retry)
-    │   └── TimeoutError               no answer in time
+    │   └── RequestTimeout             no answer in time
     │       ├── ConnectTimeout         timed out connecting (never sent, safe to retry)
     │       └── ReadTimeout            sent, then no answer (may have been applied)
     ├── APIError                       4WS answered, and the answer is a failure
@@ -90,17 +90,20 @@ class ConnectError(TransportError):
     request_sent = False
 
 
-class TimeoutError(TransportError):
-    """No answer within the configured timeout."""
+class RequestTimeout(TransportError):
+    """No answer within the configured timeout.
+
+    Not named ``TimeoutError``: that would shadow the builtin in every module that imports it.
+    """
 
 
-class ConnectTimeout(TimeoutError):
+class ConnectTimeout(RequestTimeout):
     """Timed out while connecting: the request was never sent."""
 
     request_sent = False
 
 
-class ReadTimeout(TimeoutError):
+class ReadTimeout(RequestTimeout):
     """The request was sent but no answer arrived in time; it may have been applied."""
 
 

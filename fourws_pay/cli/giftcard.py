@@ -26,14 +26,14 @@ from fourws_pay.api.models import (
 )
 from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
-from fourws_pay.cli.receiver import CallbackReceiver
+from fourws_pay.cli.receiver import CallbackListener
 from fourws_pay.errors import (
     APIFailure,
     InvalidInputError,
     InvalidStateError,
     MalformedResponseError,
     NotFoundError,
-    TimeoutError,
+    RequestTimeout,
 )
 from fourws_pay.money import quantize, to_decimal
 
@@ -102,7 +102,7 @@ def _parse_listen(listen: str) -> tuple[str, int]:
         raise InvalidInputError(f"--listen must be host:port, got {listen!r}") from None
 
 
-def wait_for_callback(receiver: CallbackReceiver, name: str, timeout: float, label: str) -> bytes:
+def wait_for_callback(receiver: CallbackListener, name: str, timeout: float, label: str) -> bytes:
     """Wait on ``receiver`` with a progress bar on stderr (stdout stays clean for --json)."""
     with output.progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
@@ -207,7 +207,7 @@ def activate(
         "price_list": price_list,
     }
     host, port = _parse_listen(listen)
-    receiver = CallbackReceiver(host, port, public_url) if wait else None
+    receiver = CallbackListener(host, port, public_url) if wait else None
     if receiver is not None:
         fields["callback"] = receiver.url("activate")
     try:
@@ -223,8 +223,8 @@ def activate(
             queued = state.client().update_giftcard(update)
             try:
                 body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
-            except TimeoutError as exc:
-                raise TimeoutError(
+            except RequestTimeout as exc:
+                raise RequestTimeout(
                     f"the activation was queued (queue id {queued.queue_id}) but {exc}; "
                     "check the card with `fourws-pay giftcard show` before retrying"
                 ) from None
@@ -284,7 +284,7 @@ def generate(
     if out.exists() and not force:
         raise InvalidInputError(f"{out} exists; pass --force to overwrite it")
     host, port = _parse_listen(listen)
-    with CallbackReceiver(host, port, public_url) as receiver:
+    with CallbackListener(host, port, public_url) as receiver:
         queued = state.client().generate_giftcards(item_code, count, receiver.url("generate"))
         body = wait_for_callback(
             receiver, "generate", timeout, f"waiting for {count} barcodes from 4WS"
@@ -338,7 +338,7 @@ def pdf(
     result: dict[str, Any]
     if wait:
         host, port = _parse_listen(listen)
-        with CallbackReceiver(host, port, public_url) as receiver:
+        with CallbackListener(host, port, public_url) as receiver:
             answer = state.client().giftcard_pdf(barcodes, callback=receiver.url("pdf"))
             body = None
             if not answer.url:
