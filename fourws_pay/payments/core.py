@@ -6,7 +6,7 @@ into it). ``GiftCardPayments`` and ``AsyncGiftCardPayments`` only execute those 
 Ledger work happens inline: stores are synchronous and fast, and no store transaction is
 ever open across a yield, i.e. across an HTTP call.
 
-How money stays safe (DESIGN.md §5):
+How money stays safe (docs/design.md §5):
 
 - *held* on a card = active, unexpired reservations + reservations whose capture is in
   flight or under manual review (they never expire) + captures settled since the card was
