@@ -38,7 +38,7 @@ from fourws_pay import (
     SQLiteStore,
     make_plugin_manager,
 )
-from fourws_pay.payments.core import counts_as_held
+from fourws_pay.payments.core import PostUpdate, counts_as_held
 from fourws_pay.payments.models import (
     OperationKind,
     OperationState,
@@ -67,6 +67,7 @@ WORLD = st.sampled_from(
         "spend",
     ]
 )
+FINAL = (OperationState.SUCCEEDED, OperationState.FAILED)
 EXPECTED = (CardBusyError, InvalidStateError, PaymentRefused, FourWSError)
 
 
@@ -88,6 +89,7 @@ class TwoWorkers(RuleBasedStateMachine):
             plugin_manager=make_plugin_manager(load_entrypoints=False),
         )
         self.spends: Counter[str] = Counter()
+        self.order: dict[str, int] = {}  # reservation id -> creation rank (ids are random)
         self.spends_at_grant: dict[str, int] = {}
 
     def teardown(self) -> None:
@@ -98,8 +100,27 @@ class TwoWorkers(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ the rest of the world
 
-    def world(self, data: st.DataObject) -> Callable[[str, Any], None]:
+    def pick(self, data: st.DataObject, items: list[Any], label: str) -> Any:
+        """One of ``items``, chosen the same way on every replay: random ids must not
+        decide the order, and the draw's shape must not depend on how many there are."""
+        ranked = (
+            sorted(
+                items,
+                key=lambda x: (self.order.get(getattr(x, "reservation_id", x.id), -1), str(x.kind)),
+            )
+            if items and hasattr(items[0], "kind")
+            else sorted(items, key=lambda x: self.order.get(x.id, -1))
+        )
+        return ranked[data.draw(st.integers(0, 63), label=label) % len(ranked)]
+
+    def world(self, data: st.DataObject, card: str | None = None) -> Callable[[str, Any], None]:
+        """The world acting around each of A's 4WS calls; for a capture or refund of
+        ``card``, the evidence is also checked as the POST leaves (invariant 15)."""
+        spends_at_start = self.spends[card] if card else 0
+
         def between(moment: str, effect: Any) -> None:
+            if card and moment == "before" and isinstance(effect, PostUpdate):
+                self.evidence_is_sound(effect, card, spends_at_start)
             label = f"world {moment} {type(effect).__name__}"
             for action in data.draw(st.lists(WORLD, max_size=2), label=label):
                 self.act(action, data)
@@ -115,7 +136,7 @@ class TwoWorkers(RuleBasedStateMachine):
         elif action == "b_capture":
             active = shop.store.list_reservations([ReservationState.ACTIVE])
             if active:
-                target = data.draw(st.sampled_from(active), label="B captures")
+                target = self.pick(data, active, "B captures")
                 with contextlib.suppress(*EXPECTED):
                     self.b.capture(target.id)
         elif action == "b_refund":
@@ -125,7 +146,7 @@ class TwoWorkers(RuleBasedStateMachine):
                 if op.kind is OperationKind.CAPTURE
             ]
             if settled:
-                target = data.draw(st.sampled_from(settled), label="B refunds")
+                target = self.pick(data, settled, "B refunds")
                 with contextlib.suppress(*EXPECTED):
                     self.b.refund(target.id, amount="5.00")
         elif action == "b_reconcile":
@@ -146,6 +167,25 @@ class TwoWorkers(RuleBasedStateMachine):
                 shop.sandbox.spend_in_shop(card, "3.00")
                 self.spends[card] += 1
 
+    def evidence_is_sound(self, effect: PostUpdate, card: str, spends_at_start: int) -> None:
+        """Invariant 15, as the POST leaves: nothing else of ours may still move the card's
+        balance, and the balance ``reconcile`` will compare against is 4WS's balance now
+        (unless someone spent on the card in a shop meanwhile, which no lock can stop)."""
+        posting = effect.update.payload["operation_id"]
+        others = [
+            op
+            for op in self.shop.store.list_operations()
+            if op.barcode == card and op.id != posting
+        ]
+        unresolved = [op.state.value for op in others if op.state not in FINAL]
+        assert not unresolved, f"posted while {unresolved} may still move the balance (inv. 15)"
+        if self.spends[card] == spends_at_start:
+            op = self.shop.store.get_operation(posting)
+            assert op is not None
+            assert op.balance_before == self.shop.sandbox.balance(card), (
+                "stale evidence: balance_before is not 4WS's balance at the POST (inv. 15)"
+            )
+
     # ------------------------------------------------------------------- worker A
 
     @rule(target=holds, card=st.sampled_from(CARDS), amount=AMOUNTS, data=st.data())
@@ -157,6 +197,7 @@ class TwoWorkers(RuleBasedStateMachine):
         except EXPECTED:
             return None
         self.spends_at_grant[r.id] = self.spends[card]
+        self.order[r.id] = len(self.order)
         if self.spends[card] == spends_before:
             assert self.unapplied_holds(card) <= self.shop.sandbox.balance(card), (
                 "over-reservation (invariant 2)"
@@ -169,7 +210,7 @@ class TwoWorkers(RuleBasedStateMachine):
             return
         flow = self.shop.payments.core.capture(reservation.id, None)
         try:
-            run_stepped(self.shop.payments, flow, self.world(data))
+            run_stepped(self.shop.payments, flow, self.world(data, reservation.barcode))
         except PaymentRefused as refused:
             if refused.reason in (RefusalReason.INSUFFICIENT_BALANCE, RefusalReason.EMPTY):
                 granted_with = self.spends_at_grant.get(reservation.id, 0)
@@ -190,10 +231,10 @@ class TwoWorkers(RuleBasedStateMachine):
         ]
         if not settled:
             return
-        target = data.draw(st.sampled_from(settled), label="A refunds")
+        target = self.pick(data, settled, "A refunds")
         flow = self.shop.payments.core.refund(target.id, Decimal("5.00"))
         with contextlib.suppress(*EXPECTED):
-            run_stepped(self.shop.payments, flow, self.world(data))
+            run_stepped(self.shop.payments, flow, self.world(data, target.barcode))
         self.shop.sandbox.faults.clear()
 
     @rule(data=st.data())
