@@ -208,7 +208,9 @@ class TwoWorkers(RuleBasedStateMachine):
     def capture(self, reservation: Reservation | None, data: st.DataObject) -> None:
         if reservation is None:
             return
-        flow = self.shop.payments.core.capture(reservation.id, None)
+        part = data.draw(st.sampled_from([None, None, Decimal("5.00")]), label="part")
+        keep = data.draw(st.booleans(), label="keep remainder")
+        flow = self.shop.payments.core.capture(reservation.id, part, keep)
         try:
             run_stepped(self.shop.payments, flow, self.world(data, reservation.barcode))
         except PaymentRefused as refused:
