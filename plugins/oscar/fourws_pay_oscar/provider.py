@@ -105,7 +105,7 @@ def make_plugin_manager() -> pluggy.PluginManager:
 
 def _build() -> Runtime:
     from fourws_pay.ledger import open_store
-    from fourws_pay.payments import GiftCardPayments
+    from fourws_pay.plugins import payment_method
     from fourws_pay.settings import Settings
 
     backend = conf.get("BACKEND")
@@ -126,11 +126,14 @@ def _build() -> Runtime:
     settings = Settings.from_env(**overrides)
     client = Client(settings)
 
-    payments = GiftCardPayments(
+    # The method is looked up through the plugin hook with the same manager the provider
+    # gets, so an installed plugin that registers its own "giftcard" is the one used.
+    manager = make_plugin_manager()
+    payments: GiftCardPayments = payment_method("giftcard", plugin_manager=manager)(
         settings=settings,
         client=client,
         store=open_store(settings.ledger_url),
-        plugin_manager=make_plugin_manager(),
+        plugin_manager=manager,
     )
     log.info("fourws_pay_oscar.provider_ready", backend=backend)
     return Runtime(payments=payments)

@@ -132,6 +132,38 @@ def test_provider_is_built_from_django_settings(tmp_path):
             provider.reset()
 
 
+def test_provider_is_the_giftcard_method_the_plugins_registered(tmp_path, monkeypatch):
+    """The provider is found through ``fourws_pay_register_payment_methods``, so a shop's
+    plugin that registers its own ``"giftcard"`` (a subclass, say) is the one built."""
+    from fourws_pay.hookspecs import hookimpl
+    from fourws_pay.payments import GiftCardPayments
+
+    class ShopPayments(GiftCardPayments):
+        pass
+
+    class ShopMethod:
+        @hookimpl
+        def fourws_pay_register_payment_methods(self, register):
+            register("giftcard", ShopPayments)
+
+    original = provider.make_plugin_manager
+
+    def with_shop_method():
+        manager = original()
+        manager.register(ShopMethod(), name="shop_method")
+        return manager
+
+    monkeypatch.setattr(provider, "make_plugin_manager", with_shop_method)
+    config = {"BACKEND": "http", "LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    try:
+        with override_settings(FOURWS_PAY=config):
+            payments = provider.get_payments()
+            assert type(payments) is ShopPayments
+            assert payments.plugin_manager.get_plugin("shop_method") is not None
+    finally:
+        provider.reset()
+
+
 def test_the_integration_builds_no_simulator(tmp_path):
     """A 4WS simulator is the example shop's or the tests' business, never production's."""
     from fourws_pay.errors import ConfigurationError
