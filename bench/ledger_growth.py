@@ -147,10 +147,10 @@ QUERIES = {
     " ORDER BY created_at, id",
     "list_reservations(active) [sweep]": "SELECT * FROM {r} WHERE state IN ('active')"
     " ORDER BY created_at, id",
-    "list_operations(in flight) [reconcile]": "SELECT * FROM {o}"
+    "list_operations(in flight) [reconcile]": "SELECT * FROM {o}{by_state}"
     " WHERE state IN ('prepared','sending','enqueued') ORDER BY created_at, id",
-    "list_operations(unknown) [reconcile]": "SELECT * FROM {o} WHERE state IN ('unknown')"
-    " ORDER BY created_at, id",
+    "list_operations(unknown) [reconcile]": "SELECT * FROM {o}{by_state}"
+    " WHERE state IN ('unknown') ORDER BY created_at, id",
 }
 
 
@@ -241,7 +241,10 @@ class SQLiteKind:
         out = {}
         for name, sql in QUERIES.items():
             rows = conn.execute(
-                "EXPLAIN QUERY PLAN " + sql.format(r="reservations", o="operations")
+                "EXPLAIN QUERY PLAN "
+                + sql.format(
+                    r="reservations", o="operations", by_state=" INDEXED BY operations_state"
+                )
             ).fetchall()
             out[name] = "; ".join(str(r[-1]) for r in rows)
         conn.close()
@@ -297,7 +300,10 @@ class PostgresKind:
         with self.psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             for name, sql in QUERIES.items():
                 rows = conn.execute(
-                    ("EXPLAIN " + sql.format(r=f"{p}reservations", o=f"{p}operations")).encode()
+                    (
+                        "EXPLAIN "
+                        + sql.format(r=f"{p}reservations", o=f"{p}operations", by_state="")
+                    ).encode()
                 ).fetchall()
                 out[name] = "; ".join(
                     r[0].strip().replace("->  ", "")

@@ -169,3 +169,47 @@ def test_card_transactions_serialise_read_then_write(store: SQLiteStore) -> None
         w.join()
     seen = [r.order_ref for r in store.list_reservations()]
     assert sorted(map(int, seen)) == list(range(threads * rounds))
+
+
+def test_live_lookups_do_not_scan_the_history_after_analyze(store: SQLiteStore) -> None:
+    """``reconcile``'s listing by state and a refund's ``children_of`` stay index look-ups on
+    a ledger that is almost all settled captures (parent_id NULL), even once ``ANALYZE`` has
+    told the planner that a state or a parent_id value covers half the table on average."""
+    settled = operation(0)
+    with store.transaction() as tx:
+        tx.insert_operation(replace(settled, id="op_live", state=OperationState.ENQUEUED))
+    conn = store._conn()
+    conn.execute(
+        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 5000)"
+        " INSERT INTO operations SELECT 'op_h' || n, 'capture', 'res_h' || n, barcode, amount,"
+        " currency, entity_code, 'succeeded', created_at, updated_at, deadline,"
+        " callback_token_hash, NULL, balance_before, NULL, NULL, NULL, updated_at"
+        " FROM seq, operations WHERE operations.id = 'op_live'"
+    )
+    conn.execute("ANALYZE")  # statistics from before the first refund, as in a young shop
+    with store.transaction() as tx:
+        tx.insert_operation(
+            replace(
+                settled,
+                id="op_child",
+                kind=OperationKind.REFUND,
+                parent_id="op_h1",
+                state=OperationState.SUCCEEDED,
+            )
+        )
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        live = store.list_operations([OperationState.PREPARED, OperationState.ENQUEUED])
+        with store.snapshot() as tx:
+            children = tx.children_of("op_h1", OperationKind.REFUND)
+    finally:
+        conn.set_trace_callback(None)
+    assert [op.id for op in live] == ["op_live"]
+    assert [op.id for op in children] == ["op_child"]
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    for sql in selects:
+        plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN operations" not in plan, (sql, plan)
+        assert "SEARCH operations USING INDEX" in plan, (sql, plan)
