@@ -627,20 +627,6 @@ class PaymentsCore:
         expires), or settles an operation that was already terminal before step 1.
         """
         reservation = self._reservation(reservation_id)
-        existing = self._existing_capture(reservation)
-        if existing is not None:
-            return existing
-        if reservation.state is not ReservationState.ACTIVE:
-            raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
-        if amount is None:
-            to_capture = reservation.amount
-        else:
-            to_capture = positive_amount(amount, reservation.decimals)
-            if to_capture > reservation.amount:
-                raise InvalidAmountError("cannot capture more than was reserved")
-            if reservation.forfeited > 0 and to_capture != reservation.amount:
-                raise InvalidAmountError("a one-go card is captured for its whole reservation")
-
         token = secrets.token_urlsafe(32)
         with self.writing(reservation.barcode) as tx:
             now = self.clock.now()
@@ -653,7 +639,13 @@ class PaymentsCore:
                 if op.state is not OperationState.FAILED
             ]
             if same:
-                return same[-1]  # a concurrent capture won; at most one POST per hold
+                # Capturing twice returns the first capture (a retried request, or a
+                # concurrent capture that won): at most one POST per hold, whatever the
+                # retry's amount.
+                return same[-1]
+            if reservation.state is not ReservationState.ACTIVE:
+                raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
+            to_capture = self._capture_amount(reservation, amount)
             self._require_capturable(tx, reservation, now)
             remainder = None
             if keep_remainder and to_capture < reservation.amount:
@@ -713,15 +705,17 @@ class PaymentsCore:
             barcode=reservation.barcode,
         )
 
-    def _existing_capture(self, reservation: Reservation) -> Operation | None:
-        """Capturing twice returns the first capture (idempotent for retried requests)."""
-        with self.store.snapshot() as tx:
-            ops = [
-                op
-                for op in tx.operations_for_reservation(reservation.id)
-                if op.state is not OperationState.FAILED
-            ]
-        return ops[-1] if ops else None
+    @staticmethod
+    def _capture_amount(reservation: Reservation, amount: object | None) -> Decimal:
+        """What ``capture(amount=…)`` takes from the hold: all of it by default."""
+        if amount is None:
+            return reservation.amount
+        to_capture = positive_amount(amount, reservation.decimals)
+        if to_capture > reservation.amount:
+            raise InvalidAmountError("cannot capture more than was reserved")
+        if reservation.forfeited > 0 and to_capture != reservation.amount:
+            raise InvalidAmountError("a one-go card is captured for its whole reservation")
+        return to_capture
 
     def _require_capturable(
         self, tx: LedgerTransaction, reservation: Reservation, now: datetime
