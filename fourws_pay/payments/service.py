@@ -31,8 +31,10 @@ import pluggy
 from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import FourWSError
+from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.callbacks import CallbackApp
-from fourws_pay.payments.core import CardRead, PaymentFlow, PaymentsCore, PostUpdate, ReadCard
+from fourws_pay.payments.core import PaymentsCore
+from fourws_pay.payments.effects import PaymentFlow, PostUpdate, ReadCard
 from fourws_pay.payments.models import (
     CallbackResult,
     Decision,

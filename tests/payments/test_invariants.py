@@ -35,7 +35,7 @@ from fourws_pay import (
 )
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
-from fourws_pay.payments import core
+from fourws_pay.payments import base, checkout, core, settlement, transitions
 from fourws_pay.payments.core import ReadCard
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
@@ -188,7 +188,7 @@ def one_way_states(ctx: Context) -> None:
 
 
 def break_one_way_states(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core, "may_move", lambda current, target: True)
+    mp.setattr(transitions, "may_move", lambda current, target: True)
 
 
 # --------------------------------------------------------------------------- 6
@@ -258,7 +258,9 @@ def expiry(ctx: Context) -> None:
 
 
 def break_expiry(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core, "counts_as_held", lambda r, now, pinned: r.state is ReservationState.ACTIVE)
+    mp.setattr(
+        transitions, "counts_as_held", lambda r, now, pinned: r.state is ReservationState.ACTIVE
+    )
 
 
 # --------------------------------------------------------------------------- 8
@@ -282,7 +284,7 @@ def authentic_callbacks(ctx: Context) -> None:
 
 
 def break_authentic_callbacks(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core.hmac, "compare_digest", lambda a, b: True)
+    mp.setattr(settlement.hmac, "compare_digest", lambda a, b: True)
 
 
 # --------------------------------------------------------------------------- 9
@@ -313,7 +315,7 @@ def money_correctness(ctx: Context) -> None:
 
 
 def break_money_correctness(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core, "_requested_amount", lambda amount: Decimal(str(amount)))
+    mp.setattr(checkout, "_requested_amount", lambda amount: Decimal(str(amount)))
 
 
 # -------------------------------------------------------------------------- 10
@@ -411,7 +413,7 @@ def break_log_hygiene(mp: pytest.MonkeyPatch) -> None:
     import fourws_pay.logs
 
     identity = str
-    for module in (fourws_pay.logs, fourws_pay.api.core, core):
+    for module in (fourws_pay.logs, fourws_pay.api.core, base):
         mp.setattr(module, "mask_barcode", identity)
 
 

@@ -27,7 +27,7 @@ from fourws_pay import (
     make_plugin_manager,
 )
 from fourws_pay.api.retry import worst_case_seconds
-from fourws_pay.payments import core, crash, service
+from fourws_pay.payments import checkout, core, crash, service, transitions
 from fourws_pay.payments.models import (
     IN_FLIGHT_OPERATION_STATES,
     OperationState,
@@ -75,7 +75,7 @@ def manual_review_keeps_the_card_busy(shop: Shop) -> None:
 
 
 def break_manual_review_keeps_the_card_busy(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core, "CARD_BUSY_STATES", IN_FLIGHT_OPERATION_STATES)
+    mp.setattr(transitions, "CARD_BUSY_STATES", IN_FLIGHT_OPERATION_STATES)
 
 
 # ----------------------------------------------------------- a live POST is not "crashed"
@@ -134,7 +134,7 @@ def reserve_rereads_instead_of_refusing(shop: Shop) -> None:
 
 
 def break_reserve_rereads_instead_of_refusing(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(core, "_outcome", lambda decision: (True, None, Decimal(0)))  # never re-read
+    mp.setattr(checkout, "_outcome", lambda decision: (True, None, Decimal(0)))  # never re-read
 
 
 RACES: dict[str, tuple[Callable[[Shop], None], Callable[[pytest.MonkeyPatch], None]]] = {
@@ -177,7 +177,7 @@ def test_a_lost_read_race_is_retryable_never_a_refusal_reason(
 ) -> None:
     """When settlements keep landing during every read, reserve gives up with
     ``CardBusyError`` (retry), not ``insufficient_balance`` (final)."""
-    monkeypatch.setattr(core, "RESERVE_READS", 1)
+    monkeypatch.setattr(checkout, "RESERVE_READS", 1)
     card = shop.card(amount="100.00")
     first = shop.payments.reserve(card, amount="70.00", currency="EUR", order_ref="A")
     shop.payments.capture(first.id)
@@ -222,7 +222,7 @@ def test_a_failed_evidence_read_abandons_the_claim(shop: Shop) -> None:
 
 def test_refunds_have_their_own_crash_points(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    monkeypatch.setattr(core, "crash_point", seen.append)
+    monkeypatch.setattr(checkout, "crash_point", seen.append)
     card = shop.card(amount="100.00")
     hold = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="A")
     capture = shop.payments.capture(hold.id)

@@ -1,0 +1,532 @@
+"""Checkout: check, reserve, capture, refund, release, and the POST they share.
+
+Each public action is a flow (see ``effects``): input is checked before any I/O (bad input
+is a typed error, never a traceback), the card is read with no lock held, and the decision
+is taken under the card's lock from that read and the ledger as it is under the lock. The
+state changes themselves are ``transitions``'; this module decides when they happen.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from fourws_pay.api.models import GiftCard, GiftCardUpdate, QueuedOperation
+from fourws_pay.errors import (
+    AmbiguousOutcomeError,
+    CardBusyError,
+    CurrencyMismatchError,
+    FourWSError,
+    InvalidAmountError,
+    InvalidInputError,
+    InvalidStateError,
+    PaymentRefused,
+)
+from fourws_pay.money import positive_amount, to_decimal
+from fourws_pay.payments.cache import CardRead
+from fourws_pay.payments.crash import crash_point
+from fourws_pay.payments.effects import PaymentFlow, PostUpdate
+from fourws_pay.payments.models import (
+    Decision,
+    EventKind,
+    Operation,
+    OperationKind,
+    OperationState,
+    RefusalReason,
+    Reservation,
+    ReservationState,
+)
+from fourws_pay.payments.rules import UNIFORM_REASONS, PaymentRequest, evaluate, refuse
+from fourws_pay.payments.transitions import Transitions, _total, live_captures
+
+if TYPE_CHECKING:
+    from fourws_pay.ledger.base import LedgerTransaction
+
+# How many times ``reserve`` reads a card whose captures keep settling under it.
+RESERVE_READS = 3
+MAX_RESERVATION_TTL = 366 * 86_400.0
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+def _require_barcode(barcode: object) -> str:
+    if not isinstance(barcode, str) or not barcode.strip():
+        raise InvalidInputError("barcode must be a non-empty string")
+    text = barcode.strip()
+    if len(text) > 64 or not text.isprintable() or "/" in text:
+        raise InvalidInputError("barcode is not a valid gift card code")
+    return text
+
+
+def _outcome(decision: Decision) -> tuple[bool, RefusalReason | None, Decimal]:
+    """What a decision means for the shop (its message and balance aside)."""
+    return decision.ok, decision.reason, decision.usable_amount
+
+
+def _require_ttl(ttl: object, *, default: float) -> timedelta:
+    """A hold's lifetime, checked before any I/O: finite, positive, at most a year."""
+    if ttl is None:
+        ttl = default
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float | Decimal):
+        raise InvalidInputError("ttl must be a number of seconds")
+    if not math.isfinite(ttl) or not 0 < ttl <= MAX_RESERVATION_TTL:
+        raise InvalidInputError(
+            f"ttl must be more than 0 and at most {MAX_RESERVATION_TTL:.0f} seconds (a year)"
+        )
+    return timedelta(seconds=float(ttl))
+
+
+def _require_currency(currency: object) -> str:
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
+    return currency.upper()
+
+
+def _requested_amount(amount: object) -> Decimal:
+    """Validate before any 4WS call; digits are checked against the card later."""
+    value = to_decimal(amount)
+    if value <= 0:
+        raise InvalidAmountError(f"amount must be greater than zero, got {value}")
+    return value
+
+
+class Checkout(Transitions):
+    """The flows that take money: the shop's side of a payment."""
+
+    def _request(
+        self, amount: Decimal, currency: str, now: datetime, allow_partial: bool
+    ) -> PaymentRequest:
+        return PaymentRequest(
+            amount=amount,
+            currency=currency,
+            now=now,
+            shop_entity_code=self.settings.entity_code,
+            allow_partial=allow_partial,
+            forfeit_partial_remainder=self.settings.forfeit_partial_remainder,
+        )
+
+    def _refused(self, decision: Decision, client_key: str | None) -> PaymentRefused:
+        """The typed error for a refused decision (README's error table).
+
+        A currency mismatch is ``CurrencyMismatchError`` (both a refusal and bad input); an
+        amount with more decimals than the card allows is ``InvalidAmountError``, raised
+        like every other malformed amount even though only the card read can tell.
+        """
+        if decision.reason in UNIFORM_REASONS:
+            self.throttle.record_failure(client_key)
+        assert decision.reason is not None
+        if decision.reason is RefusalReason.INVALID_AMOUNT:
+            raise InvalidAmountError(decision.message)
+        error = (
+            CurrencyMismatchError
+            if decision.reason is RefusalReason.CURRENCY_MISMATCH
+            else PaymentRefused
+        )
+        return error(decision.reason, decision.message, public_message=decision.public_message)
+
+    # ---------------------------------------------------------------------- check
+
+    def check(
+        self,
+        barcode: str,
+        amount: object,
+        currency: str,
+        client_key: str | None,
+        allow_partial: bool,
+    ) -> PaymentFlow[Decision]:
+        barcode = _require_barcode(barcode)
+        requested = _requested_amount(amount)
+        currency = _require_currency(currency)
+        self.throttle.check(client_key)
+        read = self.cards.get(barcode)
+        if read is None:
+            read = yield from self.read(barcode, cached=True)
+        now = self.clock.now()
+        held = read.held
+        if held is None:
+            version = self.cards.version(barcode)
+            with self.store.snapshot() as tx:
+                held = self.held(tx, barcode, now) + _total(
+                    self._late_captures(tx, barcode, read.read_at)
+                )
+            self.cards.put(barcode, replace(read, held=held), if_version=version)
+        decision = evaluate(
+            read.card,
+            self._request(requested, currency, now, allow_partial),
+            held=held,
+            barcode=barcode,
+        )
+        if not decision.ok and decision.reason in UNIFORM_REASONS:
+            self.throttle.record_failure(client_key)
+        return decision
+
+    # -------------------------------------------------------------------- reserve
+
+    def reserve(
+        self,
+        barcode: str,
+        amount: object | None,
+        currency: str | None,
+        order_ref: str,
+        client_key: str | None,
+        allow_partial: bool,
+        ttl: object | None,
+    ) -> PaymentFlow[Reservation]:
+        """Hold part of a card's balance (invariants 2, 7, 10, 16).
+
+        Evidence and its lock: the balance is read first (no lock is ever held across an
+        HTTP call), then the decision is taken under the card's lock from that balance and
+        the ledger as it is under the lock. Holds and in-flight captures are in the ledger,
+        so they are exact; what the read may miss is a capture settled after the read
+        started, and counting those keeps invariant 2 but may count a settlement twice
+        (once in the balance, once here) and refuse a hold the card can pay. So when such
+        late settlements change the answer, the lock is left and the card read again: they
+        were committed before that read started, so it surely shows them and they are no
+        longer counted (``reflected``). A second worker settling, capturing or expiring
+        between the read and the lock is therefore either counted or re-read, never
+        missed. After ``RESERVE_READS`` reads that each lost that race the answer is
+        ``CardBusyError`` (retryable), never a refusal reason.
+        """
+        barcode = _require_barcode(barcode)
+        if not isinstance(order_ref, str) or not order_ref.strip() or len(order_ref) > 200:
+            raise InvalidInputError("order_ref must be a non-empty string (max 200 chars)")
+        if amount is None or currency is None:
+            snapshot = self.cart(order_ref)
+            if snapshot is None:
+                raise InvalidInputError(
+                    "amount and currency are required (no plugin described this order)"
+                )
+            amount = snapshot.total if amount is None else amount
+            currency = snapshot.currency if currency is None else currency
+        requested = _requested_amount(amount)
+        currency = _require_currency(currency)
+        lifetime = _require_ttl(ttl, default=self.settings.reservation_ttl)
+        self.throttle.check(client_key)
+
+        reflected: frozenset[str] = frozenset()
+        for _ in range(RESERVE_READS):
+            read = yield from self.read(barcode, cached=False)
+            reservation: Reservation | None = None
+            late: list[Operation] = []
+            with self.writing(barcode) as tx:
+                now = self.clock.now()  # inside the lock: stamps follow commit order
+                request = self._request(requested, currency, now, allow_partial)
+                held = self.held(tx, barcode, now)
+                late = [
+                    op
+                    for op in self._late_captures(tx, barcode, read.read_at)
+                    if op.id not in reflected
+                ]
+                decision = evaluate(read.card, request, held=held + _total(late), barcode=barcode)
+                if late and _outcome(decision) != _outcome(
+                    evaluate(read.card, request, held=held, barcode=barcode)
+                ):
+                    reflected |= {op.id for op in late}
+                    continue  # leave the lock; the next read shows these settlements
+                if decision.ok:
+                    assert read.card is not None
+                    expires_at = now + lifetime
+                    if read.card.expiration_date is not None:
+                        expires_at = min(expires_at, read.card.expiration_date)
+                    reservation = self._hold(
+                        tx,
+                        barcode=barcode,
+                        card=read.card,
+                        decision=decision,
+                        currency=currency,
+                        order_ref=order_ref,
+                        now=now,
+                        expires_at=expires_at,
+                    )
+                    crash_point("reserve.before_commit")
+            if reservation is None:
+                raise self._refused(decision, client_key)
+            self.emit(EventKind.RESERVED, reservation=reservation)
+            return reservation
+        raise CardBusyError(
+            f"payments on this card settled during each of {RESERVE_READS} reads; retry",
+            retry_after=1.0,
+        )
+
+    # -------------------------------------------------------------------- capture
+
+    def capture(
+        self, reservation_id: str, amount: object | None, keep_remainder: bool = False
+    ) -> PaymentFlow[Operation]:
+        """Post the consumption of a hold (invariants 3, 4, 10, 15, 16).
+
+        A partial ``amount`` normally frees the rest of the hold once the capture settles.
+        With ``keep_remainder`` the hold is split in the claim's transaction: this
+        reservation shrinks to ``amount`` (and is what gets captured), and the rest stays
+        held as a new active reservation with the same ``order_ref`` and expiry (find it
+        with ``list_reservations(order_ref=…)``), to be captured or released later. The sum
+        held never changes, so the split needs no new check of the card.
+
+        ``reconcile`` may later judge an ambiguous POST by comparing the card's balance with
+        ``balance_before``, so ``balance_before`` must show every balance change of ours
+        made before the POST and none made after. Hence three steps:
+
+        1. *claim*, under the card lock: the hold is active and unexpired, and no operation
+           of the card may still be applied (in flight, ``unknown`` or ``manual_review``:
+           else ``CardBusyError``); the operation is written ``prepared``. From this
+           commit on the card is busy: no other capture or refund of ours moves its balance
+           until this one is resolved.
+        2. *read* the card. Every operation of ours settled before the claim was applied by
+           4WS before we learnt it (its callback, or a balance that had already moved), so
+           this read, which starts after the claim committed, shows all of them.
+        3. *confirm*, under the card lock: re-check the rules on this read (invariant 10)
+           against the other active holds only. No settlement of ours can land between the
+           claim and the read, so none is counted twice and a hold granted within the
+           balance is refused only if something truly took the money (invariant 16).
+           ``balance_before`` is stored from this read and the operation marked
+           ``sending`` (invariant 4); then the POST.
+
+        A second worker acting between any two steps either finds the card busy (capture,
+        refund), adds a hold that was decided with ours counted (reserve), frees money
+        (release, expiry of another hold: ours is pinned by its operation and never
+        expires), or settles an operation that was already terminal before step 1.
+        """
+        reservation = self._reservation(reservation_id)
+        token = secrets.token_urlsafe(32)
+        with self.writing(reservation.barcode) as tx:
+            now = self.clock.now()
+            current = tx.get_reservation(reservation.id)
+            assert current is not None
+            reservation = current
+            same = live_captures(tx, reservation.id)
+            if same:
+                # Capturing twice returns the first capture (a retried request, or a
+                # concurrent capture that won): at most one POST per hold, whatever the
+                # retry's amount.
+                return same[-1]
+            if reservation.state is not ReservationState.ACTIVE:
+                raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
+            to_capture = self._capture_amount(reservation, amount)
+            self._require_capturable(tx, reservation, now)
+            remainder = None
+            if keep_remainder and to_capture < reservation.amount:
+                reservation, remainder = self._split(tx, reservation, to_capture, now)
+            claim = self._claim(tx, OperationKind.CAPTURE, reservation, to_capture, now, token)
+        if remainder is not None:
+            self.emit(EventKind.RESERVED, reservation=remainder, split_from=reservation.id)
+        crash_point("capture.after_prepare")
+
+        def recheck(tx: LedgerTransaction, card: GiftCard | None, now: datetime) -> Decision:
+            held_others = self.held(tx, reservation.barcode, now, exclude=reservation.id)
+            return self.recheck(card, reservation, held_others, now)
+
+        return (yield from self._confirm_and_send(claim, reservation, token, recheck))
+
+    def recheck(
+        self,
+        card: GiftCard | None,
+        reservation: Reservation,
+        held_others: Decimal,
+        now: datetime,
+    ) -> Decision:
+        """Invariant 10: the rules again, on a fresh read, just before the capture POST."""
+        return evaluate(
+            card,
+            PaymentRequest(
+                amount=reservation.amount,
+                currency=reservation.currency,
+                now=now,
+                shop_entity_code=self.settings.entity_code,
+                allow_partial=False,
+                forfeit_partial_remainder=reservation.forfeited > 0,
+            ),
+            held=held_others,
+            barcode=reservation.barcode,
+        )
+
+    @staticmethod
+    def _capture_amount(reservation: Reservation, amount: object | None) -> Decimal:
+        """What ``capture(amount=…)`` takes from the hold: all of it by default."""
+        if amount is None:
+            return reservation.amount
+        to_capture = positive_amount(amount, reservation.decimals)
+        if to_capture > reservation.amount:
+            raise InvalidAmountError("cannot capture more than was reserved")
+        if reservation.forfeited > 0 and to_capture != reservation.amount:
+            raise InvalidAmountError("a one-go card is captured for its whole reservation")
+        return to_capture
+
+    def _confirm_and_send(
+        self,
+        claim: Operation,
+        reservation: Reservation,
+        token: str,
+        decide: Callable[[LedgerTransaction, GiftCard | None, datetime], Decision | None],
+    ) -> PaymentFlow[Operation]:
+        """Steps 2 and 3 of ``capture`` (refunds take the same path): read the claimed
+        card, decide under its lock (``decide`` returns a refusing ``Decision`` to stop),
+        record the evidence, mark ``sending``, POST."""
+        capture = claim.kind is OperationKind.CAPTURE
+        try:
+            read = yield from self._evidence_read(claim)
+        except FourWSError as exc:
+            abandoned = self._transition(
+                claim.id,
+                OperationState.PREPARED,
+                state=OperationState.FAILED,
+                message=f"never sent: the card read failed ({type(exc).__name__})",
+            )
+            if abandoned is not None:
+                self._emit_settlement(abandoned)
+            raise
+        with self.writing(claim.barcode) as tx:
+            now = self.clock.now()
+            decision = decide(tx, read.card, now)
+            if decision is None or decision.ok:
+                assert read.card is not None
+                confirmed = self._mark_sending(tx, claim, read.card, now)
+            else:
+                confirmed = self._refuse_claim(
+                    tx, claim, now, f"never sent: re-check refused: {decision.message}"
+                )
+        if decision is not None and not decision.ok:
+            self.emit(
+                EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED,
+                reservation=reservation,
+                operation=confirmed,
+                message=f"re-check before sending refused: {decision.message}",
+            )
+            raise PaymentRefused(
+                decision.reason or RefusalReason.INSUFFICIENT_BALANCE,
+                f"{claim.kind.value} refused: {decision.message}",
+                public_message=decision.public_message,
+            )
+        crash_point("capture.after_sending" if capture else "refund.after_sending")
+        return (yield from self._post(confirmed, reservation, token))
+
+    def _evidence_read(self, claim: Operation) -> PaymentFlow[CardRead]:
+        """The balance ``reconcile`` will judge the operation by: read after the claim."""
+        return (yield from self.read(claim.barcode, cached=False))
+
+    def _post(
+        self, sending: Operation, reservation: Reservation, token: str
+    ) -> PaymentFlow[Operation]:
+        """The POST of an operation already committed as ``sending``:
+        -> enqueued | unknown | failed."""
+        capture = sending.kind is OperationKind.CAPTURE
+        cart = self.cart(reservation.order_ref)
+        update = GiftCardUpdate(
+            entity_code=sending.entity_code,
+            barcode=sending.barcode,
+            amount=sending.signed_amount,
+            decimals=reservation.decimals,
+            callback=f"{self.callback_base_url()}/{sending.id}/{token}",
+            payload={"operation_id": sending.id, "order_ref": reservation.order_ref},
+            client_code=cart.client_code if cart else None,
+            client_barcode=cart.client_barcode if cart else None,
+            client_denomination=cart.client_denomination if cart else None,
+        )
+        try:
+            queued: QueuedOperation = yield PostUpdate(update)
+        except AmbiguousOutcomeError as exc:
+            unknown = self._transition(
+                sending.id, OperationState.SENDING, state=OperationState.UNKNOWN, message=str(exc)
+            )
+            return unknown or self._operation(sending.id)
+        except FourWSError as exc:
+            failed = self._transition(
+                sending.id,
+                OperationState.SENDING,
+                state=OperationState.FAILED,
+                message=str(exc)[:500],
+            )
+            self.emit(
+                EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED,
+                reservation=reservation,
+                operation=failed,
+                message=str(exc)[:200],
+            )
+            raise
+        crash_point("capture.after_post" if capture else "refund.after_post")
+        enqueued = self._transition(
+            sending.id,
+            OperationState.SENDING,
+            state=OperationState.ENQUEUED,
+            queue_id=queued.queue_id,
+        )
+        if enqueued is None:  # the callback came first and settled it: keep its verdict
+            return self._record_queue_id(sending.id, queued.queue_id)
+        if capture:
+            self.emit(EventKind.CAPTURED, reservation=reservation, operation=enqueued)
+        return enqueued
+
+    # -------------------------------------------------------------------- release
+
+    def release(self, reservation_id: str) -> Reservation:
+        reservation = self._reservation(reservation_id)
+        with self.writing(reservation.barcode) as tx:
+            now = self.clock.now()  # inside the lock: stamps follow commit order
+            current = tx.get_reservation(reservation.id)
+            assert current is not None
+            if current.state in (ReservationState.RELEASED, ReservationState.EXPIRED):
+                return current
+            if current.state is ReservationState.CAPTURED:
+                raise InvalidStateError("reservation was captured; refund it instead")
+            if live_captures(tx, current.id):
+                raise InvalidStateError("a capture of this reservation is in progress")
+            target = (
+                ReservationState.EXPIRED if current.expires_at <= now else ReservationState.RELEASED
+            )
+            updated = self._end_hold(tx, current, target, now)
+            if updated is None:
+                raise InvalidStateError("reservation changed concurrently")
+        self.emit(
+            EventKind.RELEASED if target is ReservationState.RELEASED else EventKind.EXPIRED,
+            reservation=updated,
+        )
+        return updated
+
+    # --------------------------------------------------------------------- refund
+
+    def refund(self, operation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+        """Post money back to the card: claim, read, confirm, POST, as ``capture`` does,
+        so that a refund's ``balance_before`` is sound evidence too (invariant 15)."""
+        parent = self._operation(operation_id)
+        if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
+            raise InvalidStateError("only a settled capture can be refunded")
+        reservation = self._reservation(parent.reservation_id)
+        requested = None if amount is None else positive_amount(amount, reservation.decimals)
+
+        token = secrets.token_urlsafe(32)
+        with self.writing(parent.barcode) as tx:
+            now = self.clock.now()
+            refunds = [
+                op
+                for op in tx.children_of(parent.id, OperationKind.REFUND)
+                if op.state is not OperationState.FAILED
+            ]
+            refundable = parent.amount - _total(refunds)
+            to_refund = refundable if requested is None else requested
+            if to_refund <= 0:
+                raise InvalidAmountError("nothing left to refund on this capture")
+            if to_refund > refundable:
+                raise InvalidAmountError(
+                    f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
+                )
+            self._require_card_idle(tx, parent.barcode)
+            claim = self._claim(
+                tx, OperationKind.REFUND, reservation, to_refund, now, token, parent=parent
+            )
+        crash_point("refund.after_prepare")
+
+        def card_exists(
+            tx: LedgerTransaction, card: GiftCard | None, now: datetime
+        ) -> Decision | None:
+            if card is not None:
+                return None
+            request = self._request(to_refund, reservation.currency, now, allow_partial=False)
+            return refuse(RefusalReason.NOT_FOUND, "card not found at 4WS", request, parent.barcode)
+
+        return (yield from self._confirm_and_send(claim, reservation, token, card_exists))
+
+    # ------------------------------------------------------------------- callbacks

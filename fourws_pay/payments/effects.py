@@ -1,0 +1,35 @@
+"""The 4WS calls a payment flow asks its driver to make (sans-I/O).
+
+A flow is a generator: it yields an effect, the driver (``GiftCardPayments`` or
+``AsyncGiftCardPayments``) makes the call and sends the result back in, or throws the call's
+typed error into the flow. Only these two calls exist, so the twins stay thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fourws_pay.api.models import GiftCardUpdate
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    """Effect: Get Giftcard. ``cached`` allows the short ``check`` cache."""
+
+    barcode: str
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class PostUpdate:
+    """Effect: updateGiftcard (the balance-changing POST)."""
+
+    update: GiftCardUpdate
+
+
+Effect = ReadCard | PostUpdate
+PaymentFlow = Generator[Effect, Any, T]

@@ -1,0 +1,241 @@
+"""Settlement: how an operation sent to 4WS gets its outcome.
+
+Three ways, each moving the operation only through ``transitions`` (so terminal states
+never change, invariant 5): an authenticated 4WS callback (``handle_callback``: the
+operation's secret, compared in constant time, invariant 8); ``reconcile``, which first
+marks crashed sends and overdue callbacks ``unknown`` (``stale_operations``), then judges
+each ``unknown`` one from the card's balance (``_judge``); and an operator's ``resolve`` of
+what stayed in ``manual_review``. ``sweep`` expires holds past their instant.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import timedelta
+
+from fourws_pay.api import wirejson
+from fourws_pay.api.models import GiftCard, UpdateGiftCardResult
+from fourws_pay.errors import CallbackRejected, InvalidInputError, InvalidStateError
+from fourws_pay.payments.crash import crash_point
+from fourws_pay.payments.effects import PaymentFlow
+from fourws_pay.payments.models import (
+    CallbackResult,
+    EventKind,
+    Operation,
+    OperationState,
+    ReconcileReport,
+    ReservationState,
+)
+from fourws_pay.payments.transitions import (
+    HOLDING_OPERATION_STATES,
+    Transitions,
+    live_captures,
+    token_hash,
+)
+
+
+def parse_callback_path(path: str) -> tuple[str, str]:
+    """``…/<operation id>/<token>`` -> (operation id, token), or ``CallbackRejected``."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if len(parts) < 2 or not parts[-2].startswith("op_"):
+        raise CallbackRejected("callback path does not name an operation", status_code=404)
+    return parts[-2], parts[-1]
+
+
+class Settlement(Transitions):
+    """The flows that learn what 4WS did with an operation."""
+
+    # ------------------------------------------------------------------- callbacks
+
+    def handle_callback(self, path: str, body: bytes) -> CallbackResult:
+        """Apply a 4WS callback; forged/unknown/malformed ones raise ``CallbackRejected``."""
+        if not isinstance(path, str) or not isinstance(body, bytes | bytearray):
+            raise CallbackRejected("callback needs a path and a bytes body")
+        operation_id, token = parse_callback_path(path)
+        operation = self.store.get_operation(operation_id)
+        if operation is None:
+            raise CallbackRejected("unknown operation", status_code=404)
+        if not hmac.compare_digest(token_hash(token), operation.callback_token_hash):
+            raise CallbackRejected("callback token does not match", status_code=403)
+        result = self._parse_callback(bytes(body), operation_id)
+        with self.writing(operation.barcode) as tx:
+            now = self.clock.now()  # inside the lock: stamps follow commit order
+            current = tx.get_operation(operation_id)
+            assert current is not None
+            verdict = OperationState.SUCCEEDED if result.success else OperationState.FAILED
+            if current.state is OperationState.PREPARED:
+                raise CallbackRejected("operation was never sent", status_code=409)
+            applied = self._apply_verdict(
+                tx,
+                current,
+                verdict,
+                now,
+                settled_at=now,
+                callback_id=result.id or result.queue_id,
+                message=None if result.success else (result.message or "failed")[:500],
+            )
+            if applied is None and not current.is_terminal:
+                # Every sent, unsettled state may take either verdict, so only a writer
+                # that got there first (without the card lock) explains a refusal here.
+                raise CallbackRejected("operation changed concurrently; retry", status_code=409)
+            if applied is not None:
+                crash_point("callback.before_commit")
+        # Terminal already: the same verdict is a duplicate, another is a conflict.
+        conflict = None if applied is not None or current.state is verdict else current
+        if applied is not None:
+            self._emit_settlement(applied)
+            return CallbackResult(200, applied, True, f"operation {applied.state.value}")
+        if conflict is not None:
+            self.emit(
+                EventKind.ALERT,
+                operation=conflict,
+                message=f"callback says {verdict.value} but operation is "
+                f"{conflict.state.value}; left unchanged",
+            )
+            return CallbackResult(200, conflict, False, "conflicting callback ignored")
+        return CallbackResult(200, current, False, "duplicate callback ignored")
+
+    @staticmethod
+    def _parse_callback(body: bytes, operation_id: str) -> UpdateGiftCardResult:
+        try:
+            data = wirejson.loads(body)
+        except (ValueError, RecursionError):
+            raise CallbackRejected("callback body is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+            raise CallbackRejected("callback body has no boolean 'success'")
+        payload = data.get("payload")
+        if isinstance(payload, dict) and payload.get("operation_id") not in (None, operation_id):
+            raise CallbackRejected("callback payload names another operation")
+        try:
+            return UpdateGiftCardResult.model_validate(data)
+        except ValueError:
+            raise CallbackRejected("callback body does not match the documented shape") from None
+
+    # ------------------------------------------------------------ sweep, reconcile
+
+    def sweep(self) -> int:
+        """Mark holds past their expiry as expired (idempotent); returns how many."""
+        now = self.clock.now()
+        count = 0
+        for candidate in self.store.list_reservations([ReservationState.ACTIVE]):
+            if candidate.expires_at > now:
+                continue
+            with self.writing(candidate.barcode) as tx:
+                current = tx.get_reservation(candidate.id)
+                if current is None or current.state is not ReservationState.ACTIVE:
+                    continue
+                if any(
+                    op.state in HOLDING_OPERATION_STATES for op in live_captures(tx, current.id)
+                ):
+                    continue  # a hold with an operation in flight never expires
+                expired = self._end_hold(tx, current, ReservationState.EXPIRED, now)
+                if expired is None:
+                    continue
+            count += 1
+            self.emit(EventKind.EXPIRED, reservation=expired)
+        return count
+
+    def stale_operations(self) -> list[Operation]:
+        """Move crashed sends and overdue callbacks to ``unknown``; list what needs reading."""
+        now = self.clock.now()
+        for op in self.store.list_operations(
+            [OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED]
+        ):
+            if op.state is OperationState.PREPARED and op.updated_at + self.prepared_grace <= now:
+                # Never marked sending, so never posted: safe to call it failed.
+                failed = self._transition(
+                    op.id,
+                    OperationState.PREPARED,
+                    state=OperationState.FAILED,
+                    message="never sent (process stopped before send)",
+                )
+                if failed is not None:
+                    self._emit_settlement(failed)
+            elif op.state is OperationState.SENDING and op.updated_at + self.send_grace <= now:
+                self._transition(
+                    op.id,
+                    OperationState.SENDING,
+                    state=OperationState.UNKNOWN,
+                    message="process stopped while sending",
+                )
+            elif op.state is OperationState.ENQUEUED and op.deadline <= now:
+                self._transition(
+                    op.id,
+                    OperationState.ENQUEUED,
+                    state=OperationState.UNKNOWN,
+                    message="no callback before the deadline",
+                )
+        return self.store.list_operations([OperationState.UNKNOWN])
+
+    def reconcile(self) -> PaymentFlow[ReconcileReport]:
+        report = ReconcileReport()
+        for op in self.stale_operations():
+            read = yield from self.read(op.barcode, cached=False)
+            resolved = self._judge(op, read.card)
+            bucket = {
+                OperationState.SUCCEEDED: report.succeeded,
+                OperationState.FAILED: report.failed,
+                OperationState.MANUAL_REVIEW: report.manual_review,
+            }.get(resolved.state, report.still_pending)
+            bucket.append(resolved)
+        return replace(report, expired_reservations=self.sweep())
+
+    def _judge(self, op: Operation, card: GiftCard | None) -> Operation:
+        """Decide an ``unknown`` operation from the balance (see the module docstring).
+
+        Only a balance that moved by exactly the amount is evidence (of success). An
+        unchanged balance proves nothing, since 4WS's queue may still apply the request, so
+        after the window it goes to ``manual_review``, where its hold stays counted until an
+        authenticated callback or an operator (``resolve``) settles it.
+        """
+        now = self.clock.now()
+        old_enough = op.created_at + timedelta(seconds=self.settings.reconcile_window) <= now
+        if (
+            card is not None
+            and op.balance_before is not None
+            and card.amount == op.balance_before + op.signed_amount
+        ):
+            return (
+                self._settle(
+                    op,
+                    OperationState.UNKNOWN,
+                    OperationState.SUCCEEDED,
+                    "balance moved by exactly the amount",
+                )
+                or op
+            )
+        if not old_enough:
+            return op
+        unchanged = (
+            card is not None and op.balance_before is not None and card.amount == op.balance_before
+        )
+        why = (
+            "balance unchanged after the window; 4WS may still apply it"
+            if unchanged
+            else "balance inconclusive after the window"
+        )
+        return self._settle(op, OperationState.UNKNOWN, OperationState.MANUAL_REVIEW, why) or op
+
+    def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+        """An operator's verdict on an operation in ``manual_review`` (e.g. after asking 4WS).
+
+        ``applied=True`` settles it as succeeded (a capture's reservation becomes captured),
+        ``False`` as failed (its hold stops counting). Any other state is refused.
+        """
+        if not isinstance(note, str) or not note.strip():
+            raise InvalidInputError("say why in a note (it is kept on the operation)")
+        op = self._operation(operation_id)
+        target = OperationState.SUCCEEDED if applied else OperationState.FAILED
+        resolved = self._settle(
+            op, OperationState.MANUAL_REVIEW, target, f"resolved by operator: {note.strip()[:400]}"
+        )
+        if resolved is None:
+            raise InvalidStateError(f"operation is {op.state.value}, not in manual review")
+        return resolved
+
+    # ----------------------------------------------------------------- listings
+
+    def operations(self, states: Iterable[OperationState] | None = None) -> list[Operation]:
+        return self.store.list_operations(states)
