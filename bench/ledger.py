@@ -85,7 +85,7 @@ def store_pair(store: LedgerStore) -> Pair:
         with store.card_transaction(BARCODE) as tx:
             current = tx.get_reservation(reservation.id)
             assert current is not None
-            tx.operations_for_reservation(current.id)
+            tx.captures_of_reservation(current.id)
             done = tx.update_reservation(
                 current.with_state(ReservationState.RELEASED, datetime.now(UTC)),
                 ReservationState.ACTIVE,

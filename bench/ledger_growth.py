@@ -141,7 +141,7 @@ QUERIES = {
     " ORDER BY created_at, id",
     "get_reservation": "SELECT * FROM {r} WHERE id = 'res_h5'",
     "get_operation": "SELECT * FROM {o} WHERE id = 'op_h5'",
-    "operations_for_reservation": "SELECT * FROM {o} WHERE reservation_id = 'res_h5'"
+    "captures_of_reservation": "SELECT * FROM {o} WHERE reservation_id = 'res_h5'"
     " AND kind = 'capture' ORDER BY created_at, id",
     "children_of": "SELECT * FROM {o} WHERE parent_id = 'op_h5' AND kind = 'refund'"
     " ORDER BY created_at, id",

@@ -13,12 +13,14 @@ driver reports exactly one matched row; each store's module docstring says why t
 for its server. Listings order by ``created_at, id`` so that equal timestamps still give a
 stable order.
 
-SQLite does not use this module: it is the embedded default, with its own placeholder style,
-text encodings and connection-per-thread model, and is kept on its own on purpose.
+SQLite shares the statements (``SQLTransaction``), with its own hooks for the ``?``
+placeholder and its text encodings; its store is its own (one connection per thread, no
+server, ``BEGIN IMMEDIATE`` as the card lock), so it does not use ``SQLStore``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -78,6 +80,21 @@ def marks(values: Iterable[Any]) -> tuple[str, list[Any]]:
     """Placeholders for an ``IN (…)`` list; an empty list becomes ``IN (NULL)`` (matches none)."""
     items = list(values)
     return ",".join(["%s"] * len(items)) or "NULL", items
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_statement(table: str, columns: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO {table} ({','.join(columns)}) "  # noqa: S608
+        f"VALUES ({','.join(['%s'] * len(columns))})"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _update_statement(table: str, columns: tuple[str, ...]) -> str:
+    """Compare-and-set: every column but the id, if the stored state is still the expected."""
+    sets = ",".join(f"{c} = %s" for c in columns[1:])
+    return f"UPDATE {table} SET {sets} WHERE id = %s AND state = %s"  # noqa: S608
 
 
 class SQLTransaction(Generic[C]):
@@ -161,7 +178,7 @@ class SQLTransaction(Generic[C]):
         rows = self._rows(f"SELECT * FROM {self._ops} WHERE id = %s", [operation_id])  # noqa: S608
         return self._operation(rows[0]) if rows else None
 
-    def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
+    def captures_of_reservation(self, reservation_id: str) -> list[Operation]:
         rows = self._rows(
             f"SELECT * FROM {self._ops} WHERE reservation_id = %s AND kind = %s"  # noqa: S608
             " ORDER BY created_at, id",
@@ -177,16 +194,13 @@ class SQLTransaction(Generic[C]):
         )
         return [self._operation(r) for r in rows]
 
-    def _insert(self, table: str, columns: Sequence[str], values: list[Any]) -> None:
-        query = (
-            f"INSERT INTO {table} ({','.join(columns)}) "  # noqa: S608
-            f"VALUES ({','.join(['%s'] * len(columns))})"
-        )
-        self._write(query, values)
+    def _insert(self, table: str, columns: tuple[str, ...], values: list[Any]) -> None:
+        self._write(_insert_statement(table, columns), values)
 
-    def _update(self, table: str, columns: Sequence[str], values: list[Any], expected: str) -> bool:
-        sets = ",".join(f"{c} = %s" for c in columns[1:])
-        query = f"UPDATE {table} SET {sets} WHERE id = %s AND state = %s"  # noqa: S608
+    def _update(
+        self, table: str, columns: tuple[str, ...], values: list[Any], expected: str
+    ) -> bool:
+        query = _update_statement(table, columns)
         return self._write(query, [*values[1:], values[0], expected]) == 1
 
     def insert_reservation(self, reservation: Reservation) -> None:
@@ -220,6 +234,10 @@ class SQLTransaction(Generic[C]):
         rows = self._rows(query + " ORDER BY created_at, id", params)
         return [self._reservation(r) for r in rows]
 
+    def _operations_by_state(self) -> str:
+        """The table as named in a listing by state (a dialect may name the index to use)."""
+        return self._ops
+
     def _list_operations(
         self, states: Iterable[OperationState] | None, kind: OperationKind | None
     ) -> list[Operation]:
@@ -227,7 +245,7 @@ class SQLTransaction(Generic[C]):
         params: list[Any] = []
         if states is not None:
             in_marks, values = marks(s.value for s in states)
-            query += f" AND state IN ({in_marks})"
+            query = f"SELECT * FROM {self._operations_by_state()} WHERE state IN ({in_marks})"  # noqa: S608
             params += values
         if kind is not None:
             query += " AND kind = %s"

@@ -32,6 +32,7 @@ PostgreSQL store live in ``fourws_pay.ledger._sql``; this module holds what is M
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -261,14 +262,14 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
     def _rollback(self, conn: Connection) -> None:
         conn.rollback()
 
-    def card_transaction(self, barcode: str) -> Any:
+    def card_transaction(self, barcode: str) -> AbstractContextManager[MySQLTransaction]:
         """The card's lock row is locked before anything is read (see the module docstring)."""
         return self._tx("START TRANSACTION", lock=barcode if self.locking else None)
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractContextManager[MySQLTransaction]:
         return self._tx("START TRANSACTION")
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> AbstractContextManager[MySQLTransaction]:
         """``SET TRANSACTION`` covers the next transaction only; the session stays RC."""
         return self._tx(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",

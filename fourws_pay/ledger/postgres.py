@@ -27,6 +27,7 @@ MariaDB store live in ``fourws_pay.ledger._sql``; this module holds what is Post
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -182,15 +183,15 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
         with self._tx("BEGIN", lock=f"fourws-pay schema {self.table_prefix}") as tx:
             tx.execute(_SCHEMA.format(p=self.table_prefix))
 
-    def card_transaction(self, barcode: str) -> Any:
+    def card_transaction(self, barcode: str) -> AbstractContextManager[PostgresTransaction]:
         """The advisory lock is taken before anything is read (see the module docstring)."""
         key = self.table_prefix + barcode if self.locking else None
         return self._tx("BEGIN ISOLATION LEVEL READ COMMITTED", lock=key)
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractContextManager[PostgresTransaction]:
         return self._tx("BEGIN ISOLATION LEVEL READ COMMITTED")
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> AbstractContextManager[PostgresTransaction]:
         return self._tx("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
     def drop(self) -> None:

@@ -329,8 +329,8 @@ class _Pending:
 class RedisTransaction:
     """``LedgerTransaction`` over card images and a write buffer (see the module docstring)."""
 
-    def __init__(self, store: RedisStore, *, read_only: bool) -> None:
-        self._store = store
+    def __init__(self, records: RedisRecords, *, read_only: bool) -> None:
+        self._records = records
         self._read_only = read_only
         self._cards: dict[str, _Card] = {}
         self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}}
@@ -350,7 +350,7 @@ class RedisTransaction:
     def _card(self, barcode: str) -> _Card:
         card = self._cards.get(barcode)
         if card is None:
-            card = self._install(barcode, self._store._load_card(barcode))
+            card = self._install(barcode, self._records.load_card(barcode))
         return card
 
     def _known(self, kind: Kind, record_id: str) -> Any:
@@ -385,7 +385,7 @@ class RedisTransaction:
         card = self._card(barcode)
         found: dict[str, Any] = dict(card.reservations)
         if not wanted <= LIVE_RESERVATION_STATES:
-            found = {**self._adopt("r", self._store._fetch_sets("r", [f"ra:{barcode}"])), **found}
+            found = {**self._adopt("r", self._records.fetch_sets("r", [f"ra:{barcode}"])), **found}
         return self._merged("r", found, lambda r: r.barcode == barcode and r.state in wanted)
 
     def operations_for_card(
@@ -395,7 +395,7 @@ class RedisTransaction:
         card = self._card(barcode)
         found: dict[str, Any] = {**card.settled, **card.operations}
         if not wanted <= LIVE_OPERATION_STATES:
-            found = {**self._adopt("o", self._store._fetch_sets("o", [f"oa:{barcode}"])), **found}
+            found = {**self._adopt("o", self._records.fetch_sets("o", [f"oa:{barcode}"])), **found}
         return self._merged("o", found, lambda o: o.barcode == barcode and o.state in wanted)
 
     def operations_settled_since(self, barcode: str, since: datetime) -> list[Operation]:
@@ -403,7 +403,7 @@ class RedisTransaction:
         card = self._card(barcode)
         found: dict[str, Any] = {**card.settled, **card.operations}
         if not card.covers_settlements_since(since):
-            fetched = self._adopt("o", self._store._fetch_settled(barcode, since))
+            fetched = self._adopt("o", self._records.fetch_settled(barcode, since))
             found = {**fetched, **found}
         return self._merged(
             "o",
@@ -423,7 +423,7 @@ class RedisTransaction:
         known = self._known(kind, record_id)
         if known is not None:
             return known
-        loaded = self._store._load_record(kind, record_id)
+        loaded = self._records.load_record(kind, record_id)
         if loaded is None:
             return None
         card, raw, barcode, children = loaded
@@ -442,12 +442,12 @@ class RedisTransaction:
             found: Operation | None = self._get("o", operation_id)
         return found
 
-    def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
+    def captures_of_reservation(self, reservation_id: str) -> list[Operation]:
         known = self._by_reservation.get(reservation_id)
         if known is not None:  # read together with the reservation
             found = {i: self._known("o", i) for i in known}
         else:
-            found = self._adopt("o", self._store._fetch_sets("o", [f"ori:{reservation_id}"]))
+            found = self._adopt("o", self._records.fetch_sets("o", [f"ori:{reservation_id}"]))
         return self._merged(
             "o",
             found,
@@ -455,7 +455,7 @@ class RedisTransaction:
         )
 
     def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]:
-        found = self._adopt("o", self._store._fetch_sets("o", [f"opi:{operation_id}"]))
+        found = self._adopt("o", self._records.fetch_sets("o", [f"opi:{operation_id}"]))
         return self._merged("o", found, lambda o: o.parent_id == operation_id and o.kind is kind)
 
     # -- writes ------------------------------------------------------------------------
@@ -466,13 +466,13 @@ class RedisTransaction:
 
     def _lock(self, barcode: str) -> None:
         """Hold ``barcode``'s lock and make sure its image was read under it."""
-        if not self._store.locking:
+        if not self._records.locking:
             return
         if barcode not in self._locks:
-            self._locks[barcode] = self._store._acquire(barcode)
+            self._locks[barcode] = self._records.acquire(barcode)
         card = self._cards.get(barcode)
         if card is None or not card.locked:
-            card = self._store._load_card(barcode)
+            card = self._records.load_card(barcode)
             card.locked = True
             self._cards[barcode] = card
             self._by_reservation.clear()
@@ -486,10 +486,10 @@ class RedisTransaction:
         card = self._cards.get(barcode)
         record = None if card is None or not card.locked else card.find(kind, record_id)
         if record is None:
-            record = self._store._get(kind, record_id)
-            if record is not None and record.barcode != barcode and self._store.locking:
+            record = self._records.get(kind, record_id)
+            if record is not None and record.barcode != barcode and self._records.locking:
                 self._lock(record.barcode)
-                record = self._store._get(kind, record_id)
+                record = self._records.get(kind, record_id)
         return record
 
     def _insert(self, kind: Kind, record: Reservation | Operation) -> None:
@@ -529,19 +529,162 @@ class RedisTransaction:
     def update_operation(self, operation: Operation, expected: OperationState) -> bool:
         return self._update("o", operation, expected)
 
-    # -- end ---------------------------------------------------------------------------
+    # -- begin and end (called by RedisStore) ------------------------------------------
 
-    def _release(self) -> None:
+    def lock_at_entry(self, barcode: str) -> None:
+        """Take ``barcode``'s lock before anything is read: callers stamp times inside the
+        critical section and rely on them following the lock order."""
+        if self._records.locking and barcode not in self._locks:
+            self._locks[barcode] = self._records.acquire(barcode)
+
+    def abort(self) -> None:
+        """Drop the buffered writes and release the locks (rollback)."""
+        for pending in self._pending.values():
+            pending.base.clear()
+            pending.new.clear()
         if self._locks:
-            self._store._release(self._locks)
-            self._locks = {}
+            locks, self._locks = self._locks, {}
+            self._records.release(locks)
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
+        """Apply the buffered writes with one script (which releases the locks)."""
         if not any(p.new for p in self._pending.values()):
-            self._release()
+            self.abort()
             return
-        self._store._commit(self._locks, self._pending)
-        self._locks = {}
+        locks, self._locks = self._locks, {}
+        self._records.commit(locks, self._pending)
+
+
+class RedisRecords:
+    """The keys and scripts of one prefix: all that ``RedisTransaction`` and ``RedisStore``
+    share. The transaction reads card images and records and takes, releases and commits
+    under locks only through these methods; the store hands it one and never looks inside."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str,
+        locking: bool,
+        lock_ttl_ms: int,
+        lock_timeout: float,
+        settled_window: int,
+    ) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self.locking = locking
+        self.lock_ttl_ms = lock_ttl_ms
+        self.lock_timeout = lock_timeout
+        self.settled_window = settled_window
+        self._release_script = client.register_script(_RELEASE)
+        self._read_script = client.register_script(_READ)
+        self._fetch_sets_script = client.register_script(_FETCH_SETS)
+        self._fetch_settled_script = client.register_script(_FETCH_SETTLED)
+        self._commit_script = client.register_script(_COMMIT)
+
+    def key(self, *parts: str) -> str:
+        return self.key_prefix + "".join(parts)
+
+    def _read(self, mode: str, subject: str) -> Any:
+        args: list[str | int] = [self.key_prefix, self.settled_window, mode, subject]
+        return self._read_script(args=args)
+
+    def load_card(self, barcode: str) -> _Card:
+        return _card(self._read("card", barcode)[0])
+
+    def load_record(self, kind: Kind, record_id: str) -> tuple[_Card, str, str, list[str]] | None:
+        """A record, its card's image (read with it) and, for a reservation, its operations."""
+        found = self._read(f"{kind}:", record_id)
+        if not found[0]:
+            return None
+        image, raw, barcode, children = found
+        return _card(image), raw, barcode, children
+
+    def get(self, kind: Kind, record_id: str) -> Any:
+        raw = self.client.get(self.key(kind, ":", record_id))
+        return None if raw is None else _decode(kind, str(raw))
+
+    def fetch_sets(self, kind: Kind, sets: list[str]) -> list[str]:
+        keys = [self.key(s) for s in sets]
+        found: list[str] = self._fetch_sets_script(keys=keys, args=[self.key_prefix, f"{kind}:"])
+        return found
+
+    def fetch_settled(self, barcode: str, since: datetime) -> list[str]:
+        keys = [self.key("osz:", barcode)]
+        args: list[str | int] = [self.key_prefix, _micros(since)]
+        found: list[str] = self._fetch_settled_script(keys=keys, args=args)
+        return found
+
+    def _retry_locked(self, barcode: str, attempt: Callable[[], Any]) -> Any:
+        """Repeat ``attempt`` (which returns 0 while the card is locked) with jittered backoff."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0002
+        while (result := attempt()) == 0:
+            if time.monotonic() >= deadline:
+                raise LedgerLockTimeout(
+                    f"card {mask_barcode(barcode)} stayed locked for {self.lock_timeout:g}s"
+                )
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.004)
+        return result
+
+    def acquire(self, barcode: str) -> str:
+        key = self.key("lock:", barcode)
+        token = secrets.token_hex(16)
+        self._retry_locked(
+            barcode, lambda: 1 if self.client.set(key, token, nx=True, px=self.lock_ttl_ms) else 0
+        )
+        return token
+
+    def release(self, locks: dict[str, str]) -> None:
+        keys = [self.key("lock:", b) for b in locks]
+        self._release_script(keys=keys, args=list(locks.values()))
+
+    def commit(self, locks: dict[str, str], pending: dict[Kind, _Pending]) -> None:
+        keys = [self.key("lock:", b) for b in locks]
+        positions: dict[str, int] = {}
+        checks: list[list[Any]] = []
+        commands: list[list[Any]] = []
+
+        def at(suffix: str) -> int:
+            key = self.key(suffix)
+            if key not in positions:
+                keys.append(key)
+                positions[key] = len(keys)  # Lua indexes KEYS from 1
+            return positions[key]
+
+        for kind, writes in pending.items():
+            for record_id, record in writes.new.items():
+                old = writes.base[record_id]
+                here = at(f"{kind}:{record_id}")
+                if old is None:
+                    checks.append(["absent", here])
+                else:
+                    checks.append(["state", here, old.barcode, old.state.value])
+                commands.append(["SET", here, _encode(record)])
+                before = set() if old is None else _set_members(kind, old)
+                after = _set_members(kind, record)
+                for suffix in sorted(before - after):
+                    commands.append(["SREM", at(suffix), record_id])
+                for suffix in sorted(after - before):
+                    commands.append(["SADD", at(suffix), record_id])
+                was = None if old is None else _settlement(old)
+                now = _settlement(record)
+                if was is not None and (now is None or was[0] != now[0]):
+                    commands.append(["ZREM", at(was[0]), record_id])
+                if now is not None and now != was:
+                    commands.append(["ZADD", at(now[0]), now[1], record_id])
+
+        args: list[str | int] = [len(locks), *locks.values()]
+        args += [json.dumps(checks), json.dumps(commands)]
+        try:
+            self._commit_script(keys=keys, args=args)
+        except redis.ResponseError as exc:
+            self.release(locks)
+            raise LedgerConflict(str(exc).removeprefix("FOURWS_")) from None
+        except BaseException:
+            self.release(locks)
+            raise
 
 
 class RedisStore:
@@ -581,161 +724,61 @@ class RedisStore:
             raise ConfigurationError(
                 f"the Redis ledger at {where} is not reachable: {exc}"
             ) from None
-        self._release_script = self._client.register_script(_RELEASE)
-        self._read_script = self._client.register_script(_READ)
-        self._fetch_sets_script = self._client.register_script(_FETCH_SETS)
-        self._fetch_settled_script = self._client.register_script(_FETCH_SETTLED)
-        self._commit_script = self._client.register_script(_COMMIT)
+        self._records = RedisRecords(
+            self._client,
+            key_prefix=self.key_prefix,
+            locking=self.locking,
+            lock_ttl_ms=self.lock_ttl_ms,
+            lock_timeout=self.lock_timeout,
+            settled_window=self.settled_window,
+        )
         self._local = threading.local()
 
     def _key(self, *parts: str) -> str:
-        return self.key_prefix + "".join(parts)
-
-    # -- pieces used by RedisTransaction ------------------------------------------------
-
-    def _read(self, mode: str, subject: str) -> Any:
-        args: list[str | int] = [self.key_prefix, self.settled_window, mode, subject]
-        return self._read_script(args=args)
-
-    def _load_card(self, barcode: str) -> _Card:
-        return _card(self._read("card", barcode)[0])
-
-    def _load_record(self, kind: Kind, record_id: str) -> tuple[_Card, str, str, list[str]] | None:
-        """A record, its card's image (read with it) and, for a reservation, its operations."""
-        found = self._read(f"{kind}:", record_id)
-        if not found[0]:
-            return None
-        image, raw, barcode, children = found
-        return _card(image), raw, barcode, children
-
-    def _get(self, kind: Kind, record_id: str) -> Any:
-        raw = self._client.get(self._key(kind, ":", record_id))
-        return None if raw is None else _decode(kind, str(raw))
-
-    def _fetch_sets(self, kind: Kind, sets: list[str]) -> list[str]:
-        keys = [self._key(s) for s in sets]
-        found: list[str] = self._fetch_sets_script(keys=keys, args=[self.key_prefix, f"{kind}:"])
-        return found
-
-    def _fetch_settled(self, barcode: str, since: datetime) -> list[str]:
-        keys = [self._key("osz:", barcode)]
-        args: list[str | int] = [self.key_prefix, _micros(since)]
-        found: list[str] = self._fetch_settled_script(keys=keys, args=args)
-        return found
-
-    def _retry_locked(self, barcode: str, attempt: Callable[[], Any]) -> Any:
-        """Repeat ``attempt`` (which returns 0 while the card is locked) with jittered backoff."""
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.0002
-        while (result := attempt()) == 0:
-            if time.monotonic() >= deadline:
-                raise LedgerLockTimeout(
-                    f"card {mask_barcode(barcode)} stayed locked for {self.lock_timeout:g}s"
-                )
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.004)
-        return result
-
-    def _acquire(self, barcode: str) -> str:
-        key = self._key("lock:", barcode)
-        token = secrets.token_hex(16)
-        self._retry_locked(
-            barcode, lambda: 1 if self._client.set(key, token, nx=True, px=self.lock_ttl_ms) else 0
-        )
-        return token
-
-    def _release(self, locks: dict[str, str]) -> None:
-        keys = [self._key("lock:", b) for b in locks]
-        self._release_script(keys=keys, args=list(locks.values()))
-
-    def _commit(self, locks: dict[str, str], pending: dict[Kind, _Pending]) -> None:
-        keys = [self._key("lock:", b) for b in locks]
-        positions: dict[str, int] = {}
-        checks: list[list[Any]] = []
-        commands: list[list[Any]] = []
-
-        def at(suffix: str) -> int:
-            key = self._key(suffix)
-            if key not in positions:
-                keys.append(key)
-                positions[key] = len(keys)  # Lua indexes KEYS from 1
-            return positions[key]
-
-        for kind, writes in pending.items():
-            for record_id, record in writes.new.items():
-                old = writes.base[record_id]
-                here = at(f"{kind}:{record_id}")
-                if old is None:
-                    checks.append(["absent", here])
-                else:
-                    checks.append(["state", here, old.barcode, old.state.value])
-                commands.append(["SET", here, _encode(record)])
-                before = set() if old is None else _set_members(kind, old)
-                after = _set_members(kind, record)
-                for suffix in sorted(before - after):
-                    commands.append(["SREM", at(suffix), record_id])
-                for suffix in sorted(after - before):
-                    commands.append(["SADD", at(suffix), record_id])
-                was = None if old is None else _settlement(old)
-                now = _settlement(record)
-                if was is not None and (now is None or was[0] != now[0]):
-                    commands.append(["ZREM", at(was[0]), record_id])
-                if now is not None and now != was:
-                    commands.append(["ZADD", at(now[0]), now[1], record_id])
-
-        args: list[str | int] = [len(locks), *locks.values()]
-        args += [json.dumps(checks), json.dumps(commands)]
-        try:
-            self._commit_script(keys=keys, args=args)
-        except redis.ResponseError as exc:
-            self._release(locks)
-            raise LedgerConflict(str(exc).removeprefix("FOURWS_")) from None
-        except BaseException:
-            self._release(locks)
-            raise
+        return self._records.key(*parts)
 
     @contextmanager
-    def _tx(self, *, card: str | None = None, read_only: bool = False) -> Iterator[Any]:
+    def _tx(
+        self, *, card: str | None = None, read_only: bool = False
+    ) -> Iterator[RedisTransaction]:
         if getattr(self._local, "depth", 0) and self._local.pid == os.getpid():
             raise RuntimeError("ledger transactions do not nest")
         self._local.depth, self._local.pid = 1, os.getpid()
         try:
             with _mapped():
-                tx = RedisTransaction(self, read_only=read_only)
+                tx = RedisTransaction(self._records, read_only=read_only)
                 try:
-                    if card is not None and self.locking:
-                        # Lock at entry, before anything is read: callers stamp times inside
-                        # the critical section and rely on them following the lock order.
-                        tx._locks[card] = self._acquire(card)
+                    if card is not None:
+                        tx.lock_at_entry(card)
                     yield tx
                 except BaseException:
                     with suppress(redis.RedisError):
-                        tx._release()
+                        tx.abort()
                     raise
-                tx._commit()
+                tx.commit()
         finally:
             self._local.depth = 0
 
     # -- LedgerStore -------------------------------------------------------------------
 
-    def card_transaction(self, barcode: str) -> Any:
+    def card_transaction(self, barcode: str) -> AbstractContextManager[RedisTransaction]:
         """The card lock is taken before anything is read (see the module docstring)."""
         return self._tx(card=barcode)
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractContextManager[RedisTransaction]:
         return self._tx()
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> AbstractContextManager[RedisTransaction]:
         return self._tx(read_only=True)
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
         with _mapped():
-            found: Reservation | None = self._get("r", reservation_id)
+            found: Reservation | None = self._records.get("r", reservation_id)
         return found
 
     def get_operation(self, operation_id: str) -> Operation | None:
         with _mapped():
-            found: Operation | None = self._get("o", operation_id)
+            found: Operation | None = self._records.get("o", operation_id)
         return found
 
     def _listed(self, kind: Kind, unions: list[list[str]]) -> list[Any]:

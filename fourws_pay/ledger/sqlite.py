@@ -27,10 +27,12 @@ prevents over-reservation: it runs each statement in autocommit instead.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,6 +41,7 @@ from typing import Any
 
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.ledger._errors import mapped_errors
+from fourws_pay.ledger._sql import Row, SQLTransaction, param
 from fourws_pay.payments.models import (
     Operation,
     OperationKind,
@@ -92,41 +95,22 @@ DROP INDEX IF EXISTS operations_parent;
 CREATE INDEX IF NOT EXISTS operations_child ON operations (parent_id) WHERE parent_id IS NOT NULL;
 """
 
-_RES_COLUMNS = (
-    "id",
-    "barcode",
-    "amount",
-    "currency",
-    "decimals",
-    "entity_code",
-    "order_ref",
-    "state",
-    "created_at",
-    "expires_at",
-    "forfeited",
-    "operation_id",
-    "updated_at",
-)
-_OP_COLUMNS = (
-    "id",
-    "kind",
-    "reservation_id",
-    "barcode",
-    "amount",
-    "currency",
-    "entity_code",
-    "state",
-    "created_at",
-    "updated_at",
-    "deadline",
-    "callback_token_hash",
-    "queue_id",
-    "balance_before",
-    "parent_id",
-    "message",
-    "callback_id",
-    "settled_at",
-)
+
+def _decimal_or_none(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _time_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+# Columns stored as text that come back as Decimal or datetime (see the module docstring).
+_DECODERS: dict[str, Any] = {
+    **dict.fromkeys(("amount", "forfeited", "balance_before"), _decimal_or_none),
+    **dict.fromkeys(
+        ("created_at", "expires_at", "updated_at", "deadline", "settled_at"), _time_or_none
+    ),
+}
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -137,207 +121,73 @@ def _is_busy(exc: BaseException) -> bool:
     return "locked" in str(exc)
 
 
-def _ts(value: datetime | None) -> str | None:
+def _ts(value: datetime) -> str:
     """Fixed-width ISO-8601 in UTC (``2026-06-01T12:00:00.000000+00:00``): compares as text."""
-    if value is None:
-        return None
     if value.tzinfo is None:
         raise ValueError("ledger times must be timezone-aware")
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    Decimal: str,
+    datetime: _ts,
+    **{
+        enum: operator.attrgetter("value")
+        for enum in (ReservationState, OperationState, OperationKind)
+    },
+}
 
 
-def _req_dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+@functools.lru_cache(maxsize=256)
+def _qmark(query: str) -> str:
+    """The shared statements speak ``%s``; sqlite3 speaks ``?`` (none has a literal ``%``)."""
+    return query.replace("%s", "?")
 
 
-def _dec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _reservation_row(r: Reservation) -> tuple[Any, ...]:
-    return (
-        r.id,
-        r.barcode,
-        str(r.amount),
-        r.currency,
-        r.decimals,
-        r.entity_code,
-        r.order_ref,
-        r.state.value,
-        _ts(r.created_at),
-        _ts(r.expires_at),
-        str(r.forfeited),
-        r.operation_id,
-        _ts(r.updated_at),
-    )
-
-
-def _operation_row(o: Operation) -> tuple[Any, ...]:
-    return (
-        o.id,
-        o.kind.value,
-        o.reservation_id,
-        o.barcode,
-        str(o.amount),
-        o.currency,
-        o.entity_code,
-        o.state.value,
-        _ts(o.created_at),
-        _ts(o.updated_at),
-        _ts(o.deadline),
-        o.callback_token_hash,
-        o.queue_id,
-        None if o.balance_before is None else str(o.balance_before),
-        o.parent_id,
-        o.message,
-        o.callback_id,
-        _ts(o.settled_at),
-    )
-
-
-def _reservation(row: sqlite3.Row) -> Reservation:
-    return Reservation(
-        id=row["id"],
-        barcode=row["barcode"],
-        amount=Decimal(row["amount"]),
-        currency=row["currency"],
-        decimals=row["decimals"],
-        entity_code=row["entity_code"],
-        order_ref=row["order_ref"],
-        state=ReservationState(row["state"]),
-        created_at=_req_dt(row["created_at"]),
-        expires_at=_req_dt(row["expires_at"]),
-        forfeited=Decimal(row["forfeited"]),
-        operation_id=row["operation_id"],
-        updated_at=_dt(row["updated_at"]),
-    )
-
-
-def _operation(row: sqlite3.Row) -> Operation:
-    return Operation(
-        id=row["id"],
-        kind=OperationKind(row["kind"]),
-        reservation_id=row["reservation_id"],
-        barcode=row["barcode"],
-        amount=Decimal(row["amount"]),
-        currency=row["currency"],
-        entity_code=row["entity_code"],
-        state=OperationState(row["state"]),
-        created_at=_req_dt(row["created_at"]),
-        updated_at=_req_dt(row["updated_at"]),
-        deadline=_req_dt(row["deadline"]),
-        callback_token_hash=row["callback_token_hash"],
-        queue_id=row["queue_id"],
-        balance_before=_dec(row["balance_before"]),
-        parent_id=row["parent_id"],
-        message=row["message"],
-        callback_id=row["callback_id"],
-        settled_at=_dt(row["settled_at"]),
-    )
-
-
-_PLACEHOLDERS = [",".join("?" * n) for n in range(16)]
-
-
-def _marks(values: Iterable[Any]) -> tuple[str, list[Any]]:
-    items = list(values)
-    n = len(items)
-    return (_PLACEHOLDERS[n] if n < 16 else ",".join("?" * n)), items
-
-
-class SQLiteTransaction:
-    """``LedgerTransaction`` over one SQLite connection."""
+class SQLiteTransaction(SQLTransaction[sqlite3.Connection]):
+    """``LedgerTransaction`` over one SQLite connection: the shared SQL statements, with
+    SQLite's placeholders and its text encodings of amounts and times."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+        super().__init__(conn, prefix="")
 
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return self._conn.execute(sql, tuple(params)).fetchall()
+    @staticmethod
+    def _param(value: Any) -> Any:
+        """Amounts as exact Decimal text, times as fixed-width UTC text, enums as text.
 
-    def reservations_for_card(
-        self, barcode: str, states: Iterable[ReservationState]
-    ) -> list[Reservation]:
-        marks, values = _marks(s.value for s in states)
-        rows = self._rows(
-            f"SELECT * FROM reservations WHERE barcode = ? AND state IN ({marks})",  # noqa: S608
-            [barcode, *values],
-        )
-        return [_reservation(r) for r in rows]
+        Dispatched on the exact type first: this runs for every column of every write."""
+        kind = type(value)
+        if kind is str or kind is int or value is None:
+            return value
+        encode = _ENCODERS.get(kind)
+        if encode is not None:
+            return encode(value)
+        if isinstance(value, Decimal):  # subclasses
+            return str(value)
+        if isinstance(value, datetime):
+            return _ts(value)
+        return param(value)
 
-    def operations_for_card(
-        self, barcode: str, states: Iterable[OperationState]
-    ) -> list[Operation]:
-        marks, values = _marks(s.value for s in states)
-        rows = self._rows(
-            f"SELECT * FROM operations WHERE barcode = ? AND state IN ({marks})",  # noqa: S608
-            [barcode, *values],
-        )
-        return [_operation(r) for r in rows]
+    @staticmethod
+    def _decode(row: Row) -> dict[str, Any]:
+        for key, decode in _DECODERS.items():
+            if key in row:
+                row[key] = decode(row[key])
+        return row
 
-    def operations_settled_since(self, barcode: str, since: datetime) -> list[Operation]:
-        rows = self._rows(
-            "SELECT * FROM operations WHERE barcode = ? AND state = ? AND settled_at >= ?",
-            [barcode, OperationState.SUCCEEDED.value, _ts(since)],
-        )
-        return [_operation(r) for r in rows]
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        cursor = self._conn.cursor()
+        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row, then one dict
+        cursor.execute(_qmark(query), tuple(params))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def get_reservation(self, reservation_id: str) -> Reservation | None:
-        rows = self._rows("SELECT * FROM reservations WHERE id = ?", [reservation_id])
-        return _reservation(rows[0]) if rows else None
+    def _write(self, query: str, params: Sequence[Any]) -> int:
+        return self._conn.execute(_qmark(query), tuple(params)).rowcount
 
-    def get_operation(self, operation_id: str) -> Operation | None:
-        rows = self._rows("SELECT * FROM operations WHERE id = ?", [operation_id])
-        return _operation(rows[0]) if rows else None
-
-    def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
-        rows = self._rows(
-            "SELECT * FROM operations WHERE reservation_id = ? AND kind = ? ORDER BY created_at",
-            [reservation_id, OperationKind.CAPTURE.value],
-        )
-        return [_operation(r) for r in rows]
-
-    def children_of(self, operation_id: str, kind: OperationKind) -> list[Operation]:
-        rows = self._rows(
-            "SELECT * FROM operations WHERE parent_id = ? AND kind = ? ORDER BY created_at",
-            [operation_id, kind.value],
-        )
-        return [_operation(r) for r in rows]
-
-    def insert_reservation(self, reservation: Reservation) -> None:
-        self._conn.execute(
-            f"INSERT INTO reservations ({','.join(_RES_COLUMNS)}) "  # noqa: S608
-            f"VALUES ({','.join('?' * len(_RES_COLUMNS))})",
-            _reservation_row(reservation),
-        )
-
-    def insert_operation(self, operation: Operation) -> None:
-        self._conn.execute(
-            f"INSERT INTO operations ({','.join(_OP_COLUMNS)}) "  # noqa: S608
-            f"VALUES ({','.join('?' * len(_OP_COLUMNS))})",
-            _operation_row(operation),
-        )
-
-    def update_reservation(self, reservation: Reservation, expected: ReservationState) -> bool:
-        row = _reservation_row(reservation)
-        sets = ",".join(f"{c} = ?" for c in _RES_COLUMNS[1:])
-        cur = self._conn.execute(
-            f"UPDATE reservations SET {sets} WHERE id = ? AND state = ?",  # noqa: S608
-            (*row[1:], reservation.id, expected.value),
-        )
-        return cur.rowcount == 1
-
-    def update_operation(self, operation: Operation, expected: OperationState) -> bool:
-        row = _operation_row(operation)
-        sets = ",".join(f"{c} = ?" for c in _OP_COLUMNS[1:])
-        cur = self._conn.execute(
-            f"UPDATE operations SET {sets} WHERE id = ? AND state = ?",  # noqa: S608
-            (*row[1:], operation.id, expected.value),
-        )
-        return cur.rowcount == 1
+    def _operations_by_state(self) -> str:
+        """Named, because after ``ANALYZE`` the planner would rather scan (module docstring)."""
+        return f"{self._ops} INDEXED BY operations_state"
 
 
 class SQLiteStore:
@@ -426,14 +276,14 @@ class SQLiteStore:
             finally:
                 self._local.depth = 0
 
-    def card_transaction(self, barcode: str) -> Any:
+    def card_transaction(self, barcode: str) -> AbstractContextManager[SQLiteTransaction]:
         """``BEGIN IMMEDIATE``: the write lock is taken before anything is read."""
         return self._tx("BEGIN IMMEDIATE")
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractContextManager[SQLiteTransaction]:
         return self._tx("BEGIN IMMEDIATE")
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> AbstractContextManager[SQLiteTransaction]:
         """A deferred transaction: a consistent WAL snapshot without the write lock."""
         return self._tx("BEGIN DEFERRED")
 
@@ -448,36 +298,16 @@ class SQLiteStore:
     def list_reservations(
         self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
     ) -> list[Reservation]:
-        sql = "SELECT * FROM reservations WHERE 1 = 1"
-        params: list[Any] = []
-        if states is not None:
-            marks, values = _marks(s.value for s in states)
-            sql += f" AND state IN ({marks})"
-            params += values
-        if order_ref is not None:
-            sql += " AND order_ref = ?"
-            params.append(order_ref)
         with self._mapped():
-            rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
-        return [_reservation(r) for r in rows]
+            return SQLiteTransaction(self._conn())._list_reservations(states, order_ref)
 
     def list_operations(
         self,
         states: Iterable[OperationState] | None = None,
         kind: OperationKind | None = None,
     ) -> list[Operation]:
-        sql = "SELECT * FROM operations WHERE 1 = 1"
-        params: list[Any] = []
-        if states is not None:
-            marks, values = _marks(s.value for s in states)
-            sql = f"SELECT * FROM operations INDEXED BY operations_state WHERE state IN ({marks})"  # noqa: S608
-            params += values
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind.value)
         with self._mapped():
-            rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
-        return [_operation(r) for r in rows]
+            return SQLiteTransaction(self._conn())._list_operations(states, kind)
 
     def close(self) -> None:
         with self._all_lock:

@@ -83,7 +83,7 @@ def live_captures(tx: LedgerTransaction, reservation_id: str) -> list[Operation]
     written while none is live (one POST per hold), so a second one means a lost race."""
     return [
         op
-        for op in tx.operations_for_reservation(reservation_id)
+        for op in tx.captures_of_reservation(reservation_id)
         if op.state is not OperationState.FAILED
     ]
 

@@ -132,7 +132,7 @@ def test_card_queries(store: SQLiteStore) -> None:
         ] == ["op_1"]
         assert [o.id for o in tx.operations_settled_since("2000000001814", NOW)] == ["op_2"]
         assert tx.operations_settled_since("2000000001814", NOW + timedelta(seconds=6)) == []
-        assert [o.id for o in tx.operations_for_reservation("res_1")] == ["op_1", "op_2"]
+        assert [o.id for o in tx.captures_of_reservation("res_1")] == ["op_1", "op_2"]
 
 
 def test_memory_and_bad_urls_are_configuration_errors(tmp_path: Path) -> None:

@@ -283,13 +283,13 @@ def test_card_queries(any_store: LedgerStore) -> None:
         assert [o.id for o in tx.operations_settled_since(CARD, NOW)] == ["op_2"]
         assert [o.id for o in tx.operations_settled_since(CARD, settled_at)] == ["op_2"]
         assert tx.operations_settled_since(CARD, NOW + timedelta(seconds=6)) == []
-        assert [o.id for o in tx.operations_for_reservation("res_1")] == ["op_1", "op_2"]
+        assert [o.id for o in tx.captures_of_reservation("res_1")] == ["op_1", "op_2"]
         assert [o.id for o in tx.children_of("op_2", OperationKind.REFUND)] == ["op_3"]
         assert tx.children_of("op_2", OperationKind.CAPTURE) == []
         assert [r.id for r in tx.reservations_for_card(CARD, ACTIVE)] == ["res_1"]
         assert tx.reservations_for_card(CARD, [ReservationState.CAPTURED]) == []
         assert tx.reservations_for_card("2000000009999", ACTIVE) == []
-        assert [o.id for o in tx.operations_for_reservation("res_9")] == ["op_4"]
+        assert [o.id for o in tx.captures_of_reservation("res_9")] == ["op_4"]
 
 
 def test_card_queries_reach_history_beyond_open_records(any_store: LedgerStore) -> None:
@@ -345,7 +345,7 @@ def test_card_queries_see_the_transactions_own_writes(any_store: LedgerStore) ->
         tx.insert_reservation(reservation(1))
         tx.insert_operation(operation(1))
         assert [r.id for r in tx.reservations_for_card(CARD, ACTIVE)] == ["res_1"]
-        assert [o.id for o in tx.operations_for_reservation("res_1")] == ["op_1"]
+        assert [o.id for o in tx.captures_of_reservation("res_1")] == ["op_1"]
         assert tx.get_reservation("res_1") == reservation(1)
 
 

@@ -133,7 +133,7 @@ def one_post_per_operation(ctx: Context) -> None:
 
 
 def break_one_post_per_operation(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(SQLiteTransaction, "operations_for_reservation", lambda self, rid: [])
+    mp.setattr(SQLiteTransaction, "captures_of_reservation", lambda self, rid: [])
     mp.setattr(core.PaymentsCore, "_require_card_idle", staticmethod(lambda tx, b: None))
 
 
