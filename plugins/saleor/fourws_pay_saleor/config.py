@@ -45,10 +45,21 @@ class AppConfig(BaseModel):
     report_max_attempts: int = Field(default=5, ge=1, le=20)
     report_backoff_base: float = Field(default=0.5, ge=0)
     report_backoff_max: float = Field(default=8.0, ge=0)
+    # Seconds a sync webhook may work before the App answers "pending" and finishes in the
+    # background (Saleor gives the whole call ~20 s: WEBHOOK_SYNC_TIMEOUT).
+    sync_budget: float = Field(default=12.0, gt=0, le=18)
+    # Seconds an authorization (the App's hold on the card's balance) lives. Shops charge on
+    # fulfilment, hours or days after checkout; see the README on what holding costs.
+    authorization_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # How long a pending charge/refund/cancel is retried before it is reported as failed.
+    action_give_up_after: float = Field(default=24 * 3600.0, gt=0)
+    # Seconds sent reports, remembered deliveries and finished actions are kept.
+    retention: float = Field(default=7 * 24 * 3600.0, gt=0)
     # Seconds a handler waits for another worker holding the same transaction.
     lease_wait: float = Field(default=15.0, gt=0)
     lease_ttl: float = Field(default=60.0, gt=0)
-    # Saleor >= 3.23 accepts paymentMethodDetails of type GIFT_CARD; older ones reject it.
+    # paymentMethodDetails are sent in the shape the calling Saleor (Saleor-Version header)
+    # accepts: GIFT_CARD from 3.23, OTHER for 3.21/3.22, none when the version is unknown.
     send_payment_method_details: bool = True
     payment_method_name: str = Field(default="4WS gift card", max_length=256)
     payment_method_brand: str = Field(default="4WS", max_length=40)

@@ -33,6 +33,9 @@ class Gateway(Protocol):
         currency: str,
         order_ref: str,
         client_key: str | None,
+        *,
+        ttl: float | None = None,
+        allow_partial: bool = False,
     ) -> Reservation: ...
 
     async def capture(self, reservation_id: str, amount: Decimal | None = None) -> Operation: ...
@@ -86,6 +89,9 @@ class PaymentsGateway:
         currency: str,
         order_ref: str,
         client_key: str | None,
+        *,
+        ttl: float | None = None,
+        allow_partial: bool = False,
     ) -> Reservation:
         result = await self._call(
             "reserve",
@@ -94,6 +100,8 @@ class PaymentsGateway:
             currency=currency,
             order_ref=order_ref,
             client_key=client_key,
+            ttl=ttl,
+            allow_partial=allow_partial,
         )
         return cast(Reservation, result)
 

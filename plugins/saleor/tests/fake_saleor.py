@@ -25,6 +25,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 API_URL = "http://saleor.test/graphql/"
+# What ``saleor.__version__`` says in the release the App was tried against; subscription
+# events carry it in their ``version`` field.
+SALEOR_VERSION = "3.24.0-a.0"
 DOMAIN = "saleor.test"
 APP_TOKEN = "app-token-0123456789abcdef"
 APP_ID = "QXBwOjQy"
@@ -205,6 +208,7 @@ def session_payload(
     issued_at: str = "2026-01-01T12:00:00+00:00",
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
+        "version": SALEOR_VERSION,
         "issuedAt": issued_at,
         "data": {"code": code} if code is not None else None,
         "merchantReference": transaction_id,
@@ -228,6 +232,7 @@ def action_payload(
     issued_at: str = "2026-01-01T12:05:00+00:00",
 ) -> dict[str, Any]:
     return {
+        "version": SALEOR_VERSION,
         "issuedAt": issued_at,
         "transaction": {"id": transaction_id, "pspReference": psp_reference},
         "action": {"amount": amount, "currency": currency, "actionType": action_type},
@@ -236,6 +241,7 @@ def action_payload(
 
 def gateway_payload(amount: Decimal, code: str | None, currency: str = "EUR") -> dict[str, Any]:
     return {
+        "version": SALEOR_VERSION,
         "issuedAt": "2026-01-01T11:59:00+00:00",
         "amount": amount,
         "data": {"code": code} if code is not None else None,
