@@ -223,7 +223,12 @@ class HandlerCore:
         amount: Decimal | None,
         message: str = "",
     ) -> None:
-        """Queue an outcome Saleor did not get in an answer."""
+        """Queue an outcome Saleor did not get in an answer.
+
+        A row marked ``answered`` for it (written when the answer was built, before it
+        turned out to be too late) is queued again: that answer was never given.
+        """
+        self.store.requeue_answered(api_url, psp, result, self.clock.now())
         self.store.enqueue_report(
             ReportRecord(
                 api_url=api_url,

@@ -130,8 +130,11 @@ class SessionHandlers(HandlerCore):
     # -- TRANSACTION_INITIALIZE_SESSION / TRANSACTION_PROCESS_SESSION ----------------------
 
     def _failure(
-        self, action: ActionType, message: str, psp_reference: str | None = None
+        self, action: ActionType, message: str, psp_reference: str | None
     ) -> dict[str, Any]:
+        """A decline. It carries the session's reference: Saleor 3.24 requires one on every
+        session result but ``*_ACTION_REQUIRED`` and otherwise books its own generic failure
+        instead of this message (``create_transaction_event_for_transaction_session``)."""
         result = _failure_result(action)
         return transaction_response(
             result,
@@ -158,21 +161,23 @@ class SessionHandlers(HandlerCore):
         self, api_url: str, payload: TransactionSession, version: SaleorVersion | None = None
     ) -> dict[str, Any]:
         if too_old(version):
-            return self._failure(payload.action.action_type, OUTDATED)
+            return self._failure(
+                payload.action.action_type, OUTDATED, session_psp(api_url, payload.transaction.id)
+            )
         code = gift_card_code(payload.data)
         key = payload.idempotency_key
         fingerprint = self._fingerprint(payload, code)
         if key:
             stored = self.store.get_idempotent(api_url, key)
             if stored is not None:
-                return self._replay(payload, stored, fingerprint)
+                return self._replay(api_url, payload, stored, fingerprint)
 
         async def work() -> tuple[dict[str, Any], bool]:
             async with self._exclusive(api_url, payload.transaction.id):
                 if key:
                     stored = self.store.get_idempotent(api_url, key)
                     if stored is not None:
-                        return self._replay(payload, stored, fingerprint), True
+                        return self._replay(api_url, payload, stored, fingerprint), True
                 response, final = await self._start_session(api_url, payload, code, version)
                 if key and final:
                     self.store.save_idempotent(
@@ -201,7 +206,7 @@ class SessionHandlers(HandlerCore):
             try:
                 return await work()
             except Unavailable:
-                return self._failure(payload.action.action_type, TRY_LATER), False
+                return self._failure(payload.action.action_type, TRY_LATER, psp), False
 
         def late(result: tuple[dict[str, Any], bool]) -> None:
             response, _ = result
@@ -237,6 +242,7 @@ class SessionHandlers(HandlerCore):
 
     def _replay(
         self,
+        api_url: str,
         payload: TransactionSession,
         stored: tuple[str, dict[str, Any]],
         fingerprint: str,
@@ -248,6 +254,7 @@ class SessionHandlers(HandlerCore):
         return self._failure(
             payload.action.action_type,
             "This idempotency key was already used for a different payment.",
+            session_psp(api_url, payload.transaction.id),
         )
 
     async def transaction_process(
@@ -255,7 +262,9 @@ class SessionHandlers(HandlerCore):
     ) -> dict[str, Any]:
         """Report where the transaction stands, starting it if it was never initialized."""
         if too_old(version):
-            return self._failure(payload.action.action_type, OUTDATED)
+            return self._failure(
+                payload.action.action_type, OUTDATED, session_psp(api_url, payload.transaction.id)
+            )
         code = gift_card_code(payload.data)
 
         async def work() -> tuple[dict[str, Any], bool]:
@@ -278,22 +287,22 @@ class SessionHandlers(HandlerCore):
         """
         action = payload.action
         tx_id = payload.transaction.id
+        psp = session_psp(api_url, tx_id)
         now = self.clock.now()
         record = self.store.get_transaction(api_url, tx_id)
         if record is not None and record.response is not None:
             if record.action_type != action.action_type.value or record.amount != action.amount:
                 return self._failure(
-                    action.action_type, "This transaction was already started differently."
+                    action.action_type, "This transaction was already started differently.", psp
                 ), True
             return await self._current_status(record), True
         if action.action_type not in (ActionType.AUTHORIZATION, ActionType.CHARGE):
-            return self._failure(action.action_type, "Unsupported action."), True
+            return self._failure(action.action_type, "Unsupported action.", psp), True
         if code is None:
-            return self._failure(action.action_type, NO_CODE), True
+            return self._failure(action.action_type, NO_CODE, psp), True
         if not action.amount.is_finite() or action.amount <= 0:
-            return self._failure(action.action_type, "Nothing to pay."), True
+            return self._failure(action.action_type, "Nothing to pay.", psp), True
         details = self._details(code, version)  # decided before money moves
-        psp = session_psp(api_url, tx_id)
         if record is None:
             channel = payload.source_object.channel if payload.source_object else None
             record = TransactionRecord(
@@ -330,12 +339,12 @@ class SessionHandlers(HandlerCore):
             except PaymentRefused as exc:
                 return self._finish_failed(record, action.action_type, exc.public_message), True
             except ThrottledError:
-                return self._failure(action.action_type, THROTTLED), False
+                return self._failure(action.action_type, THROTTLED, psp), False
             except InvalidInputError as exc:
                 return self._finish_failed(record, action.action_type, str(exc)), True
             except (TransportError, APIError, AmbiguousOutcomeError) as exc:
                 log.warning("saleor.reserve_unavailable", transaction_id=tx_id, error=repr(exc))
-                return self._failure(action.action_type, TRY_LATER), False
+                return self._failure(action.action_type, TRY_LATER, psp), False
             record.reservation_id = reservation.id
             record.state = TransactionState.AUTHORIZED
             record.authorized = reservation.applied_amount
@@ -387,7 +396,7 @@ class SessionHandlers(HandlerCore):
             record.state = TransactionState.STARTED
             record.updated_at = self.clock.now()
             self.store.save_transaction(record)
-        return self._failure(action, TRY_LATER)
+        return self._failure(action, TRY_LATER, record.psp_reference)
 
     async def _capture_once(self, record: TransactionRecord, psp: str) -> Operation:
         """Capture the whole reservation of a CHARGE session unless that already happened.
@@ -498,7 +507,7 @@ class SessionHandlers(HandlerCore):
         self, record: TransactionRecord, action: ActionType, message: str
     ) -> dict[str, Any]:
         record.state = TransactionState.FAILED
-        return self._finish(record, self._failure(action, message))
+        return self._finish(record, self._failure(action, message, record.psp_reference))
 
     async def _current_status(self, record: TransactionRecord) -> dict[str, Any]:
         """The stored answer, refreshed for a charge that was still pending."""

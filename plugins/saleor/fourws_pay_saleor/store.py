@@ -606,6 +606,14 @@ class AppStore:
             ).rowcount
         return int(count)
 
+    def requeue_answered(self, api_url: str, psp_reference: str, type_: str, at: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE reports SET state = 'pending', updated_at = ? WHERE api_url = ?"
+                " AND psp_reference = ? AND type = ? AND state = 'answered'",
+                (at.isoformat(), api_url, psp_reference, type_),
+            )
+
     def has_report(self, api_url: str, psp_reference: str, type_: str) -> bool:
         """Whether Saleor was told (or will be told) this outcome already."""
         row = self._one(
