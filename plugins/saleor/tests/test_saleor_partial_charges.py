@@ -1,0 +1,157 @@
+"""Several charges of one authorization, and cancelling the rest (issue 13, items 2 and 3).
+
+Saleor subtracts each CHARGE_SUCCESS from ``authorized_value``; the fake books events the
+same way (``SaleorTransaction.amounts``), so ``authorized`` below is what the merchant sees.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from fake_saleor import action_payload, session_payload
+from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import CARD, CARD_BALANCE, World
+
+from fourws_pay.payments import ReservationState
+
+CHARGE = WebhookEvent.TRANSACTION_CHARGE_REQUESTED
+REFUND = WebhookEvent.TRANSACTION_REFUND_REQUESTED
+CANCEL = WebhookEvent.TRANSACTION_CANCELATION_REQUESTED
+
+
+async def authorize(world: World, tx: str, amount: str) -> None:
+    response = await world.saleor.initialize(
+        world.client, session_payload(tx, Decimal(amount), "AUTHORIZATION", CARD)
+    )
+    assert response.json()["result"] == "AUTHORIZATION_SUCCESS"
+
+
+async def action(
+    world: World, event: WebhookEvent, tx: str, amount: str, at: str
+) -> dict[str, object]:
+    kind = {CHARGE: "CHARGE", REFUND: "REFUND", CANCEL: "CANCEL"}[event]
+    [response] = await world.saleor.request_action(
+        world.client, event, action_payload(tx, Decimal(amount), kind, issued_at=at)
+    )
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def settle(world: World) -> None:
+    await world.settle()
+    await world.state.maintain()  # finishes pending actions, re-holds remainders
+    await world.settle()
+    await world.flush()
+
+
+def amounts(world: World, tx: str) -> tuple[Decimal, Decimal, Decimal]:
+    values = world.saleor.transaction(tx).amounts()
+    return values["authorized"], values["charged"], values["canceled"]
+
+
+def active_holds(world: World, tx: str) -> list[Decimal]:
+    return [
+        r.amount
+        for r in world.payments.list_reservations(order_ref=tx)
+        if r.state is ReservationState.ACTIVE
+    ]
+
+
+async def test_two_partial_charges_use_the_whole_authorization(world: World) -> None:
+    await authorize(world, "tx-p1", "50.00")
+    first = await action(world, CHARGE, "tx-p1", "20.00", "2026-01-01T12:01:00Z")
+    assert set(first) == {"pspReference"}
+    await settle(world)
+    assert amounts(world, "tx-p1") == (Decimal("30.00"), Decimal("20.00"), Decimal("0"))
+    assert active_holds(world, "tx-p1") == [Decimal("30.00")]  # the rest is still held
+
+    await action(world, CHARGE, "tx-p1", "30.00", "2026-01-01T12:02:00Z")
+    await settle(world)
+    assert amounts(world, "tx-p1") == (Decimal("0"), Decimal("50.00"), Decimal("0"))
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("50.00")
+    assert active_holds(world, "tx-p1") == []
+
+
+async def test_the_rest_of_an_authorization_can_be_cancelled(world: World) -> None:
+    await authorize(world, "tx-p2", "50.00")
+    await action(world, CHARGE, "tx-p2", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    canceled = await action(world, CANCEL, "tx-p2", "30.00", "2026-01-01T12:02:00Z")
+    assert (canceled["result"], canceled["amount"]) == ("CANCEL_SUCCESS", 30)
+    assert canceled["actions"] == ["REFUND"]
+    assert amounts(world, "tx-p2") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+    assert active_holds(world, "tx-p2") == []
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("20.00")
+    # Nothing is left to charge.
+    late = await action(world, CHARGE, "tx-p2", "30.00", "2026-01-01T12:03:00Z")
+    assert late["result"] == "CHARGE_FAILURE"
+
+
+async def test_a_second_charge_while_the_first_is_in_flight_waits_its_turn(
+    world: World,
+) -> None:
+    await authorize(world, "tx-p3", "50.00")
+    await action(world, CHARGE, "tx-p3", "20.00", "2026-01-01T12:01:00Z")
+    second = await action(world, CHARGE, "tx-p3", "30.00", "2026-01-01T12:01:01Z")
+    assert set(second) == {"pspReference"}  # pending, not failed
+    await settle(world)  # first settles, the rest is re-held, the second is posted
+    await settle(world)
+    assert amounts(world, "tx-p3") == (Decimal("0"), Decimal("50.00"), Decimal("0"))
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("50.00")
+
+
+async def test_a_rest_that_cannot_be_held_again_is_reported_honestly(world: World) -> None:
+    await authorize(world, "tx-p4", "50.00")
+    await action(world, CHARGE, "tx-p4", "20.00", "2026-01-01T12:01:00Z")
+    world.sandbox.spend_in_shop(CARD, Decimal("70.00"))  # at a till, before 4WS settles
+    await settle(world)
+    assert world.sandbox.balance(CARD) == Decimal("10.00")
+    # The 30 still authorized in Saleor could not be held again: Saleor is told so.
+    assert amounts(world, "tx-p4") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+    [lost] = [r for r in world.saleor.reports_of("tx-p4") if r["type"] == "CANCEL_SUCCESS"]
+    assert "could not be kept" in lost["message"]
+    late = await action(world, CHARGE, "tx-p4", "30.00", "2026-01-01T12:02:00Z")
+    assert late["result"] == "CHARGE_FAILURE"
+    assert world.sandbox.balance(CARD) == Decimal("10.00")
+
+
+async def test_charges_beyond_the_authorization_are_declined(world: World) -> None:
+    await authorize(world, "tx-p5", "50.00")
+    await action(world, CHARGE, "tx-p5", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    too_much = await action(world, CHARGE, "tx-p5", "31.00", "2026-01-01T12:02:00Z")
+    assert too_much["result"] == "CHARGE_FAILURE"
+    assert "30.00 is authorized" in str(too_much["message"])
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("20.00")
+
+
+async def test_refunds_of_partial_charges(world: World) -> None:
+    await authorize(world, "tx-p6", "50.00")
+    await action(world, CHARGE, "tx-p6", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    await action(world, CHARGE, "tx-p6", "30.00", "2026-01-01T12:02:00Z")
+    await settle(world)
+    refund = await action(world, REFUND, "tx-p6", "25.00", "2026-01-01T12:03:00Z")
+    assert set(refund) == {"pspReference"}
+    await settle(world)
+    values = world.saleor.transaction("tx-p6").amounts()
+    assert (values["charged"], values["refunded"]) == (Decimal("25.00"), Decimal("25.00"))
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("25.00")
+
+
+async def test_the_re_held_rest_keeps_the_original_expiry(world: World) -> None:
+    await authorize(world, "tx-p7", "50.00")
+    [first] = world.payments.list_reservations(order_ref="tx-p7")
+    await action(world, CHARGE, "tx-p7", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    [rest] = [
+        r
+        for r in world.payments.list_reservations(order_ref="tx-p7")
+        if r.state is ReservationState.ACTIVE
+    ]
+    assert rest.expires_at == first.expires_at
+    world.clock.advance(world.state.config.authorization_ttl + 1)
+    await world.state.maintain()
+    await world.flush()
+    assert amounts(world, "tx-p7") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
