@@ -444,6 +444,26 @@ class FakeSaleor:
         self.transaction(payload["transaction"]["id"]).add_response(request, answer, session=False)
         return responses
 
+    async def app_event(
+        self, app: httpx.AsyncClient, event: str, is_active: bool | None = None
+    ) -> httpx.Response:
+        """APP_DELETED / APP_STATUS_CHANGED, async webhooks signed like the sync ones."""
+        body: dict[str, Any] = {"version": SALEOR_VERSION, "app": {"id": APP_ID}}
+        if is_active is not None:
+            body["app"]["isActive"] = is_active
+        raw = dumps(body).encode()
+        return await app.post(
+            "/api/webhooks/app-events",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "Saleor-Event": event.lower(),
+                "Saleor-Domain": DOMAIN,
+                "Saleor-Api-Url": API_URL,
+                "Saleor-Signature": self.sign(raw),
+            },
+        )
+
     def reports_of(self, transaction_id: str) -> list[dict[str, Any]]:
         return [r.variables for r in self.reports if r.variables["id"] == transaction_id]
 

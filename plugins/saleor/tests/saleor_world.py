@@ -32,6 +32,8 @@ class World:
     client: httpx.AsyncClient
     store: AppStore
 
+    saleor_api_url: str = "http://saleor.test/graphql/"
+
     @property
     def state(self) -> SaleorApp:
         state: SaleorApp = self.app.state.saleor
