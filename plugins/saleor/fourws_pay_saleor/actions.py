@@ -261,7 +261,7 @@ class ActionHandlers(HandlerCore):
         captures = []
         for link in self.store.operation_links(record.api_url, record.transaction_id):
             if link.kind == OperationKind.CAPTURE.value:
-                operation = await self.gateway.get_operation(link.operation_id)
+                operation = await self._gw(record.channel).get_operation(link.operation_id)
                 if operation.state is not OperationState.FAILED:
                     captures.append(operation)
         return captures
@@ -285,7 +285,7 @@ class ActionHandlers(HandlerCore):
         """
         if record.reservation_id is None:
             return None
-        hold = await self.gateway.get_reservation(record.reservation_id)
+        hold = await self._gw(record.channel).get_reservation(record.reservation_id)
         in_flight = [
             op
             for op in await self._captures(record)
@@ -317,7 +317,7 @@ class ActionHandlers(HandlerCore):
             message = "The gift-card authorization expired."
             if ttl > 0:
                 try:
-                    hold = await self.gateway.reserve(
+                    hold = await self._gw(record.channel).reserve(
                         used.barcode,
                         remaining,
                         used.currency,
@@ -355,7 +355,7 @@ class ActionHandlers(HandlerCore):
         self, record: TransactionRecord, used: Reservation, remaining: Decimal
     ) -> Reservation | None:
         """A re-hold made just before a crash (not yet in the store) is adopted, not doubled."""
-        for candidate in await self.gateway.find_reservations(record.transaction_id):
+        for candidate in await self._gw(record.channel).find_reservations(record.transaction_id):
             if (
                 candidate.id != used.id
                 and candidate.state is ReservationState.ACTIVE
@@ -384,7 +384,7 @@ class ActionHandlers(HandlerCore):
             for link in self.store.operation_links(record.api_url, record.transaction_id)
         }
         try:
-            operation = await self.gateway.capture(
+            operation = await self._gw(record.channel).capture(
                 hold.id, None if amount == hold.applied_amount else amount
             )
         except PaymentRefused as exc:
@@ -409,7 +409,7 @@ class ActionHandlers(HandlerCore):
         record.state = TransactionState.CHARGED if amount == remaining else TransactionState.PARTIAL
         record.updated_at = self.clock.now()
         self.store.save_transaction(record)
-        operation = await self.gateway.get_operation(operation.id)
+        operation = await self._gw(record.channel).get_operation(operation.id)
         return self._operation_outcome(action, operation, CHARGE_RESULTS)
 
     # -- cancel ----------------------------------------------------------------------------
@@ -424,7 +424,7 @@ class ActionHandlers(HandlerCore):
             )
         hold: Reservation | None = None
         if record.reservation_id is not None:
-            hold = await self.gateway.get_reservation(record.reservation_id)
+            hold = await self._gw(record.channel).get_reservation(record.reservation_id)
             if any(
                 op.reservation_id == hold.id and not op.is_terminal
                 for op in await self._captures(record)
@@ -432,7 +432,7 @@ class ActionHandlers(HandlerCore):
                 raise Unavailable("a charge of this authorization is still being settled")
         if hold is not None and hold.state is ReservationState.ACTIVE:
             try:
-                await self.gateway.release(hold.id)
+                await self._gw(record.channel).release(hold.id)
             except NotFoundInLedgerError as exc:
                 return self._final(action, str(exc))
         record.state = TransactionState.CANCELED
@@ -457,7 +457,7 @@ class ActionHandlers(HandlerCore):
         for link in self.store.operation_links(record.api_url, record.transaction_id):
             if link.kind != OperationKind.REFUND.value:
                 continue
-            refund = await self.gateway.get_operation(link.operation_id)
+            refund = await self._gw(record.channel).get_operation(link.operation_id)
             if refund.parent_id == capture.id and refund.state is not OperationState.FAILED:
                 refunded += refund.amount
         return capture.amount - refunded
@@ -484,7 +484,7 @@ class ActionHandlers(HandlerCore):
             )
         capture = fitting[-1]
         try:
-            operation = await self.gateway.refund(capture.id, amount)
+            operation = await self._gw(record.channel).refund(capture.id, amount)
         except PaymentRefused as exc:
             return self._final(action, exc.public_message)
         except InvalidInputError as exc:
@@ -503,7 +503,7 @@ class ActionHandlers(HandlerCore):
             action.psp_reference,
         )
         action.operation_ids.append(operation.id)
-        operation = await self.gateway.get_operation(operation.id)
+        operation = await self._gw(record.channel).get_operation(operation.id)
         return self._operation_outcome(action, operation, REFUND_RESULTS)
 
     def _operation_outcome(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -100,6 +100,7 @@ class SaleorApp:
     gateway: Gateway
     http: httpx.AsyncClient
     clock: Clock
+    channel_gateways: dict[str, Gateway] = field(default_factory=dict)
     handlers: PaymentHandlers = field(init=False)
     verifier: JWKSVerifier = field(init=False)
     reporter: SaleorReporter = field(init=False)
@@ -108,7 +109,9 @@ class SaleorApp:
     _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.handlers = PaymentHandlers(self.config, self.store, self.gateway, self.clock)
+        self.handlers = PaymentHandlers(
+            self.config, self.store, self.gateway, self.clock, self.channel_gateways
+        )
         self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
         self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
         self.listener = SaleorEventListener(
@@ -119,7 +122,16 @@ class SaleorApp:
             if self.config.provide_callback_base_url
             else None,
         )
-        self.gateway.add_listener(self.listener, PLUGIN_NAME)
+        for gateway in self.gateways():
+            gateway.add_listener(self.listener, PLUGIN_NAME)
+
+    def gateways(self) -> list[Gateway]:
+        """The default gateway and each channel's, once each."""
+        unique: list[Gateway] = [self.gateway]
+        for gateway in self.channel_gateways.values():
+            if all(gateway is not known for known in unique):
+                unique.append(gateway)
+        return unique
 
     def _wake(self) -> None:
         # Called from inside payment calls, possibly on a worker thread: only signal.
@@ -330,10 +342,15 @@ class SaleorApp:
 
     async def fourws_callback(self, request: Request) -> Response:
         body = await request.body()
-        try:
-            result = await self.gateway.handle_callback(request.url.path, body)
-        except CallbackRejected as exc:
-            return Response(status_code=exc.status_code)
+        gateways = self.gateways()
+        for index, gateway in enumerate(gateways):
+            try:
+                result = await gateway.handle_callback(request.url.path, body)
+                break
+            except CallbackRejected as exc:
+                # 404: another channel's ledger may know the operation.
+                if exc.status_code != 404 or index == len(gateways) - 1:
+                    return Response(status_code=exc.status_code)
         return Response(
             status_code=result.status_code, background=BackgroundTask(self.flush_reports)
         )
@@ -358,7 +375,7 @@ class SaleorApp:
         """One maintenance pass: sweep and reconcile payments, finish pending actions,
         re-hold the rest of partial charges, prune old rows, then flush reports."""
         for step in (
-            self.gateway.maintain,
+            *(gateway.maintain for gateway in self.gateways()),
             self.handlers.run_pending,
             self.handlers.keep_remainders,
         ):
@@ -410,11 +427,14 @@ def create_app(
     store: AppStore | None = None,
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
+    channel_gateways: Mapping[str, Gateway] | None = None,
 ) -> Starlette:
     """Build the App. ``app.state.saleor`` is the ``SaleorApp`` (tests flush reports with it).
 
     ``http`` is the client used to reach Saleor (JWKS, GraphQL); inject one with a
     ``MockTransport`` or ``ASGITransport`` to talk to a fake Saleor in-process.
+    ``channel_gateways`` gives Saleor channels (by slug) their own 4WS tenant/entity;
+    other channels use ``gateway``.
     """
     saleor = SaleorApp(
         config=config,
@@ -422,6 +442,7 @@ def create_app(
         gateway=gateway,
         http=http or httpx.AsyncClient(timeout=config.http_timeout),
         clock=clock or SystemClock(),
+        channel_gateways=dict(channel_gateways or {}),
     )
     routes = [
         Route("/", saleor.home, methods=["GET"]),

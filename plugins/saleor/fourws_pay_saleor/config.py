@@ -7,6 +7,7 @@ arguments, or ``FOURWS_SALEOR_<FIELD>`` variables through ``AppConfig.from_env()
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -71,6 +72,10 @@ class AppConfig(BaseModel):
     # Path (under app_url) of the 4WS callback receiver; Settings.callback_base_url must
     # point at it for 4WS callbacks to reach this App.
     callback_path: str = "/fourws/callback"
+    # Per Saleor channel (slug), overrides of the 4WS settings (fourws_pay.Settings field
+    # names: entity_code, application_id, username, password, ledger_url, ...): a channel
+    # can sell through another 4WS tenant or entity. JSON in FOURWS_SALEOR_CHANNEL_SETTINGS.
+    channel_settings: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 
     @field_validator("app_url")
     @classmethod
@@ -84,6 +89,20 @@ class AppConfig(BaseModel):
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("channel_settings", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("must be a JSON object of channel slug -> settings") from None
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in value.items()
+        ):
+            raise ValueError("must be a JSON object of channel slug -> settings")
         return value
 
     @field_validator("callback_path")

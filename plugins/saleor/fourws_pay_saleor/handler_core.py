@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -91,14 +91,32 @@ def delivery_key(api_url: str, event: WebhookEvent, body: bytes) -> str:
 class HandlerCore:
     """State and steps shared by the session and action handlers."""
 
-    def __init__(self, config: AppConfig, store: AppStore, gateway: Gateway, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        store: AppStore,
+        gateway: Gateway,
+        clock: Clock,
+        channel_gateways: Mapping[str, Gateway] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.gateway = gateway
+        self.channel_gateways = dict(channel_gateways or {})
         self.clock = clock
         self._owner = uuid.uuid4().hex
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+
+    def _gw(self, channel: str | None) -> Gateway:
+        """The 4WS tenant/entity of a Saleor channel (the default gateway for the rest).
+
+        A transaction stays with the gateway of the channel it started in: its channel is
+        stored with it, so charges, refunds and the runner find the same ledger.
+        """
+        if channel is not None and channel in self.channel_gateways:
+            return self.channel_gateways[channel]
+        return self.gateway
 
     # -- exclusion -----------------------------------------------------------------------
 
@@ -262,12 +280,12 @@ class HandlerCore:
             )
         )
 
-    async def _release_quietly(self, reservation_id: str | None) -> bool:
+    async def _release_quietly(self, reservation_id: str | None, channel: str | None) -> bool:
         """Release a hold; True if it is no longer held (released or expired)."""
         if reservation_id is None:
             return False
         try:
-            reservation = await self.gateway.release(reservation_id)
+            reservation = await self._gw(channel).release(reservation_id)
         except Exception as exc:  # the hold expires on its own anyway
             log.warning("saleor.release_failed", reservation_id=reservation_id, error=repr(exc))
             return False

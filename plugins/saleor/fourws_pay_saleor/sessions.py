@@ -104,8 +104,10 @@ class SessionHandlers(HandlerCore):
         if amount is None or currency is None or amount <= 0:
             return gateway_response({**info, "ok": False, "message": "Nothing to pay."})
         client_key = payload.source_object.id if payload.source_object else None
+        source_channel = payload.source_object.channel if payload.source_object else None
+        channel = source_channel.slug if source_channel else None
         try:
-            decision = await self.gateway.check(code, amount, currency, client_key)
+            decision = await self._gw(channel).check(code, amount, currency, client_key)
         except ThrottledError:
             return gateway_response({**info, "ok": False, "message": THROTTLED})
         except InvalidInputError:
@@ -328,7 +330,7 @@ class SessionHandlers(HandlerCore):
         if record.reservation_id is None:
             authorization = action.action_type is ActionType.AUTHORIZATION
             try:
-                reservation = await self.gateway.reserve(
+                reservation = await self._gw(record.channel).reserve(
                     code,
                     action.amount,
                     action.currency,
@@ -357,7 +359,7 @@ class SessionHandlers(HandlerCore):
                 barcode=mask_barcode(code),
             )
         if action.action_type is ActionType.AUTHORIZATION:
-            reservation = await self.gateway.get_reservation(record.reservation_id)
+            reservation = await self._gw(record.channel).get_reservation(record.reservation_id)
             record.authorized = reservation.applied_amount
             response = transaction_response(
                 Result.AUTHORIZATION_SUCCESS,
@@ -372,12 +374,12 @@ class SessionHandlers(HandlerCore):
         try:
             operation = await self._capture_once(record, psp)
         except PaymentRefused as exc:
-            await self._release_quietly(record.reservation_id)
+            await self._release_quietly(record.reservation_id, record.channel)
             return self._finish_failed(record, action.action_type, exc.public_message), True
         except (InvalidInputError, InvalidStateError) as exc:
             if not isinstance(exc, InvalidInputError) and is_retryable(exc):
                 return await self._give_up_charge(record, action.action_type), False
-            await self._release_quietly(record.reservation_id)
+            await self._release_quietly(record.reservation_id, record.channel)
             return self._finish_failed(record, action.action_type, str(exc)), True
         except Unavailable:
             return await self._give_up_charge(record, action.action_type), False
@@ -391,7 +393,7 @@ class SessionHandlers(HandlerCore):
 
         A fresh attempt with the same transaction starts afresh.
         """
-        if await self._release_quietly(record.reservation_id):
+        if await self._release_quietly(record.reservation_id, record.channel):
             record.reservation_id = None
             record.state = TransactionState.STARTED
             record.updated_at = self.clock.now()
@@ -408,11 +410,11 @@ class SessionHandlers(HandlerCore):
         """
         assert record.reservation_id is not None
         if record.capture_operation_id is not None:
-            previous = await self.gateway.get_operation(record.capture_operation_id)
+            previous = await self._gw(record.channel).get_operation(record.capture_operation_id)
             if previous.state is OperationState.FAILED:
                 record.capture_operation_id = None
         if record.capture_operation_id is None:
-            reservation = await self.gateway.get_reservation(record.reservation_id)
+            reservation = await self._gw(record.channel).get_reservation(record.reservation_id)
             if (
                 reservation.state is not ReservationState.ACTIVE
                 and reservation.operation_id is None
@@ -421,7 +423,7 @@ class SessionHandlers(HandlerCore):
                     f"the authorization is {reservation.state.value} and cannot be charged"
                 )
             try:
-                operation = await self.gateway.capture(record.reservation_id, None)
+                operation = await self._gw(record.channel).capture(record.reservation_id, None)
             except (PaymentRefused, InvalidInputError):
                 raise
             except APIError as exc:
@@ -440,14 +442,14 @@ class SessionHandlers(HandlerCore):
             record.state = TransactionState.CHARGE_PENDING
             record.updated_at = self.clock.now()
             self.store.save_transaction(record)
-        operation = await self.gateway.get_operation(record.capture_operation_id)
+        operation = await self._gw(record.channel).get_operation(record.capture_operation_id)
         self._link(record.api_url, record.transaction_id, operation, OperationKind.CAPTURE, psp)
         # Read again after linking: a settlement that landed before the link existed was
         # not queued by the event hook, so the answer must carry it.
-        return await self.gateway.get_operation(record.capture_operation_id)
+        return await self._gw(record.channel).get_operation(record.capture_operation_id)
 
     async def _adoptable(self, record: TransactionRecord) -> str | None:
-        for reservation in await self.gateway.find_reservations(record.transaction_id):
+        for reservation in await self._gw(record.channel).find_reservations(record.transaction_id):
             if (
                 reservation.state in (ReservationState.ACTIVE, ReservationState.CAPTURED)
                 and reservation.applied_amount <= record.amount
@@ -514,7 +516,7 @@ class SessionHandlers(HandlerCore):
         stored = record.response or {}
         if record.capture_operation_id is None or stored.get("result") != "CHARGE_REQUEST":
             return stored
-        operation = await self.gateway.get_operation(record.capture_operation_id)
+        operation = await self._gw(record.channel).get_operation(record.capture_operation_id)
         if operation.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
             return stored
         psp = record.psp_reference or str(stored.get("pspReference", ""))
