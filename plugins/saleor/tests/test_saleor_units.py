@@ -186,3 +186,18 @@ def test_any_signature_header_parses_or_raises_signature_error(text: str) -> Non
 def test_any_json_parses_or_raises_payload_error(document: object, event: WebhookEvent) -> None:
     with contextlib.suppress(PayloadError):
         parse_payload(event, document)
+
+
+def test_readme_e2e_command_names_the_real_test_and_a_registered_marker() -> None:
+    import re
+    import tomllib
+
+    here = Path(__file__).parent
+    readme = (here.parent / "README.md").read_text()
+    [command] = re.findall(r"pytest (plugins/saleor/tests/\S+) -m (\w+)", readme)
+    path, marker = command
+    assert (here.parent.parent.parent / path).is_file()
+    pyproject = tomllib.loads((here.parent.parent.parent / "pyproject.toml").read_text())
+    markers = pyproject["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith(marker + ":") for m in markers)
+    assert marker in (here / "test_saleor_e2e.py").read_text()
