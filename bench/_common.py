@@ -59,25 +59,45 @@ def result(name: str, value: str, goal: str, ok: bool, detail: str) -> None:
 
 _SERVE = """
 import sys
+from decimal import Decimal
+from fourws_pay.sandbox import Sandbox
+from fourws_pay.sandbox.ean import make_ean13
 from fourws_pay.sandbox.server import serve
+sb = Sandbox(seed="demo")
+for n in range(int(sys.argv[1])):
+    sb.add_giftcard(make_ean13(sys.argv[2], n), amount=Decimal("50.00"))
 def ready(served):
     print(served.url, flush=True)
-serve(port=0, seed="demo", worker_interval=3600, log_level="warning", on_ready=ready)
+serve(sandbox=sb, port=0, worker_interval=float(sys.argv[3]), log_level="warning", on_ready=ready)
 """
+
+CARD_PREFIX = "61"
+
+
+def bench_card(n: int) -> str:
+    """The ``n``-th of the cards a ``SandboxProcess(cards=...)`` was seeded with."""
+    from fourws_pay.sandbox.ean import make_ean13
+
+    return make_ean13(CARD_PREFIX, n)
 
 
 class SandboxProcess:
     """A served sandbox in its own interpreter (so it does not share the bench's GIL).
 
-    ``url`` is where it listens; cards are added through its control API. Stopped (this
-    process only, by its own handle) on exit.
+    ``url`` is where it listens; ``cards`` cards of 50.00 are on its books from the start
+    (``bench_card(n)``), more are added through its control API. Its queue worker runs every
+    ``worker_interval`` seconds (by default never: the bench triggers processing). Stopped
+    (this process only, by its own handle) on exit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, cards: int = 0, worker_interval: float = 3600) -> None:
         import subprocess
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _SERVE, str(cards), CARD_PREFIX, str(worker_interval)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()

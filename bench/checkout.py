@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,13 +36,13 @@ from typing import Any
 
 import _common
 import httpx
-import uvicorn
 
 from fourws_pay import Client, GiftCardPayments, SQLiteStore, make_plugin_manager
 from fourws_pay.api import wirejson
 from fourws_pay.api.models import GiftCardUpdate
 from fourws_pay.payments.models import OperationState
 from fourws_pay.sandbox.server import start_in_thread
+from fourws_pay.serving import ThreadServer
 
 NAME = "checkout"
 GOAL = 1.3
@@ -92,23 +91,8 @@ class OwnProcess(Setup):
         super().__init__()
         self.control = httpx.Client(base_url=process.url, timeout=10)
         self.callback_app: Any = None
-        config = uvicorn.Config(
-            self.receiver,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(1000):  # bounded wait for the socket
-            if self.server.started:
-                break
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.callback_base_url = f"http://127.0.0.1:{port}/fourws/callback"
+        self.server = ThreadServer(self.receiver, name="bench-callbacks").start()
+        self.callback_base_url = f"{self.server.url}/fourws/callback"
 
     async def receiver(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -134,8 +118,7 @@ class OwnProcess(Setup):
 
     def close(self) -> None:
         self.control.close()
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.server.stop()
 
 
 class TimedStore:

@@ -25,6 +25,9 @@ BENCHES = (
     "checkout",
     "contention",
     "import_time",
+    "ledger_growth",
+    "throughput",
+    "async_checkouts",
 )
 WHAT = {
     "check_overhead": "`check()` cache off, served sandbox / raw `httpx` GET",
@@ -33,6 +36,9 @@ WHAT = {
     "checkout": "check→reserve→capture→settled / bare HTTP calls",
     "contention": "8 procs × 8 threads on one card: oversells",
     "import_time": "`import fourws_pay` / `import httpx`",
+    "ledger_growth": "reserve→capture→settle latency, 10⁶ / 10³ history rows (worst store)",
+    "throughput": "checkouts/s, 1/2/4 procs, shared PostgreSQL / bare HTTP (worst)",
+    "async_checkouts": "100 concurrent async checkouts/s / bare httpx (worst store)",
 }
 TIMEOUT = 300
 

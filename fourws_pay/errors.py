@@ -6,10 +6,11 @@ Callers catch the branch that matches what they can do about it::
     ├── ConfigurationError             settings missing or inconsistent; fix the configuration
     ├── InvalidInputError              the caller passed something unusable; nothing was sent
     │   ├── InvalidAmountError         NaN, infinity, zero/negative, float, too many decimals
-    │   └── CurrencyMismatchError      order currency differs from the card's
+    │   └── CurrencyMismatchError      order currency differs from the card's (also a
+    │                                  PaymentRefused with reason ``currency_mismatch``)
     ├── TransportError                 no HTTP response was received
     │   ├── ConnectError               the request certainly never reached 4WS (safe to retry)
-    │   └── TimeoutError               no answer in time
+    │   └── RequestTimeout             no answer in time
     │       ├── ConnectTimeout         timed out connecting (never sent, safe to retry)
     │       └── ReadTimeout            sent, then no answer (may have been applied)
     ├── APIError                       4WS answered, and the answer is a failure
@@ -31,6 +32,9 @@ Callers catch the branch that matches what they can do about it::
     │       └── LedgerLockTimeout      a card stayed locked longer than the store waits
     └── PaymentError                   the payments layer (see ``fourws_pay.payments``)
         ├── PaymentRefused             the card cannot pay; ``reason`` is a RefusalReason
+        │   └── CurrencyMismatchError  (see above)
+        ├── CardBusyError              another balance change of this card is unresolved;
+        │                              retryable: nothing was written or sent
         ├── ThrottledError             too many failed lookups for this client key
         ├── NotFoundInLedgerError      unknown reservation or operation id
         ├── InvalidStateError          the operation is not allowed in the current state
@@ -65,10 +69,6 @@ class InvalidAmountError(InvalidInputError):
     """An amount is not a finite, positive Decimal with the allowed number of decimals."""
 
 
-class CurrencyMismatchError(InvalidInputError):
-    """The requested currency is not the card's currency."""
-
-
 class TransportError(FourWSError):
     """No HTTP response was received.
 
@@ -90,17 +90,20 @@ class ConnectError(TransportError):
     request_sent = False
 
 
-class TimeoutError(TransportError):
-    """No answer within the configured timeout."""
+class RequestTimeout(TransportError):
+    """No answer within the configured timeout.
+
+    Not named ``TimeoutError``: that would shadow the builtin in every module that imports it.
+    """
 
 
-class ConnectTimeout(TimeoutError):
+class ConnectTimeout(RequestTimeout):
     """Timed out while connecting: the request was never sent."""
 
     request_sent = False
 
 
-class ReadTimeout(TimeoutError):
+class ReadTimeout(RequestTimeout):
     """The request was sent but no answer arrived in time; it may have been applied."""
 
 
@@ -217,6 +220,38 @@ class PaymentRefused(PaymentError):
         self.reason = reason
         self.message = message
         self.public_message = public_message
+
+
+class CurrencyMismatchError(PaymentRefused, InvalidInputError):
+    """The order's currency is not the card's: a refusal (``reason`` is
+    ``currency_mismatch``) that is also bad input, so either ``except`` clause catches it."""
+
+
+class CardBusyError(PaymentError):
+    """Another capture or refund of this card is still unresolved; retry later.
+
+    4WS has no idempotency key, so whether an operation was applied can only be read off the
+    card's balance, and only while nothing else moves that balance. So while an operation of
+    the card is in flight, ``unknown`` or in ``manual_review``, a new capture or refund of the
+    same card is refused with this error before anything is written or sent. It is never a
+    final answer about the card: retry after ``retry_after`` seconds (a hint), once the
+    callback has arrived, ``reconcile`` has decided or an operator has resolved the review
+    (``fourws-pay resolve``). ``blocking_operation_id`` names the operation in the way and
+    ``blocking_state`` its state; a shop shows "payment pending, try again shortly".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        blocking_operation_id: str | None = None,
+        blocking_state: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.blocking_operation_id = blocking_operation_id
+        self.blocking_state = blocking_state
 
 
 class ThrottledError(PaymentError):

@@ -9,7 +9,9 @@ Two directions:
   manual_review, alert).
 
 Payment methods are contributed through ``fourws_pay_register_payment_methods``: the plugin
-calls ``register(name, factory)``; the gift-card provider is a default plugin.
+calls ``register(name, factory, async_factory=...)``; the gift-card provider is a default
+plugin that runs last, so an installed plugin registering ``"giftcard"`` replaces it. Hosts
+build their provider through ``fourws_pay.plugins.payment_method(name)``.
 
 Hooks are synchronous and must not do network I/O; they run inside payment calls. A hook
 that raises does not undo a payment step already committed: events are delivered after the
@@ -21,7 +23,7 @@ Plugins are found on the entry-point group ``fourws_pay`` (see ``fourws_pay.plug
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -32,6 +34,18 @@ PROJECT_NAME = "fourws_pay"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class RegisterPaymentMethod(Protocol):
+    """The ``register`` callback handed to ``fourws_pay_register_payment_methods``."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        async_factory: Callable[..., Any] | None = None,
+    ) -> None: ...
 
 
 @hookspec(firstresult=True)
@@ -74,11 +88,12 @@ def fourws_pay_payment_event(event: PaymentEvent) -> None:
 
 
 @hookspec
-def fourws_pay_register_payment_methods(
-    register: Callable[[str, Callable[..., Any]], None],
-) -> None:
-    """Contribute payment methods.
+def fourws_pay_register_payment_methods(register: RegisterPaymentMethod) -> None:
+    """Contribute payment methods, the blocking and the asyncio twin together.
 
-    :param register: call ``register(name, factory)``; ``factory(**kwargs)`` builds the
-        provider (``GiftCardPayments`` for the built-in ``"giftcard"`` method).
+    :param register: call ``register(name, factory, async_factory=...)``;
+        ``factory(**kwargs)`` builds the blocking provider and ``async_factory(**kwargs)``
+        the asyncio one (``GiftCardPayments`` and ``AsyncGiftCardPayments`` for the built-in
+        ``"giftcard"`` method). The first registration of a name wins; the built-in plugin
+        registers last.
     """

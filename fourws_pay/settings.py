@@ -62,7 +62,7 @@ class Settings(BaseModel):
     documents_base_url: str = "http://127.0.0.1:8765"
     data_base_url: str | None = None  # Data management API; defaults to documents_base_url
 
-    # Documents API credentials, sent as headers on every call (README §3 of the reference).
+    # Documents API credentials, sent as headers on every call (docs/4ws-reference.md §2).
     application_id: str = ""
     namespace: str = ""
     language_id: str = "EN"

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
 import inspect
+from pathlib import Path
 
 import fourws_pay
 import fourws_pay.errors
@@ -50,6 +53,31 @@ def test_every_error_class_is_exported() -> None:
         if inspect.isclass(value) and issubclass(value, fourws_pay.errors.FourWSError)
     }
     assert errors - set(fourws_pay.__all__) == set()
+
+
+def test_type_checking_imports_match_the_lazy_export_map() -> None:
+    """Type checkers read the ``TYPE_CHECKING`` imports, Python runs ``_EXPORTS``: the two
+    must name the same things from the same modules, each as an explicit re-export."""
+    tree = ast.parse(Path(fourws_pay.__file__).read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "_typing.TYPE_CHECKING"
+    )
+    imported: dict[str, str] = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom)
+        assert node.module is not None
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{alias.name} is not re-exported as itself"
+            imported[alias.name] = node.module
+    assert imported == fourws_pay._EXPORTS
+    assert fourws_pay.__all__ == list(fourws_pay._EXPORTS)
+
+
+def test_no_export_shadows_a_builtin() -> None:
+    """``from fourws_pay import *`` must not replace ``TimeoutError`` and friends."""
+    assert set(fourws_pay.__all__) & set(dir(builtins)) == set()
 
 
 def test_version() -> None:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from fourws_pay import hookimpl, hookspecs, make_plugin_manager
+from fourws_pay.errors import ConfigurationError
 from fourws_pay.payments.models import EventKind, PaymentEvent
-from fourws_pay.plugins import payment_methods
+from fourws_pay.plugins import payment_method, payment_methods
 from tests.payments.harness import Shop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +115,59 @@ def test_register_payment_methods_hook() -> None:
 
     assert methods["giftcard"] is GiftCardPayments
     assert methods["other"] is factory
+
+
+def test_hosts_find_the_gift_card_provider_through_the_hook() -> None:
+    from fourws_pay import AsyncGiftCardPayments, GiftCardPayments
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    assert payment_method("giftcard", plugin_manager=pm) is GiftCardPayments
+    assert payment_method(plugin_manager=pm, asynchronous=True) is AsyncGiftCardPayments
+
+
+def test_an_installed_plugin_can_replace_the_gift_card_provider() -> None:
+    """The built-in registers last, so a shop's own ``giftcard`` wins (pluggy calls
+    later-registered plugins first, and defaults are registered after installed ones)."""
+
+    def custom(**kwargs: Any) -> str:
+        return "custom"
+
+    class Shop:
+        @hookimpl
+        def fourws_pay_register_payment_methods(self, register: Any) -> None:
+            register("giftcard", custom, async_factory=custom)
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(Shop(), name="entry-point-like")  # as if found on the entry-point group
+    pm.unregister(name="fourws_pay.giftcard")
+    from fourws_pay.default_plugins import giftcard
+
+    pm.register(giftcard, name="fourws_pay.giftcard")  # defaults come after installed ones
+    assert payment_method("giftcard", plugin_manager=pm) is custom
+    assert payment_method("giftcard", plugin_manager=pm, asynchronous=True) is custom
+
+
+def test_unknown_or_blocked_payment_method_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pm = make_plugin_manager(load_entrypoints=False)
+    with pytest.raises(ConfigurationError, match=r"no payment method 'voucher'.*giftcard"):
+        payment_method("voucher", plugin_manager=pm)
+    monkeypatch.setenv("FOURWS_PAY_DISABLE_PLUGINS", "fourws_pay.giftcard")
+    with pytest.raises(ConfigurationError, match="no payment method 'giftcard'"):
+        payment_method("giftcard")
+
+
+def test_a_method_without_an_async_twin_says_so() -> None:
+    class SyncOnly:
+        @hookimpl
+        def fourws_pay_register_payment_methods(self, register: Any) -> None:
+            register("sync-only", lambda **kw: None)
+
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[SyncOnly()])
+    assert callable(payment_method("sync-only", plugin_manager=pm))
+    with pytest.raises(ConfigurationError, match="'sync-only' has no asyncio provider"):
+        payment_method("sync-only", plugin_manager=pm, asynchronous=True)
 
 
 def test_plugins_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ HEAVY = [
     "redis",
     "fourws_pay.sandbox",
     "fourws_pay.cli",
+    "fourws_pay.serving",
 ]
 
 

@@ -6,7 +6,7 @@ steps and receives, for each ``Send``, either the ``httpx.Response`` (already re
 request building, response parsing, error mapping, retry decisions, token caching and
 logging exist once.
 
-Retry rules (issue #2, DESIGN.md invariant 3):
+Retry rules (issue #2, docs/design.md invariant 3):
 
 - idempotent calls (every read, login, barcode insert/delete which 4WS deduplicates by
   uniqueness) retry on connection errors, timeouts, 408/429/5xx and unreadable bodies, with
@@ -261,7 +261,7 @@ class ClientCore:
     # ------------------------------------------------------------------ request building
 
     def documents_headers(self) -> dict[str, str]:
-        """The credential headers every Documents API call carries (reference §3)."""
+        """The credential headers every Documents API call carries (docs/4ws-reference.md §2)."""
         s = self.settings
         headers = {
             "applicationId": s.application_id,

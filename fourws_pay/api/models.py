@@ -158,7 +158,7 @@ class VoucherPage(ResponseModel):
 class QueuedOperation(ResponseModel):
     """4WS accepted an asynchronous call; the outcome arrives later on the callback.
 
-    ``"success": true`` alone means "enqueued" (reference README §11), so an answer without
+    ``"success": true`` alone means "enqueued" (docs/4ws-reference.md §6), so an answer without
     a ``queueId`` (the reference shows none for Activate Giftcard) is accepted with
     ``queue_id=None`` rather than treated as ambiguous. Correlation never depends on it: our
     callbacks carry our own operation id.

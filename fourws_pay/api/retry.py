@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from fourws_pay.settings import RetryPolicy
+from fourws_pay.settings import RetryPolicy, Settings
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -51,3 +51,30 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
     """Exponential backoff with full jitter for the wait after ``attempt`` (1-based)."""
     ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** (attempt - 1)))
     return rng.uniform(0, ceiling)
+
+
+def worst_case_seconds(settings: Settings, *, idempotent: bool) -> float:
+    """The longest one call through the client can take before it returns or raises.
+
+    The payments layer derives its "the process must have died" grace periods from this, so
+    that ``reconcile`` never declares a live request crashed. Every phase is bounded by the
+    httpx timeouts the client sets (``read_timeout`` also bounds the write and the wait for
+    a pooled connection; ``connect_timeout`` the connect). A balance-changing POST is
+    re-sent only when it certainly never left (pool or connect phase), so its earlier
+    attempts cost at most pool + connect + the backoff after them; reads may also wait for
+    a ``Retry-After`` of up to ``retry_after_cap``. One read of the body is counted per
+    attempt (a server trickling bytes slower than ``read_timeout`` apart is not bounded by
+    httpx, and is not by this figure either).
+    """
+    policy = settings.retry
+    pool = write = read = settings.read_timeout
+    connect = settings.connect_timeout
+    full_attempt = pool + connect + write + read
+    total = full_attempt
+    for attempt in range(1, policy.max_attempts):
+        wait = min(policy.backoff_max, policy.backoff_base * (2 ** (attempt - 1)))
+        if idempotent:
+            total += full_attempt + max(wait, policy.retry_after_cap)
+        else:
+            total += pool + connect + wait
+    return total

@@ -3,11 +3,13 @@
 The engine behind ``fourws-pay barcodes import``, kept free of typer and rich so it can be
 tested (and embedded) on its own.
 
-Resumability: a JSON-lines state file records ``sending`` before each insert is posted and
-``inserted`` after 4WS confirms it. A re-run skips inserted barcodes. A unique-constraint
-answer for a barcode that an earlier run had already sent means that earlier insert did
-land (the answer was lost, or the run crashed before recording it): it counts as done.
-Any other unique-constraint answer is checked against the SKU 4WS has for the barcode.
+Resumability: a JSON-lines state file records ``sending`` before each insert is posted,
+``inserted`` after 4WS confirms it and ``rejected`` (with the reason) when 4WS refuses it.
+A re-run skips inserted barcodes and tries the others again. A unique-constraint answer
+never counts as done by itself, not even for a barcode an earlier run had sent (that
+earlier run may have been refused for this very reason): the barcode is looked up and
+counts as present only when 4WS has it on the requested item and dimensions. When the
+lookup fails, the row is left to retry, never marked inserted.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ class StateFile:
         self.path = path
         self.inserted: set[str] = set()
         self.sent_before: set[str] = set()
+        self.rejected: dict[str, str] = {}  # barcode -> 4WS's last refusal
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         torn = 0
         for line in lines:
@@ -187,17 +190,28 @@ class StateFile:
             except (ValueError, KeyError, TypeError):
                 torn += 1  # a line cut short by a crash mid-write
                 continue
-            (self.inserted if status == "inserted" else self.sent_before).add(barcode)
+            if status == "inserted":
+                self.inserted.add(barcode)
+            else:
+                self.sent_before.add(barcode)
+            if status == "rejected":
+                self.rejected[barcode] = str(entry.get("reason", ""))
+            elif status == "inserted":
+                self.rejected.pop(barcode, None)
         if lines and torn == len(lines):
             raise InvalidInputError(f"{path} is not an import state file")
         self._handle = path.open("a", encoding="utf-8")
         if lines and not path.read_bytes().endswith(b"\n"):
             self._handle.write("\n")
 
-    def record(self, row: Row, status: str, prog_id: str | None = None) -> None:
+    def record(
+        self, row: Row, status: str, prog_id: str | None = None, reason: str | None = None
+    ) -> None:
         entry = {"barcode": row.barcode, "item_code": row.item_code, "status": status}
         if prog_id is not None:
             entry["prog_id"] = prog_id
+        if reason is not None:
+            entry["reason"] = reason
         self._handle.write(json.dumps(entry) + "\n")
         self._handle.flush()
 
@@ -290,7 +304,6 @@ class Importer:
         return report
 
     async def _insert(self, row: Row, report: ImportReport) -> None:
-        sent_before = row.barcode in self.state.sent_before
         self.state.record(row, "sending")
         for attempt in range(self.max_retries + 1):
             await self.limiter.acquire()
@@ -309,37 +322,49 @@ class Importer:
                     self._add(report.failed, row, f"rate limited {attempt + 1} times")
                 continue
             except UniqueConstraintError as exc:
-                await self._already_there(row, report, exc, sent_before)
+                await self._already_there(row, report, exc)
                 return
             except NotFoundError as exc:
-                self._add(report.rejected, row, f"not found: {exc.message}")
+                self._reject(report, row, f"not found: {exc.message}")
                 return
             except TransportError as exc:
                 self._add(report.failed, row, f"4WS unreachable: {exc}")
                 return
             except APIError as exc:
-                target = report.failed if (exc.status_code or 0) >= 500 else report.rejected
-                self._add(target, row, exc.message)
+                if (exc.status_code or 0) >= 500:
+                    self._add(report.failed, row, exc.message)
+                else:
+                    self._reject(report, row, exc.message)
                 return
             self.state.record(row, "inserted", inserted.prog_id)
             report.inserted += 1
             return
 
     async def _already_there(
-        self, row: Row, report: ImportReport, exc: UniqueConstraintError, sent_before: bool
+        self, row: Row, report: ImportReport, exc: UniqueConstraintError
     ) -> None:
-        if not sent_before:
-            try:
-                sku = await self.client.sku_from_barcode(row.barcode)
-            except FourWSError:
-                self._add(report.rejected, row, f"already exists in 4WS: {exc.message}")
-                return
-            theirs = tuple(v for v in (getattr(sku, c) for c in DIMENSION_COLUMNS) if v is not None)
-            if sku.item_code != row.item_code or theirs != row.dimensions:
-                self._add(report.rejected, row, f"already used by item {sku.item_code}")
-                return
+        """4WS already has this barcode: done only if it is on the requested SKU."""
+        try:
+            sku = await self.client.sku_from_barcode(row.barcode)
+        except NotFoundError:
+            self._reject(report, row, f"already exists in 4WS: {exc.message}")
+            return
+        except FourWSError as lookup:
+            # Cannot tell whose barcode it is: never count it as ours; a re-run retries.
+            self._add(report.failed, row, f"already exists; could not check its item: {lookup}")
+            return
+        theirs = tuple(v for v in (getattr(sku, c) for c in DIMENSION_COLUMNS) if v is not None)
+        if sku.item_code != row.item_code or theirs != row.dimensions:
+            where = sku.item_code if theirs == row.dimensions else f"{sku.item_code} {theirs}"
+            self._reject(report, row, f"already used by item {where}")
+            return
         self.state.record(row, "inserted")
         report.already_present += 1
+
+    def _reject(self, report: ImportReport, row: Row, reason: str) -> None:
+        """4WS refused the row: reported, and written to the state file with the reason."""
+        self._add(report.rejected, row, reason)
+        self.state.record(row, "rejected", reason=reason)
 
     @staticmethod
     def _add(target: list[Rejected], row: Row, reason: str) -> None:

@@ -30,6 +30,31 @@ if TYPE_CHECKING:
     from fourws_pay.payments import GiftCardPayments
 
 ClientFactory = Callable[[Settings, Clock], Client]
+
+# What a command needs before it may talk to 4WS: without them the client would fall back
+# to Settings' defaults (the sandbox address, empty credentials) and 4WS would answer
+# "Access Denied", which reads like wrong credentials rather than none.
+REQUIRED_FOR_API: tuple[tuple[str, str], ...] = (
+    ("FOURWS_DOCUMENTS_BASE_URL", "documents_base_url"),
+    ("FOURWS_APPLICATION_ID", "application_id"),
+    ("FOURWS_NAMESPACE", "namespace"),
+    ("FOURWS_USERNAME", "username"),
+    ("FOURWS_PASSWORD", "password"),
+    ("FOURWS_COMPANY_ID", "company_id"),
+)
+
+
+class MissingConfigurationError(ConfigurationError):
+    """Settings a command needs are not set anywhere; ``missing`` names them."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"missing configuration: {', '.join(missing)} (set them in the environment, "
+            "./.env or --env-file; `fourws-pay sandbox serve` prints a set for the sandbox)"
+        )
+
+
 AsyncClientFactory = Callable[[Settings, Clock], AsyncClient]
 
 
@@ -79,6 +104,21 @@ class CliContext:
         values.update({k: v for k, v in environ.items() if k.startswith("FOURWS_")})
         return values
 
+    def built_settings(self) -> Settings | None:
+        """The settings if this invocation built them already (error reporting uses it)."""
+        return self._settings
+
+    def require_api_settings(self) -> None:
+        """Raise ``MissingConfigurationError`` unless everything 4WS needs was given."""
+        environment = self.environment()
+        missing = [
+            name
+            for name, field_name in REQUIRED_FOR_API
+            if not environment.get(name) and self.overrides.get(field_name) in (None, "")
+        ]
+        if missing:
+            raise MissingConfigurationError(missing)
+
     def settings(self, **extra: Any) -> Settings:
         """Settings for this invocation (``extra`` overrides flags, e.g. a callback URL)."""
         if self._settings is None:
@@ -90,27 +130,44 @@ class CliContext:
     def client(self) -> Client:
         """One client per invocation, closed when the command ends."""
         if self._client is None:
+            self.require_api_settings()
             self._client = self.runtime.make_client(self.settings(), self.runtime.clock)
         return self._client
 
     def async_client(self) -> AsyncClient:
         """A new asyncio client; create and close it inside the event loop that uses it."""
+        self.require_api_settings()
         return self.runtime.make_async_client(self.settings(), self.runtime.clock)
 
     @property
     def clock(self) -> Clock:
         return self.runtime.clock
 
-    def payments(self) -> GiftCardPayments:
-        """The payments layer over this invocation's client and ledger."""
+    def payments(self, *, api: bool = True, existing_ledger: bool = False) -> GiftCardPayments:
+        """The payments layer over this invocation's client and ledger.
+
+        ``api=False`` for commands that only read or write the ledger (they work without
+        4WS credentials); ``existing_ledger=True`` for commands that make no sense on a new,
+        empty ledger: a SQLite file that does not exist is then a configuration error
+        naming the path, instead of an empty ledger silently created in the wrong place.
+        """
         if self._payments is None:
             from fourws_pay.ledger import open_store
             from fourws_pay.payments import GiftCardPayments
 
+            if api:
+                self.require_api_settings()
             settings = self.settings()
+            if existing_ledger:
+                check_ledger_exists(settings.ledger_url)
+            client = (
+                self.client() if api else self.runtime.make_client(settings, self.runtime.clock)
+            )
+            if not api:
+                self._client = client  # closed with the invocation
             self._payments = GiftCardPayments(
                 settings=settings,
-                client=self.client(),
+                client=client,
                 store=open_store(settings.ledger_url),
                 clock=self.clock,
             )
@@ -123,6 +180,26 @@ class CliContext:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def sqlite_path(ledger_url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` ledger URL, parsed as ``open_store`` parses it
+    (None for other stores)."""
+    scheme, sep, rest = ledger_url.partition("://")
+    if scheme != "sqlite" or not sep:
+        return None
+    path = rest[1:] if rest.startswith("/") else rest
+    return Path(path) if path and path != ":memory:" else None
+
+
+def check_ledger_exists(ledger_url: str) -> None:
+    """``ConfigurationError`` when a SQLite ledger file is missing (see ``payments``)."""
+    path = sqlite_path(ledger_url)
+    if path is not None and not path.exists():
+        raise ConfigurationError(
+            f"no ledger at {path.resolve()} (ledger URL {ledger_url}); point --ledger or "
+            "FOURWS_LEDGER_URL at the shop's ledger"
+        )
 
 
 _HANDLER_NAME = "fourws-pay-cli"

@@ -1,6 +1,6 @@
 """``fourws-pay demo``: the documented E-commerce & Gift Card use case, end to end.
 
-The story (``/work/shared/4ws-api/use-case-ecommerce-giftcard.md``, plus the hold that
+The story (``docs/4ws-reference.md`` §12, plus the hold that
 the use case lacks): a customer buys a digital card (generate, activate), gives it to a
 friend, who pays part of an order with it (check, reserve, capture on confirmation, settled
 by 4WS's callback), returns an item (refund), and meets the refusals a checkout must

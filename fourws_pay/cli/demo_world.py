@@ -18,9 +18,9 @@ import httpx
 
 from fourws_pay.api import wirejson
 from fourws_pay.api.client import Client
-from fourws_pay.cli.receiver import CallbackInbox, CallbackReceiver
+from fourws_pay.cli.receiver import CallbackInbox, CallbackListener
 from fourws_pay.clock import Clock, ManualClock, SystemClock
-from fourws_pay.errors import CallbackRejected, TimeoutError
+from fourws_pay.errors import CallbackRejected, RequestTimeout
 from fourws_pay.ledger import open_store
 from fourws_pay.payments import GiftCardPayments, Operation
 from fourws_pay.settings import Settings
@@ -98,7 +98,7 @@ class EmbeddedWorld:
         self.sandbox.run_until_idle()
         body = self.inbox.get_nowait(name)
         if body is None:
-            raise TimeoutError(f"the sandbox sent no {name} callback")
+            raise RequestTimeout(f"the sandbox sent no {name} callback")
         return body
 
     def wait_settled(self, operation_id: str) -> Operation:
@@ -130,7 +130,7 @@ class RemoteWorld:
     ) -> None:
         self.clock: Clock = SystemClock()
         self.timeout = timeout
-        self.receiver = CallbackReceiver(
+        self.receiver = CallbackListener(
             listen[0], listen[1], public_url, other_prefix=PAY_PATH, other=self._pay
         )
         base = self.receiver.base_url
@@ -179,7 +179,7 @@ class RemoteWorld:
             if body is not None:
                 return body
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"no {name} callback within {self.timeout:g}s")
+                raise RequestTimeout(f"no {name} callback within {self.timeout:g}s")
             time.sleep(0.05)
 
     def wait_settled(self, operation_id: str) -> Operation:

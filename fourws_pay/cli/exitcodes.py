@@ -14,6 +14,7 @@ from fourws_pay.errors import (
     ConfigurationError,
     FourWSError,
     InvalidInputError,
+    InvalidStateError,
     MalformedResponseError,
     NotFoundError,
     NotFoundInLedgerError,
@@ -68,6 +69,7 @@ _BY_CLASS: tuple[tuple[type[FourWSError], int], ...] = (
     (AmbiguousOutcomeError, AMBIGUOUS),
     (MalformedResponseError, MALFORMED),
     (PaymentRefused, REFUSED),
+    (InvalidStateError, REFUSED),  # e.g. activating a card that is already active
     (APIError, REFUSED),
 )
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from fourws_pay.api import wirejson
+from fourws_pay.api.client import Client
 from fourws_pay.api.core import parse_model
 from fourws_pay.api.models import (
     GeneratedGiftCard,
@@ -25,12 +26,14 @@ from fourws_pay.api.models import (
 )
 from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
-from fourws_pay.cli.receiver import CallbackReceiver
+from fourws_pay.cli.receiver import CallbackListener
 from fourws_pay.errors import (
     APIFailure,
     InvalidInputError,
+    InvalidStateError,
     MalformedResponseError,
-    TimeoutError,
+    NotFoundError,
+    RequestTimeout,
 )
 from fourws_pay.money import quantize, to_decimal
 
@@ -99,7 +102,7 @@ def _parse_listen(listen: str) -> tuple[str, int]:
         raise InvalidInputError(f"--listen must be host:port, got {listen!r}") from None
 
 
-def wait_for_callback(receiver: CallbackReceiver, name: str, timeout: float, label: str) -> bytes:
+def wait_for_callback(receiver: CallbackListener, name: str, timeout: float, label: str) -> bytes:
     """Wait on ``receiver`` with a progress bar on stderr (stdout stays clean for --json)."""
     with output.progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
@@ -117,6 +120,22 @@ def _callback_json(body: bytes, endpoint: str) -> Any:
         raise MalformedResponseError("callback body is not JSON", endpoint=endpoint) from None
 
 
+def _existing_card(client: Client, barcode: str) -> GiftCard | None:
+    """The card as 4WS has it, or None when 4WS does not know it yet.
+
+    Whether Get Giftcard finds a generated card before its activation is not documented;
+    the sandbox activates unknown barcodes, so "not found" must not stop an activation.
+    """
+    try:
+        return client.get_giftcard(barcode)
+    except NotFoundError:
+        return None
+    except APIFailure as exc:
+        if "not found" in exc.message.lower():
+            return None
+        raise
+
+
 @app.command()
 def activate(
     ctx: typer.Context,
@@ -131,6 +150,14 @@ def activate(
     branch_code: Annotated[str | None, typer.Option("--branch-code")] = None,
     price_list: Annotated[str | None, typer.Option("--price-list")] = None,
     decimals: Annotated[int, typer.Option("--decimals", min=0, max=8)] = 2,
+    top_up: Annotated[
+        bool,
+        typer.Option(
+            "--top-up",
+            help="Add --amount to a card that is already active (without it, an active "
+            "card is refused, so re-running an activation never loads a card twice).",
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for 4WS's callback with the outcome.")
     ] = True,
@@ -140,11 +167,30 @@ def activate(
     reveal: RevealOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Activate (load) a card with a positive amount (Update Giftcard)."""
+    """Activate (load) a card with a positive amount (Update Giftcard).
+
+    The card is read first: an already active card is refused unless --top-up is given,
+    and --top-up is refused on a card that is not active yet. A re-run of the same
+    command is therefore safe once the first one has finished (the default waits for
+    4WS's callback; with --no-wait check `giftcard show` before running it again).
+    """
     state = get_state(ctx)
     value = to_decimal(amount)
     if value <= 0:
         raise InvalidInputError("--amount must be greater than zero to activate a card")
+    card = _existing_card(state.client(), barcode)
+    shown = output.show_code(barcode, reveal)
+    active = card is not None and card.flg_active
+    if card is not None and active and not top_up:
+        balance = output.money(quantize(card.amount, card.decimal_number), card.currency)
+        raise InvalidStateError(
+            f"card {shown} is already active (balance {balance}); nothing was sent. "
+            "Pass --top-up to add --amount to it"
+        )
+    if top_up and not active:
+        raise InvalidStateError(
+            f"card {shown} is not active; nothing was sent. Activate it without --top-up"
+        )
     entity = entity_code or state.settings().entity_code
     if not entity:
         raise InvalidInputError("--entity-code is required (or set FOURWS_ENTITY_CODE)")
@@ -161,14 +207,14 @@ def activate(
         "price_list": price_list,
     }
     host, port = _parse_listen(listen)
-    receiver = CallbackReceiver(host, port, public_url) if wait else None
+    receiver = CallbackListener(host, port, public_url) if wait else None
     if receiver is not None:
         fields["callback"] = receiver.url("activate")
     try:
         update = GiftCardUpdate(**fields)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid activation: {exc.errors()[0]['msg']}") from None
-    result: dict[str, Any] = {"barcode": output.show_code(barcode, reveal), "amount": value}
+    result: dict[str, Any] = {"barcode": shown, "amount": value, "top_up": top_up}
     if receiver is None:
         queued = state.client().update_giftcard(update)
         result.update(queue_id=queued.queue_id, state="enqueued")
@@ -177,8 +223,8 @@ def activate(
             queued = state.client().update_giftcard(update)
             try:
                 body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
-            except TimeoutError as exc:
-                raise TimeoutError(
+            except RequestTimeout as exc:
+                raise RequestTimeout(
                     f"the activation was queued (queue id {queued.queue_id}) but {exc}; "
                     "check the card with `fourws-pay giftcard show` before retrying"
                 ) from None
@@ -187,7 +233,8 @@ def activate(
         )
         if not outcome.success:
             raise APIFailure(outcome.message or "activation failed", endpoint="update_giftcard")
-        result.update(queue_id=queued.queue_id, state="activated", id=outcome.id)
+        done = "topped_up" if top_up else "activated"
+        result.update(queue_id=queued.queue_id, state=done, id=outcome.id)
     if as_json:
         output.print_json(result)
     else:
@@ -237,7 +284,7 @@ def generate(
     if out.exists() and not force:
         raise InvalidInputError(f"{out} exists; pass --force to overwrite it")
     host, port = _parse_listen(listen)
-    with CallbackReceiver(host, port, public_url) as receiver:
+    with CallbackListener(host, port, public_url) as receiver:
         queued = state.client().generate_giftcards(item_code, count, receiver.url("generate"))
         body = wait_for_callback(
             receiver, "generate", timeout, f"waiting for {count} barcodes from 4WS"
@@ -291,7 +338,7 @@ def pdf(
     result: dict[str, Any]
     if wait:
         host, port = _parse_listen(listen)
-        with CallbackReceiver(host, port, public_url) as receiver:
+        with CallbackListener(host, port, public_url) as receiver:
             answer = state.client().giftcard_pdf(barcodes, callback=receiver.url("pdf"))
             body = None
             if not answer.url:

@@ -14,7 +14,13 @@ import typer
 
 from fourws_pay.cli import exitcodes, output
 from fourws_pay.cli.config import get_state
-from fourws_pay.payments.models import Operation, OperationState, Reservation, ReservationState
+from fourws_pay.payments.models import (
+    Operation,
+    OperationKind,
+    OperationState,
+    Reservation,
+    ReservationState,
+)
 
 reservations_app = typer.Typer(
     help="Inspect and expire reservations (holds).", no_args_is_help=True
@@ -24,6 +30,29 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 RevealOpt = Annotated[bool, typer.Option("--reveal", help="Show full card barcodes.")]
 
 
+IN_FLIGHT = frozenset(
+    {
+        OperationState.PREPARED,
+        OperationState.SENDING,
+        OperationState.ENQUEUED,
+        OperationState.UNKNOWN,
+        OperationState.MANUAL_REVIEW,
+    }
+)
+
+
+def shown_state(r: Reservation, op: Operation | None) -> str:
+    """The state an operator should read: a hold whose capture has started is no longer a
+    plain ``active`` hold (its money may already be leaving the card), so it shows as
+    ``capturing`` until the capture settles, or ``capture in review`` when 4WS's answer
+    was lost and a person must decide."""
+    if r.state is ReservationState.ACTIVE and op is not None and op.state in IN_FLIGHT:
+        if op.state is OperationState.MANUAL_REVIEW:
+            return "capture_in_review"
+        return "capturing"
+    return r.state.value
+
+
 def reservation_record(r: Reservation, op: Operation | None, reveal: bool) -> dict[str, Any]:
     return {
         "id": r.id,
@@ -31,7 +60,8 @@ def reservation_record(r: Reservation, op: Operation | None, reveal: bool) -> di
         "amount": r.amount,
         "currency": r.currency,
         "order_ref": r.order_ref,
-        "state": r.state,
+        "state": shown_state(r, op),
+        "ledger_state": r.state,
         "created_at": r.created_at,
         "expires_at": r.expires_at,
         "operation_id": r.operation_id,
@@ -85,12 +115,25 @@ def list_reservations(
     reveal: RevealOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List reservations in the ledger, newest first (reads the ledger only)."""
-    payments = get_state(ctx).payments()
+    """List reservations in the ledger, newest first (reads the ledger only).
+
+    A hold whose capture is in flight shows as ``capturing`` (``--state`` filters on the
+    ledger's own state, where it is still ``active``).
+    """
+    payments = get_state(ctx).payments(api=False, existing_ledger=True)
     found = payments.list_reservations(states or None, order_ref=order_ref)
+    # A capture in flight is not linked from its reservation yet (operation_id is set
+    # when it settles): find it from the operations side.
+    in_flight = {
+        op.reservation_id: op
+        for op in payments.list_operations(sorted(IN_FLIGHT))
+        if op.kind is OperationKind.CAPTURE and op.reservation_id
+    }
     records = [
         reservation_record(
-            r, payments.get_operation(r.operation_id) if r.operation_id else None, reveal
+            r,
+            payments.get_operation(r.operation_id) if r.operation_id else in_flight.get(r.id),
+            reveal,
         )
         for r in sorted(found, key=lambda r: r.created_at, reverse=True)
     ]
@@ -106,7 +149,7 @@ def list_reservations(
                 r["card"],
                 output.money(r["amount"], r["currency"]),
                 r["order_ref"],
-                r["state"].value,
+                r["state"],
                 output.when(r["expires_at"]),
                 r["operation_state"].value if r["operation_state"] else "",
             )
@@ -118,7 +161,7 @@ def list_reservations(
 @reservations_app.command("sweep")
 def sweep(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Mark holds past their expiry as expired (safe to run any time, e.g. from cron)."""
-    payments = get_state(ctx).payments()
+    payments = get_state(ctx).payments(api=False, existing_ledger=True)
     count = payments.sweep()
     if as_json:
         output.print_json({"expired": count})
@@ -135,7 +178,7 @@ def reconcile(
 
     Exits 1 when operations need manual review.
     """
-    payments = get_state(ctx).payments()
+    payments = get_state(ctx).payments(existing_ledger=True)
     report = payments.reconcile()
     review = payments.list_operations([OperationState.MANUAL_REVIEW])  # this run's and before
     examined = [*report.succeeded, *report.failed, *report.manual_review, *report.still_pending]
@@ -184,7 +227,8 @@ def resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Settle an operation in manual review with what 4WS confirmed (after asking it)."""
-    operation = get_state(ctx).payments().resolve(operation_id, applied=applied, note=note)
+    payments = get_state(ctx).payments(api=False, existing_ledger=True)
+    operation = payments.resolve(operation_id, applied=applied, note=note)
     record = operation_record(operation, reveal)
     if as_json:
         output.print_json(record)

@@ -1,44 +1,150 @@
 """The ``fourws-pay`` command: the root app, global options and error handling.
 
 Expected failures (every ``FourWSError``) end as one line on stderr and a documented exit
-code (``fourws_pay.cli.exitcodes``); only a bug shows a traceback.
+code (``fourws_pay.cli.exitcodes``); only a bug shows a traceback. With ``--json`` the
+same failure is a JSON object on stdout instead (``{"error": {"type", "message",
+"exit_code", ...}}``), usage errors included, so a script reads one stream only.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from fourws_pay.cli import exitcodes
+from fourws_pay.cli import argv, exitcodes
 from fourws_pay.cli.config import CliContext, Runtime, configure_logging
-from fourws_pay.errors import FourWSError, RateLimitedError, ThrottledError
+from fourws_pay.errors import FourWSError, RateLimitedError, ThrottledError, TransportError
+
+_json_errors: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fourws_pay_cli_json_errors", default=False
+)
+
+DATA_API_ENDPOINTS = frozenset(
+    {"login", "insert_barcode", "sku_from_barcode", "delete_barcode", "generate_missing_barcodes"}
+)
 
 
-def error_line(exc: FourWSError) -> str:
-    """The one line printed for an expected failure; messages are already masked."""
-    line = f"fourws-pay: error: {type(exc).__name__}: {exc}"
+def tried_url(exc: FourWSError, state: object) -> str | None:
+    """The base URL a transport error was about, when the message does not say it yet."""
+    if not isinstance(exc, TransportError) or not isinstance(state, CliContext):
+        return None
+    settings = state.built_settings()
+    if settings is None:
+        return None
+    endpoint = getattr(exc, "endpoint", None)
+    url = settings.data_url if endpoint in DATA_API_ENDPOINTS else settings.documents_base_url
+    return None if url in str(exc) else url
+
+
+def error_record(exc: FourWSError, state: object = None) -> dict[str, Any]:
+    """What the command says about an expected failure; messages are already masked."""
+    record: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "exit_code": exitcodes.exit_code_for(exc),
+    }
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, RateLimitedError | ThrottledError) and retry_after is not None:
-        line += f" (retry after {retry_after:g}s)"
+        record["retry_after"] = retry_after
+    url = tried_url(exc, state)
+    if url is not None:
+        record["url"] = url
+    for extra in ("missing", "endpoint"):
+        value = getattr(exc, extra, None)
+        if value:
+            record[extra] = value
+    return record
+
+
+def error_line(exc: FourWSError, state: object = None) -> str:
+    """The one line printed for an expected failure."""
+    record = error_record(exc, state)
+    line = f"fourws-pay: error: {record['type']}: {record['message']}"
+    if "url" in record:
+        line += f" (tried {record['url']})"
+    if "retry_after" in record:
+        line += f" (retry after {record['retry_after']:g}s)"
     return line
 
 
+def print_error(record: dict[str, Any], text: str) -> None:
+    if _json_errors.get():
+        sys.stdout.write(json.dumps({"error": record}, indent=2, default=str) + "\n")
+    else:
+        sys.stderr.write(text + "\n")
+
+
 class _Group(TyperGroup):
-    """Turns library errors into one line and an exit code, whichever subcommand raised."""
+    """Turns library errors into one line (or a JSON object) and an exit code, whichever
+    subcommand raised; accepts global options after the subcommand (``argv.rewrite``)."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's (vendored) click Context
         try:
             return super().invoke(ctx)
         except FourWSError as exc:
-            sys.stderr.write(error_line(exc) + "\n")
+            print_error(error_record(exc, ctx.obj), error_line(exc, ctx.obj))
             raise typer.Exit(exitcodes.exit_code_for(exc)) from None
         except KeyboardInterrupt:
-            sys.stderr.write("fourws-pay: interrupted\n")
+            print_error(
+                {"type": "Interrupted", "message": "interrupted", "exit_code": 130},
+                "fourws-pay: interrupted",
+            )
             raise typer.Exit(exitcodes.INTERRUPTED) from None
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        rewritten = argv.rewrite(sys.argv[1:] if args is None else args)
+        token = _json_errors.set(rewritten.json)
+        try:
+            if not rewritten.json:
+                return super().main(
+                    rewritten.args, prog_name, complete_var, standalone_mode, **extra
+                )
+            return self._main_json(rewritten.args, prog_name, complete_var, standalone_mode, extra)
+        finally:
+            _json_errors.reset(token)
+
+    def _main_json(
+        self,
+        args: list[str],
+        prog_name: str | None,
+        complete_var: str | None,
+        standalone_mode: bool,
+        extra: dict[str, Any],
+    ) -> Any:
+        """Like ``main`` but usage errors become JSON on stdout too."""
+        from typer._click.exceptions import ClickException
+
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.Abort:  # end of input at a prompt
+            print_error({"type": "Aborted", "message": "aborted", "exit_code": 1}, "Aborted!")
+            result = exitcodes.FAILURE
+        except ClickException as exc:
+            record = {
+                "type": "UsageError",
+                "message": exc.format_message(),
+                "exit_code": exc.exit_code,
+            }
+            print_error(record, exc.format_message())
+            result = exc.exit_code
+        code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return result
 
 
 app = typer.Typer(

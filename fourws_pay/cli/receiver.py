@@ -8,17 +8,17 @@ stray or forged POST is refused. When 4WS cannot reach this machine directly, pa
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from fourws_pay.errors import TimeoutError
+from fourws_pay.errors import RequestTimeout
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -27,7 +27,7 @@ class CallbackInbox:
     """Collects callback bodies addressed to ``url(name)``; ``wait(name)`` returns the first.
 
     Without a server it is fed by ``deliver`` (the in-process sandbox calls it directly);
-    ``CallbackReceiver`` puts an HTTP listener in front of it.
+    ``CallbackListener`` puts an HTTP listener in front of it.
     """
 
     def __init__(self, base_url: str) -> None:
@@ -69,7 +69,7 @@ class CallbackInbox:
         timeout: float,
         on_tick: Callable[[float], None] | None = None,
     ) -> bytes:
-        """Block until the callback for ``name`` arrives, or raise ``TimeoutError``.
+        """Block until the callback for ``name`` arrives, or raise ``RequestTimeout``.
 
         ``on_tick(elapsed_seconds)`` is called a few times a second (a progress bar).
         """
@@ -81,7 +81,7 @@ class CallbackInbox:
                 on_tick(elapsed)
             remaining = timeout - elapsed
             if remaining <= 0:
-                raise TimeoutError(
+                raise RequestTimeout(
                     f"no callback from 4WS within {timeout:g}s; is {self.base_url} reachable "
                     "from 4WS? (see --public-url)"
                 )
@@ -91,11 +91,14 @@ class CallbackInbox:
                 continue
 
 
-class CallbackReceiver(CallbackInbox):
+class CallbackListener(CallbackInbox):
     """An inbox behind an HTTP listener on ``host:port`` (port 0: any free port).
 
-    POSTs whose path starts with ``other_prefix`` go to ``other`` instead (the demo routes
-    payment callbacks there), which returns the HTTP status to answer.
+    The port is bound at construction, so ``url(name)`` can be handed to 4WS before the
+    ``with`` block starts listening. POSTs whose path starts with ``other_prefix`` go to
+    ``other`` instead (the demo routes payment callbacks there), which returns the HTTP
+    status to answer. (Not ``CallbackReceiver``: that is the test receiver in
+    ``fourws_pay.testing``, which records every POST.)
     """
 
     def __init__(
@@ -107,11 +110,10 @@ class CallbackReceiver(CallbackInbox):
         other_prefix: str = "",
         other: Callable[[str, bytes], int] | None = None,
     ) -> None:
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-        bound_host, bound_port = self._server.server_address[:2]
-        self.local_url = f"http://{bound_host!s}:{bound_port}"
+        from fourws_pay.serving import ThreadServer
+
+        self._server = ThreadServer(self._app, host=host, port=port, name="fourws-callbacks")
+        self.local_url = self._server.url
         super().__init__(public_url or self.local_url)
         self._other_prefix = other_prefix
         self._other = other
@@ -121,36 +123,28 @@ class CallbackReceiver(CallbackInbox):
             return self._other(path, body)
         return self.deliver(path, body)
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    self._answer(413)
-                    return
-                body = self.rfile.read(length)
-                self._answer(receiver.route(self.path.split("?", 1)[0], body))
-
-            def _answer(self, status: int) -> None:
-                payload = b'{"success": true}' if status == 200 else b'{"success": false}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the path carries the token: never log it
-
-        return Handler
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body, status = b"", 0
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                status = 413
+                break
+            if not message.get("more_body"):
+                break
+        if not status:
+            # ``other`` may do blocking ledger work: keep it off the listener's event loop.
+            status = await asyncio.to_thread(self.route, scope["path"], body)
+        payload = b'{"success": true}' if status == 200 else b'{"success": false}'
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     def __enter__(self) -> Self:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(
@@ -159,7 +153,4 @@ class CallbackReceiver(CallbackInbox):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop(timeout=5)

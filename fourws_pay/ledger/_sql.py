@@ -23,7 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import fields
 from datetime import UTC, datetime
 from enum import Enum
@@ -31,6 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fourws_pay.errors import ConfigurationError
+from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.payments.models import (
     Operation,
     OperationKind,
@@ -302,6 +303,25 @@ class SQLStore(Generic[C, T]):
     """
 
     _driver_error: type[Exception] = Exception
+    _store_name = "SQL"
+
+    # Which driver errors mean a lock wait timed out, or a refused commit (see _errors).
+
+    @staticmethod
+    def _is_lock_timeout(exc: BaseException) -> bool:
+        return False
+
+    @staticmethod
+    def _is_conflict(exc: BaseException) -> bool:
+        return False
+
+    def _mapped(self) -> AbstractContextManager[None]:
+        return mapped_errors(
+            self._driver_error,
+            store=self._store_name,
+            is_lock_timeout=self._is_lock_timeout,
+            is_conflict=self._is_conflict,
+        )
 
     def __init__(self, *, table_prefix: str, locking: bool, pool_size: int) -> None:
         check_prefix(table_prefix)
@@ -347,7 +367,7 @@ class SQLStore(Generic[C, T]):
             raise RuntimeError("ledger transactions do not nest")
         self._local.depth, self._local.pid = 1, os.getpid()
         try:
-            with self._pool.borrow() as conn:
+            with self._mapped(), self._pool.borrow() as conn:
                 if lock is not None:
                     self._prepare_lock(conn, lock)
                 for statement in begin:
@@ -367,7 +387,7 @@ class SQLStore(Generic[C, T]):
     @contextmanager
     def _reader(self) -> Iterator[T]:
         """Plain autocommit reads on a borrowed connection (no transaction)."""
-        with self._pool.borrow() as conn:
+        with self._mapped(), self._pool.borrow() as conn:
             yield self._open(conn)
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:

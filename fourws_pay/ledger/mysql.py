@@ -172,6 +172,15 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
     """``LedgerStore`` in InnoDB tables named ``<table_prefix>reservations/operations``."""
 
     _driver_error = pymysql.Error
+    _store_name = "MariaDB"
+
+    @staticmethod
+    def _is_lock_timeout(exc: BaseException) -> bool:
+        return bool(exc.args) and exc.args[0] == 1205  # ER_LOCK_WAIT_TIMEOUT
+
+    @staticmethod
+    def _is_conflict(exc: BaseException) -> bool:
+        return bool(exc.args) and exc.args[0] in {1062, 1213}  # ER_DUP_ENTRY, ER_LOCK_DEADLOCK
 
     def __init__(
         self,
@@ -269,7 +278,7 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
     def drop(self) -> None:
         """Drop this prefix's tables (tests use a throw-away prefix per run)."""
         p = self.table_prefix
-        with self._pool.borrow() as conn:
+        with self._mapped(), self._pool.borrow() as conn:
             self._execute(
                 conn, f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}card_locks"
             )

@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, LedgerError
 from fourws_pay.ledger._sql import SQLStore, SQLTransaction, split_options
 
 Conn: TypeAlias = "psycopg.Connection[DictRow]"
@@ -110,6 +110,17 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
     """``LedgerStore`` in two PostgreSQL tables named ``<table_prefix>reservations/operations``."""
 
     _driver_error = psycopg.Error
+    _store_name = "PostgreSQL"
+
+    @staticmethod
+    def _is_lock_timeout(exc: BaseException) -> bool:
+        # 55P03 lock_not_available (lock_timeout), 57014 query_canceled (statement_timeout)
+        return getattr(exc, "sqlstate", None) in {"55P03", "57014"}
+
+    @staticmethod
+    def _is_conflict(exc: BaseException) -> bool:
+        # 23505 unique_violation, 40001 serialization_failure, 40P01 deadlock_detected
+        return getattr(exc, "sqlstate", None) in {"23505", "40001", "40P01"}
 
     def __init__(
         self,
@@ -127,9 +138,11 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
         self._connect_timeout = connect_timeout
         try:
             self._create_schema()
-        except psycopg.OperationalError as exc:
+        except LedgerError as exc:
+            if not isinstance(exc.__cause__, psycopg.OperationalError):
+                raise
             raise ConfigurationError(
-                f"the PostgreSQL ledger at {_where(url)} is not reachable: {exc}"
+                f"the PostgreSQL ledger at {_where(url)} is not reachable: {exc.__cause__}"
             ) from None
 
     def _connect(self) -> Conn:
@@ -183,7 +196,7 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
     def drop(self) -> None:
         """Drop this prefix's tables (tests use a throw-away prefix per run)."""
         p = self.table_prefix
-        with self._pool.borrow() as conn:
+        with self._mapped(), self._pool.borrow() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {p}operations, {p}reservations".encode())
 
 

@@ -48,7 +48,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -58,6 +58,7 @@ from typing import Any, Literal, TypeVar
 import redis
 
 from fourws_pay.errors import ConfigurationError, LedgerConflict, LedgerLockTimeout
+from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.ledger._sql import split_options
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.models import (
@@ -432,11 +433,13 @@ class RedisTransaction:
         return self._adopt(kind, [raw])[record_id]
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        found: Reservation | None = self._get("r", reservation_id)
+        with _mapped():
+            found: Reservation | None = self._get("r", reservation_id)
         return found
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        found: Operation | None = self._get("o", operation_id)
+        with _mapped():
+            found: Operation | None = self._get("o", operation_id)
         return found
 
     def operations_for_reservation(self, reservation_id: str) -> list[Operation]:
@@ -697,17 +700,19 @@ class RedisStore:
             raise RuntimeError("ledger transactions do not nest")
         self._local.depth, self._local.pid = 1, os.getpid()
         try:
-            tx = RedisTransaction(self, read_only=read_only)
-            try:
-                if card is not None and self.locking:
-                    # Lock at entry, before anything is read: callers stamp times inside the
-                    # critical section and rely on them following the lock order.
-                    tx._locks[card] = self._acquire(card)
-                yield tx
-            except BaseException:
-                tx._release()
-                raise
-            tx._commit()
+            with _mapped():
+                tx = RedisTransaction(self, read_only=read_only)
+                try:
+                    if card is not None and self.locking:
+                        # Lock at entry, before anything is read: callers stamp times inside
+                        # the critical section and rely on them following the lock order.
+                        tx._locks[card] = self._acquire(card)
+                    yield tx
+                except BaseException:
+                    with suppress(redis.RedisError):
+                        tx._release()
+                    raise
+                tx._commit()
         finally:
             self._local.depth = 0
 
@@ -724,11 +729,13 @@ class RedisStore:
         return self._tx(read_only=True)
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        found: Reservation | None = self._get("r", reservation_id)
+        with _mapped():
+            found: Reservation | None = self._get("r", reservation_id)
         return found
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        found: Operation | None = self._get("o", operation_id)
+        with _mapped():
+            found: Operation | None = self._get("o", operation_id)
         return found
 
     def _listed(self, kind: Kind, unions: list[list[str]]) -> list[Any]:
@@ -757,7 +764,8 @@ class RedisStore:
             unions.append([f"rs:{s.value}" for s in wanted])
         if order_ref is not None:
             unions.append([f"ro:{order_ref}"])
-        records: list[Reservation] = self._listed("r", unions)
+        with _mapped():
+            records: list[Reservation] = self._listed("r", unions)
         return _order(
             r
             for r in records
@@ -774,7 +782,8 @@ class RedisStore:
         unions: list[list[str]] = []
         if wanted is not None:
             unions.append([f"os:{s.value}" for s in wanted])
-        records: list[Operation] = self._listed("o", unions)
+        with _mapped():
+            records: list[Operation] = self._listed("o", unions)
         return _order(
             o
             for o in records
@@ -795,6 +804,12 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _mapped() -> AbstractContextManager[None]:
+    """Redis errors as ledger errors (lock timeouts and refused commits are mapped where
+    they are detected, in ``_retry_locked`` and ``_commit``)."""
+    return mapped_errors(redis.RedisError, store="Redis")
 
 
 def open_store(url: str, **options: Any) -> RedisStore:

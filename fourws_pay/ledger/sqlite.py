@@ -22,13 +22,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from fourws_pay.errors import ConfigurationError
+from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.payments.models import (
     Operation,
     OperationKind,
@@ -116,6 +117,14 @@ _OP_COLUMNS = (
     "callback_id",
     "settled_at",
 )
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: the busy timeout ran out waiting for another writer."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -345,8 +354,13 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        with self._connect_raw() as conn:
-            conn.executescript(SCHEMA)
+        try:
+            with closing(self._connect_raw()) as conn:  # `with conn` alone commits, never closes
+                conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(
+                f"the SQLite ledger at {self.path} cannot be used: {exc}"
+            ) from None
 
     def _connect_raw(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -371,25 +385,36 @@ class SQLiteStore:
                 self._all.append(conn)
         return conn
 
+    @staticmethod
+    def _mapped() -> AbstractContextManager[None]:
+        return mapped_errors(
+            sqlite3.Error,
+            store="SQLite",
+            is_lock_timeout=_is_busy,
+            is_conflict=lambda exc: isinstance(exc, sqlite3.IntegrityError),
+        )
+
     @contextmanager
     def _tx(self, begin: str) -> Iterator[SQLiteTransaction]:
-        conn = self._conn()
         if getattr(self._local, "depth", 0):
             raise RuntimeError("ledger transactions do not nest")
-        if not self.locking:
-            yield SQLiteTransaction(conn)
-            return
-        conn.execute(begin)
-        self._local.depth = 1
-        try:
-            yield SQLiteTransaction(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
-        finally:
-            self._local.depth = 0
+        with self._mapped():
+            conn = self._conn()
+            if not self.locking:
+                yield SQLiteTransaction(conn)
+                return
+            conn.execute(begin)
+            self._local.depth = 1
+            try:
+                yield SQLiteTransaction(conn)
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+            finally:
+                self._local.depth = 0
 
     def card_transaction(self, barcode: str) -> Any:
         """``BEGIN IMMEDIATE``: the write lock is taken before anything is read."""
@@ -403,10 +428,12 @@ class SQLiteStore:
         return self._tx("BEGIN DEFERRED")
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
-        return SQLiteTransaction(self._conn()).get_reservation(reservation_id)
+        with self._mapped():
+            return SQLiteTransaction(self._conn()).get_reservation(reservation_id)
 
     def get_operation(self, operation_id: str) -> Operation | None:
-        return SQLiteTransaction(self._conn()).get_operation(operation_id)
+        with self._mapped():
+            return SQLiteTransaction(self._conn()).get_operation(operation_id)
 
     def list_reservations(
         self, states: Iterable[ReservationState] | None = None, order_ref: str | None = None
@@ -420,7 +447,8 @@ class SQLiteStore:
         if order_ref is not None:
             sql += " AND order_ref = ?"
             params.append(order_ref)
-        rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
+        with self._mapped():
+            rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
         return [_reservation(r) for r in rows]
 
     def list_operations(
@@ -437,7 +465,8 @@ class SQLiteStore:
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind.value)
-        rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
+        with self._mapped():
+            rows = self._conn().execute(sql + " ORDER BY created_at, id", params).fetchall()
         return [_operation(r) for r in rows]
 
     def close(self) -> None:

@@ -26,9 +26,12 @@ log = get_logger()
 
 
 class CallbackApp:
-    """ASGI app around a ``handle_callback(path, body)`` function."""
+    """ASGI app around an awaitable ``handle_callback(path, body)``.
 
-    def __init__(self, handle: Callable[[str, bytes], CallbackResult]) -> None:
+    The providers pass one that does its ledger work off the event loop.
+    """
+
+    def __init__(self, handle: Callable[[str, bytes], Awaitable[CallbackResult]]) -> None:
         self._handle = handle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,7 +59,7 @@ class CallbackApp:
                 return
         path = scope.get("root_path", "") + scope.get("path", "")
         try:
-            result = self._handle(path, bytes(body))
+            result = await self._handle(path, bytes(body))
         except CallbackRejected as exc:
             log.warning("fourws_pay.callback.rejected", status=exc.status_code, reason=str(exc))
             await _respond(send, exc.status_code, {"success": False, "message": str(exc)})

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
 import uuid
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -44,11 +45,14 @@ import pluggy
 
 from fourws_pay.api import wirejson
 from fourws_pay.api.models import GiftCard, GiftCardUpdate, QueuedOperation, UpdateGiftCardResult
+from fourws_pay.api.retry import worst_case_seconds
 from fourws_pay.clock import Clock
 from fourws_pay.errors import (
     AmbiguousOutcomeError,
     APIFailure,
     CallbackRejected,
+    CardBusyError,
+    CurrencyMismatchError,
     FourWSError,
     InvalidAmountError,
     InvalidInputError,
@@ -81,7 +85,7 @@ from fourws_pay.payments.rules import (
     PaymentRequest,
     evaluate,
     forfeited_amount,
-    public_message,
+    refuse,
 )
 from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.settings import Settings
@@ -92,7 +96,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = get_logger()
 
+# Operations that may still be applied by 4WS: their hold counts, and their card is busy
+# for any other balance change (invariants 2, 6, 15).
 HOLDING_OPERATION_STATES = IN_FLIGHT_OPERATION_STATES | {OperationState.MANUAL_REVIEW}
+# While one of these is on a card, no other capture or refund of it may be posted: the
+# balance must stay evidence of that operation's outcome (invariant 15).
+CARD_BUSY_STATES = HOLDING_OPERATION_STATES
+# How many times ``reserve`` reads a card whose captures keep settling under it.
+RESERVE_READS = 3
+MAX_RESERVATION_TTL = 366 * 86_400.0
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 
@@ -225,6 +237,28 @@ def _require_barcode(barcode: object) -> str:
     return text
 
 
+def _total(items: Iterable[Reservation | Operation]) -> Decimal:
+    return sum((item.amount for item in items), Decimal(0))
+
+
+def _outcome(decision: Decision) -> tuple[bool, RefusalReason | None, Decimal]:
+    """What a decision means for the shop (its message and balance aside)."""
+    return decision.ok, decision.reason, decision.usable_amount
+
+
+def _require_ttl(ttl: object, *, default: float) -> timedelta:
+    """A hold's lifetime, checked before any I/O: finite, positive, at most a year."""
+    if ttl is None:
+        ttl = default
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float | Decimal):
+        raise InvalidInputError("ttl must be a number of seconds")
+    if not math.isfinite(ttl) or not 0 < ttl <= MAX_RESERVATION_TTL:
+        raise InvalidInputError(
+            f"ttl must be more than 0 and at most {MAX_RESERVATION_TTL:.0f} seconds (a year)"
+        )
+    return timedelta(seconds=float(ttl))
+
+
 def _require_currency(currency: object) -> str:
     if not isinstance(currency, str) or not _CURRENCY.match(currency):
         raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
@@ -258,7 +292,15 @@ class PaymentsCore:
             window=settings.throttle_window, limit=settings.throttle_limit, clock=clock
         )
         # A crashed send is recognised after the longest a live send can take.
-        self.send_grace = timedelta(seconds=settings.connect_timeout + settings.read_timeout + 5)
+        # A crashed worker is recognised only after the longest a live one can take, so
+        # that reconcile never turns a live request into "unknown" or "failed" (inv. 6):
+        # ``sending`` covers the POST with the client's own retries of unsent attempts;
+        # ``prepared`` covers the card read between the claim and ``sending``.
+        margin = 5.0
+        self.send_grace = timedelta(seconds=worst_case_seconds(settings, idempotent=False) + margin)
+        self.prepared_grace = timedelta(
+            seconds=worst_case_seconds(settings, idempotent=True) + margin
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -341,24 +383,34 @@ class PaymentsCore:
         tx: LedgerTransaction,
         barcode: str,
         now: datetime,
-        read_at: datetime,
-        exclude_reservation: str | None = None,
+        exclude: str | None = None,
     ) -> Decimal:
-        """What 4WS's balance for ``barcode`` does not reflect yet (module docstring)."""
+        """Holds on ``barcode`` a balance read does not reflect yet (invariants 2, 6, 7).
+
+        Active holds count until their expiry instant, or for as long as an operation on
+        them may still be applied. Captures settled after a balance read started may be
+        missing from it too: callers add ``_late_captures`` when they can exist (``check``,
+        ``reserve``); ``capture`` reads after claiming the card, when none can.
+        """
         holding_ops = [
             op
             for op in tx.operations_for_card(barcode, HOLDING_OPERATION_STATES)
             if op.kind is OperationKind.CAPTURE
         ]
         pinned = {op.reservation_id for op in holding_ops}
-        total = Decimal(0)
-        for r in tx.reservations_for_card(barcode, [ReservationState.ACTIVE]):
-            if r.id != exclude_reservation and counts_as_held(r, now, pinned):
-                total += r.amount
-        for op in tx.operations_settled_since(barcode, read_at):
-            if op.kind is OperationKind.CAPTURE and op.reservation_id != exclude_reservation:
-                total += op.amount
-        return total
+        return _total(
+            r
+            for r in tx.reservations_for_card(barcode, [ReservationState.ACTIVE])
+            if r.id != exclude and counts_as_held(r, now, pinned)
+        )
+
+    @staticmethod
+    def _late_captures(tx: LedgerTransaction, barcode: str, since: datetime) -> list[Operation]:
+        return [
+            op
+            for op in tx.operations_settled_since(barcode, since)
+            if op.kind is OperationKind.CAPTURE
+        ]
 
     def _request(
         self, amount: Decimal, currency: str, now: datetime, allow_partial: bool
@@ -373,12 +425,23 @@ class PaymentsCore:
         )
 
     def _refused(self, decision: Decision, client_key: str | None) -> PaymentRefused:
+        """The typed error for a refused decision (README's error table).
+
+        A currency mismatch is ``CurrencyMismatchError`` (both a refusal and bad input); an
+        amount with more decimals than the card allows is ``InvalidAmountError``, raised
+        like every other malformed amount even though only the card read can tell.
+        """
         if decision.reason in UNIFORM_REASONS:
             self.throttle.record_failure(client_key)
         assert decision.reason is not None
-        return PaymentRefused(
-            decision.reason, decision.message, public_message=decision.public_message
+        if decision.reason is RefusalReason.INVALID_AMOUNT:
+            raise InvalidAmountError(decision.message)
+        error = (
+            CurrencyMismatchError
+            if decision.reason is RefusalReason.CURRENCY_MISMATCH
+            else PaymentRefused
         )
+        return error(decision.reason, decision.message, public_message=decision.public_message)
 
     def _reservation(self, reservation_id: str) -> Reservation:
         if not isinstance(reservation_id, str):
@@ -418,7 +481,9 @@ class PaymentsCore:
         if held is None:
             version = self.cards.version(barcode)
             with self.store.snapshot() as tx:
-                held = self.held(tx, barcode, now, read.read_at)
+                held = self.held(tx, barcode, now) + _total(
+                    self._late_captures(tx, barcode, read.read_at)
+                )
             self.cards.put(barcode, replace(read, held=held), if_version=version)
         decision = evaluate(
             read.card,
@@ -440,8 +505,23 @@ class PaymentsCore:
         order_ref: str,
         client_key: str | None,
         allow_partial: bool,
-        ttl: float | None,
+        ttl: object | None,
     ) -> PaymentFlow[Reservation]:
+        """Hold part of a card's balance (invariants 2, 7, 10, 16).
+
+        Evidence and its lock: the balance is read first (no lock is ever held across an
+        HTTP call), then the decision is taken under the card's lock from that balance and
+        the ledger as it is under the lock. Holds and in-flight captures are in the ledger,
+        so they are exact; what the read may miss is a capture settled after the read
+        started, and counting those keeps invariant 2 but may count a settlement twice
+        (once in the balance, once here) and refuse a hold the card can pay. So when such
+        late settlements change the answer, the lock is left and the card read again: they
+        were committed before that read started, so it surely shows them and they are no
+        longer counted (``reflected``). A second worker settling, capturing or expiring
+        between the read and the lock is therefore either counted or re-read, never
+        missed. After ``RESERVE_READS`` reads that each lost that race the answer is
+        ``CardBusyError`` (retryable), never a refusal reason.
+        """
         barcode = _require_barcode(barcode)
         if not isinstance(order_ref, str) or not order_ref.strip() or len(order_ref) > 200:
             raise InvalidInputError("order_ref must be a non-empty string (max 200 chars)")
@@ -455,50 +535,88 @@ class PaymentsCore:
             currency = snapshot.currency if currency is None else currency
         requested = _requested_amount(amount)
         currency = _require_currency(currency)
-        if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
-            raise InvalidInputError("ttl must be a positive number of seconds")
+        lifetime = _require_ttl(ttl, default=self.settings.reservation_ttl)
         self.throttle.check(client_key)
 
-        read = yield from self.read(barcode, cached=False)
-        with self.writing(barcode) as tx:
-            now = self.clock.now()  # inside the lock: stamps follow commit order
-            held = self.held(tx, barcode, now, read.read_at)
-            decision = evaluate(
-                read.card,
-                self._request(requested, currency, now, allow_partial),
-                held=held,
-                barcode=barcode,
-            )
+        reflected: frozenset[str] = frozenset()
+        for _ in range(RESERVE_READS):
+            read = yield from self.read(barcode, cached=False)
             reservation: Reservation | None = None
-            if decision.ok:
-                assert read.card is not None
-                expires_at = now + timedelta(seconds=ttl or self.settings.reservation_ttl)
-                if read.card.expiration_date is not None:
-                    expires_at = min(expires_at, read.card.expiration_date)
-                reservation = Reservation(
-                    id=f"res_{uuid.uuid4().hex}",
-                    barcode=barcode,
-                    amount=decision.usable_amount,
-                    currency=currency,
-                    decimals=decision.decimals,
-                    entity_code=read.card.entity_code or self.settings.entity_code,
-                    order_ref=order_ref,
-                    state=ReservationState.ACTIVE,
-                    created_at=now,
-                    expires_at=expires_at,
-                    forfeited=forfeited_amount(decision),
-                    updated_at=now,
-                )
-                tx.insert_reservation(reservation)
-                crash_point("reserve.before_commit")
-        if reservation is None:
-            raise self._refused(decision, client_key)
-        self.emit(EventKind.RESERVED, reservation=reservation)
-        return reservation
+            late: list[Operation] = []
+            with self.writing(barcode) as tx:
+                now = self.clock.now()  # inside the lock: stamps follow commit order
+                request = self._request(requested, currency, now, allow_partial)
+                held = self.held(tx, barcode, now)
+                late = [
+                    op
+                    for op in self._late_captures(tx, barcode, read.read_at)
+                    if op.id not in reflected
+                ]
+                decision = evaluate(read.card, request, held=held + _total(late), barcode=barcode)
+                if late and _outcome(decision) != _outcome(
+                    evaluate(read.card, request, held=held, barcode=barcode)
+                ):
+                    reflected |= {op.id for op in late}
+                    continue  # leave the lock; the next read shows these settlements
+                if decision.ok:
+                    assert read.card is not None
+                    expires_at = now + lifetime
+                    if read.card.expiration_date is not None:
+                        expires_at = min(expires_at, read.card.expiration_date)
+                    reservation = Reservation(
+                        id=f"res_{uuid.uuid4().hex}",
+                        barcode=barcode,
+                        amount=decision.usable_amount,
+                        currency=currency,
+                        decimals=decision.decimals,
+                        entity_code=read.card.entity_code or self.settings.entity_code,
+                        order_ref=order_ref,
+                        state=ReservationState.ACTIVE,
+                        created_at=now,
+                        expires_at=expires_at,
+                        forfeited=forfeited_amount(decision),
+                        updated_at=now,
+                    )
+                    tx.insert_reservation(reservation)
+                    crash_point("reserve.before_commit")
+            if reservation is None:
+                raise self._refused(decision, client_key)
+            self.emit(EventKind.RESERVED, reservation=reservation)
+            return reservation
+        raise CardBusyError(
+            f"payments on this card settled during each of {RESERVE_READS} reads; retry",
+            retry_after=1.0,
+        )
 
     # -------------------------------------------------------------------- capture
 
     def capture(self, reservation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+        """Post the consumption of a hold (invariants 3, 4, 10, 15, 16).
+
+        ``reconcile`` may later judge an ambiguous POST by comparing the card's balance with
+        ``balance_before``, so ``balance_before`` must show every balance change of ours
+        made before the POST and none made after. Hence three steps:
+
+        1. *claim*, under the card lock: the hold is active and unexpired, and no operation
+           of the card may still be applied (in flight, ``unknown`` or ``manual_review``:
+           else ``CardBusyError``); the operation is written ``prepared``. From this
+           commit on the card is busy: no other capture or refund of ours moves its balance
+           until this one is resolved.
+        2. *read* the card. Every operation of ours settled before the claim was applied by
+           4WS before we learnt it (its callback, or a balance that had already moved), so
+           this read, which starts after the claim committed, shows all of them.
+        3. *confirm*, under the card lock: re-check the rules on this read (invariant 10)
+           against the other active holds only. No settlement of ours can land between the
+           claim and the read, so none is counted twice and a hold granted within the
+           balance is refused only if something truly took the money (invariant 16).
+           ``balance_before`` is stored from this read and the operation marked
+           ``sending`` (invariant 4); then the POST.
+
+        A second worker acting between any two steps either finds the card busy (capture,
+        refund), adds a hold that was decided with ours counted (reserve), frees money
+        (release, expiry of another hold: ours is pinned by its operation and never
+        expires), or settles an operation that was already terminal before step 1.
+        """
         reservation = self._reservation(reservation_id)
         existing = self._existing_capture(reservation)
         if existing is not None:
@@ -514,9 +632,7 @@ class PaymentsCore:
             if reservation.forfeited > 0 and to_capture != reservation.amount:
                 raise InvalidAmountError("a one-go card is captured for its whole reservation")
 
-        read = yield from self.read(reservation.barcode, cached=False)
         token = secrets.token_urlsafe(32)
-        refusal: Decision | None = None
         with self.writing(reservation.barcode) as tx:
             now = self.clock.now()
             current = tx.get_reservation(reservation.id)
@@ -530,43 +646,15 @@ class PaymentsCore:
             if same:
                 return same[-1]  # a concurrent capture won; at most one POST per hold
             self._require_capturable(tx, reservation, now)
-            held_others = self.held(
-                tx, reservation.barcode, now, read.read_at, exclude_reservation=reservation.id
-            )
-            decision = self.recheck(read.card, reservation, held_others, now)
-            if not decision.ok:
-                refusal = decision
-            else:
-                assert read.card is not None
-                operation = Operation(
-                    id=f"op_{uuid.uuid4().hex}",
-                    kind=OperationKind.CAPTURE,
-                    reservation_id=reservation.id,
-                    barcode=reservation.barcode,
-                    amount=to_capture,
-                    currency=reservation.currency,
-                    entity_code=read.card.entity_code or reservation.entity_code,
-                    state=OperationState.PREPARED,
-                    created_at=now,
-                    updated_at=now,
-                    deadline=now + timedelta(seconds=self.settings.callback_timeout),
-                    callback_token_hash=token_hash(token),
-                    balance_before=read.card.amount,
-                )
-                tx.insert_operation(operation)
-        if refusal is not None:
-            self.emit(
-                EventKind.CAPTURE_FAILED,
-                reservation=reservation,
-                message=f"re-check before capture refused: {refusal.message}",
-            )
-            raise PaymentRefused(
-                refusal.reason or RefusalReason.INSUFFICIENT_BALANCE,
-                f"capture refused: {refusal.message}",
-                public_message=refusal.public_message,
-            )
+            claim = self._new_operation(OperationKind.CAPTURE, reservation, to_capture, now, token)
+            tx.insert_operation(claim)
         crash_point("capture.after_prepare")
-        return (yield from self._send(operation, reservation, token))
+
+        def recheck(tx: LedgerTransaction, card: GiftCard | None, now: datetime) -> Decision:
+            held_others = self.held(tx, reservation.barcode, now, exclude=reservation.id)
+            return self.recheck(card, reservation, held_others, now)
+
+        return (yield from self._confirm_and_send(claim, reservation, token, recheck))
 
     def recheck(
         self,
@@ -609,31 +697,141 @@ class PaymentsCore:
             raise InvalidStateError("reservation has expired")
         self._require_card_idle(tx, reservation.barcode)
 
-    @staticmethod
-    def _require_card_idle(tx: LedgerTransaction, barcode: str) -> None:
-        if tx.operations_for_card(barcode, IN_FLIGHT_OPERATION_STATES):
-            raise InvalidStateError(
-                "another operation on this card is in flight; retry once it has settled"
-            )
-
-    def _send(
-        self, operation: Operation, reservation: Reservation, token: str
-    ) -> PaymentFlow[Operation]:
-        """prepared -> sending (committed) -> POST -> enqueued | unknown | failed."""
-        sending = self._mark_sending(operation)
-        crash_point(
-            "capture.after_sending"
-            if operation.kind is OperationKind.CAPTURE
-            else "refund.after_sending"
+    def _require_card_idle(self, tx: LedgerTransaction, barcode: str) -> None:
+        """Invariant 15: while an operation of the card may still be applied, nothing else
+        may move its balance, or the balance stops being evidence of either outcome."""
+        busy = tx.operations_for_card(barcode, CARD_BUSY_STATES)
+        if not busy:
+            return
+        blocking = min(busy, key=lambda op: op.created_at)
+        waiting = blocking.state in (OperationState.UNKNOWN, OperationState.MANUAL_REVIEW)
+        raise CardBusyError(
+            f"operation {blocking.id} on this card is {blocking.state.value}; "
+            + (
+                "reconcile or an operator must resolve it first"
+                if waiting
+                else "retry once it has settled"
+            ),
+            retry_after=60.0 if waiting else 2.0,
+            blocking_operation_id=blocking.id,
+            blocking_state=blocking.state.value,
         )
+
+    def _new_operation(
+        self,
+        kind: OperationKind,
+        reservation: Reservation,
+        amount: Decimal,
+        now: datetime,
+        token: str,
+        parent: Operation | None = None,
+    ) -> Operation:
+        """A claim: an operation written ``prepared``, before the card is read for it."""
+        return Operation(
+            id=f"op_{uuid.uuid4().hex}",
+            kind=kind,
+            reservation_id=reservation.id,
+            barcode=reservation.barcode,
+            amount=amount,
+            currency=reservation.currency,
+            entity_code=parent.entity_code if parent is not None else reservation.entity_code,
+            state=OperationState.PREPARED,
+            created_at=now,
+            updated_at=now,
+            deadline=now + timedelta(seconds=self.settings.callback_timeout),
+            callback_token_hash=token_hash(token),
+            parent_id=parent.id if parent is not None else None,
+        )
+
+    def _confirm_and_send(
+        self,
+        claim: Operation,
+        reservation: Reservation,
+        token: str,
+        decide: Callable[[LedgerTransaction, GiftCard | None, datetime], Decision | None],
+    ) -> PaymentFlow[Operation]:
+        """Steps 2 and 3 of ``capture`` (refunds take the same path): read the claimed
+        card, decide under its lock (``decide`` returns a refusing ``Decision`` to stop),
+        record the evidence, mark ``sending``, POST."""
+        capture = claim.kind is OperationKind.CAPTURE
+        try:
+            read = yield from self._evidence_read(claim)
+        except FourWSError as exc:
+            abandoned = self._transition(
+                claim.id,
+                OperationState.PREPARED,
+                state=OperationState.FAILED,
+                message=f"never sent: the card read failed ({type(exc).__name__})",
+            )
+            if abandoned is not None:
+                self._emit_settlement(abandoned)
+            raise
+        with self.writing(claim.barcode) as tx:
+            now = self.clock.now()
+            decision = decide(tx, read.card, now)
+            if decision is None or decision.ok:
+                assert read.card is not None
+                confirmed = self._mark_sending(tx, claim, read.card, now)
+            else:
+                confirmed = replace(
+                    claim,
+                    state=OperationState.FAILED,
+                    updated_at=now,
+                    message=f"never sent: re-check refused: {decision.message}"[:500],
+                )
+                if not tx.update_operation(confirmed, OperationState.PREPARED):
+                    raise InvalidStateError("operation changed before it was sent")
+        if decision is not None and not decision.ok:
+            self.emit(
+                EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED,
+                reservation=reservation,
+                operation=confirmed,
+                message=f"re-check before sending refused: {decision.message}",
+            )
+            raise PaymentRefused(
+                decision.reason or RefusalReason.INSUFFICIENT_BALANCE,
+                f"{claim.kind.value} refused: {decision.message}",
+                public_message=decision.public_message,
+            )
+        crash_point("capture.after_sending" if capture else "refund.after_sending")
+        return (yield from self._post(confirmed, reservation, token))
+
+    def _evidence_read(self, claim: Operation) -> PaymentFlow[CardRead]:
+        """The balance ``reconcile`` will judge the operation by: read after the claim."""
+        return (yield from self.read(claim.barcode, cached=False))
+
+    def _mark_sending(
+        self, tx: LedgerTransaction, claim: Operation, card: GiftCard, now: datetime
+    ) -> Operation:
+        """Invariant 4: ``sending``, with its evidence, is committed before the request can
+        leave. The CAS fails if ``reconcile`` gave up on the claim meanwhile."""
+        sending = replace(
+            claim,
+            state=OperationState.SENDING,
+            updated_at=now,
+            balance_before=card.amount,
+            entity_code=card.entity_code or claim.entity_code,
+        )
+        if not tx.update_operation(sending, OperationState.PREPARED):
+            raise InvalidStateError(
+                "operation changed before it was sent (reconcile gave up on the claim)"
+            )
+        return sending
+
+    def _post(
+        self, sending: Operation, reservation: Reservation, token: str
+    ) -> PaymentFlow[Operation]:
+        """The POST of an operation already committed as ``sending``:
+        -> enqueued | unknown | failed."""
+        capture = sending.kind is OperationKind.CAPTURE
         cart = self.cart(reservation.order_ref)
         update = GiftCardUpdate(
-            entity_code=operation.entity_code,
-            barcode=operation.barcode,
-            amount=operation.signed_amount,
+            entity_code=sending.entity_code,
+            barcode=sending.barcode,
+            amount=sending.signed_amount,
             decimals=reservation.decimals,
-            callback=f"{self.callback_base_url()}/{operation.id}/{token}",
-            payload={"operation_id": operation.id, "order_ref": reservation.order_ref},
+            callback=f"{self.callback_base_url()}/{sending.id}/{token}",
+            payload={"operation_id": sending.id, "order_ref": reservation.order_ref},
             client_code=cart.client_code if cart else None,
             client_barcode=cart.client_barcode if cart else None,
             client_denomination=cart.client_denomination if cart else None,
@@ -653,15 +851,13 @@ class PaymentsCore:
                 message=str(exc)[:500],
             )
             self.emit(
-                EventKind.CAPTURE_FAILED
-                if operation.kind is OperationKind.CAPTURE
-                else EventKind.REFUND_FAILED,
+                EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED,
                 reservation=reservation,
                 operation=failed,
                 message=str(exc)[:200],
             )
             raise
-        crash_point("capture.after_post")
+        crash_point("capture.after_post" if capture else "refund.after_post")
         enqueued = self._transition(
             sending.id,
             OperationState.SENDING,
@@ -674,18 +870,9 @@ class PaymentsCore:
                 with self.store.transaction() as tx:
                     tx.update_operation(replace(current, queue_id=queued.queue_id), current.state)
             return self._operation(sending.id)
-        if operation.kind is OperationKind.CAPTURE:
+        if capture:
             self.emit(EventKind.CAPTURED, reservation=reservation, operation=enqueued)
         return enqueued
-
-    def _mark_sending(self, operation: Operation) -> Operation:
-        """Invariant 4: ``sending`` is committed before the request can leave."""
-        sending = replace(operation, state=OperationState.SENDING, updated_at=self.clock.now())
-        self.cards.evict(operation.barcode)
-        with self.store.transaction() as tx:
-            if not tx.update_operation(sending, OperationState.PREPARED):
-                raise InvalidStateError("operation changed before it was sent")
-        return sending
 
     def _transition(
         self, operation_id: str, expected: OperationState, **changes: Any
@@ -735,19 +922,14 @@ class PaymentsCore:
     # --------------------------------------------------------------------- refund
 
     def refund(self, operation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+        """Post money back to the card: claim, read, confirm, POST, as ``capture`` does,
+        so that a refund's ``balance_before`` is sound evidence too (invariant 15)."""
         parent = self._operation(operation_id)
         if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
             raise InvalidStateError("only a settled capture can be refunded")
         reservation = self._reservation(parent.reservation_id)
         requested = None if amount is None else positive_amount(amount, reservation.decimals)
 
-        read = yield from self.read(parent.barcode, cached=False)
-        if read.card is None:
-            raise PaymentRefused(
-                RefusalReason.NOT_FOUND,
-                "card not found at 4WS for refund",
-                public_message=public_message(RefusalReason.NOT_FOUND),
-            )
         token = secrets.token_urlsafe(32)
         with self.writing(parent.barcode) as tx:
             now = self.clock.now()
@@ -756,7 +938,7 @@ class PaymentsCore:
                 for op in tx.children_of(parent.id, OperationKind.REFUND)
                 if op.state is not OperationState.FAILED
             ]
-            refundable = parent.amount - sum((op.amount for op in refunds), Decimal(0))
+            refundable = parent.amount - _total(refunds)
             to_refund = refundable if requested is None else requested
             if to_refund <= 0:
                 raise InvalidAmountError("nothing left to refund on this capture")
@@ -765,24 +947,21 @@ class PaymentsCore:
                     f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
                 )
             self._require_card_idle(tx, parent.barcode)
-            operation = Operation(
-                id=f"op_{uuid.uuid4().hex}",
-                kind=OperationKind.REFUND,
-                reservation_id=parent.reservation_id,
-                barcode=parent.barcode,
-                amount=to_refund,
-                currency=parent.currency,
-                entity_code=parent.entity_code,
-                state=OperationState.PREPARED,
-                created_at=now,
-                updated_at=now,
-                deadline=now + timedelta(seconds=self.settings.callback_timeout),
-                callback_token_hash=token_hash(token),
-                balance_before=read.card.amount,
-                parent_id=parent.id,
+            claim = self._new_operation(
+                OperationKind.REFUND, reservation, to_refund, now, token, parent=parent
             )
-            tx.insert_operation(operation)
-        return (yield from self._send(operation, reservation, token))
+            tx.insert_operation(claim)
+        crash_point("refund.after_prepare")
+
+        def card_exists(
+            tx: LedgerTransaction, card: GiftCard | None, now: datetime
+        ) -> Decision | None:
+            if card is not None:
+                return None
+            request = self._request(to_refund, reservation.currency, now, allow_partial=False)
+            return refuse(RefusalReason.NOT_FOUND, "card not found at 4WS", request, parent.barcode)
+
+        return (yield from self._confirm_and_send(claim, reservation, token, card_exists))
 
     # ------------------------------------------------------------------- callbacks
 
@@ -910,7 +1089,7 @@ class PaymentsCore:
         for op in self.store.list_operations(
             [OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED]
         ):
-            if op.state is OperationState.PREPARED and op.updated_at + self.send_grace <= now:
+            if op.state is OperationState.PREPARED and op.updated_at + self.prepared_grace <= now:
                 # Never marked sending, so never posted: safe to call it failed.
                 failed = self._transition(
                     op.id,

@@ -16,7 +16,9 @@ CRASH_POINTS = (
     "capture.after_sending",
     "capture.after_post",
     "callback.before_commit",
+    "refund.after_prepare",
     "refund.after_sending",
+    "refund.after_post",
 )
 
 

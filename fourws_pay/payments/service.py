@@ -6,12 +6,23 @@ request (threads wait on an event; tasks await a future).
 
 ``check`` may answer from a short TTL cache (``Settings.check_cache_ttl``); ``reserve``,
 ``capture`` and ``refund`` always read the card fresh.
+
+The ledger is synchronous (a card transaction may wait seconds for a lock another worker
+holds), so ``AsyncGiftCardPayments`` never touches it on the event loop: every step of a
+flow between two 4WS calls, and every ledger-only method, runs on a small thread pool of
+its own, while the 4WS calls themselves are awaited on the loop. A generator may be resumed
+from any thread as long as two threads never resume it at once, which the awaiting
+coroutine guarantees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +48,19 @@ if TYPE_CHECKING:
     from fourws_pay.ledger.base import LedgerStore
 
 T = TypeVar("T")
+
+
+def _step(flow: PaymentFlow[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Resume ``flow`` once: (True, its result) or (False, the next effect).
+
+    ``StopIteration`` cannot cross a ``Future`` (asyncio refuses to store it), hence the
+    tuple when the step runs on a thread.
+    """
+    try:
+        effect = flow.throw(error) if error is not None else flow.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, effect
 
 
 class _Provider:
@@ -74,26 +98,6 @@ class _Provider:
     def plugin_manager(self) -> pluggy.PluginManager:
         return self.core.pm
 
-    # Effect-free actions are the same for both twins.
-
-    def get_reservation(self, reservation_id: str) -> Reservation:
-        return self.core._reservation(reservation_id)
-
-    def get_operation(self, operation_id: str) -> Operation:
-        return self.core._operation(operation_id)
-
-    def list_reservations(
-        self, states: list[ReservationState] | None = None, order_ref: str | None = None
-    ) -> list[Reservation]:
-        return self.store.list_reservations(states, order_ref)
-
-    def list_operations(self, states: list[OperationState] | None = None) -> list[Operation]:
-        return self.store.list_operations(states)
-
-    def callback_app(self) -> CallbackApp:
-        """An ASGI app to mount where 4WS posts callbacks (``POST /<op id>/<token>``)."""
-        return CallbackApp(self.core.handle_callback)
-
 
 class GiftCardPayments(_Provider):
     """Blocking gift-card provider. Safe to share between threads."""
@@ -118,10 +122,9 @@ class GiftCardPayments(_Provider):
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            done, effect = _step(flow, value, error)
+            if done:
+                return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
                 if isinstance(effect, ReadCard):
@@ -236,6 +239,35 @@ class GiftCardPayments(_Provider):
         """Expire holds past their expiry; returns how many changed (idempotent)."""
         return self.core.sweep()
 
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        """The reservation with this id (``NotFoundInLedgerError`` if there is none)."""
+        return self.core._reservation(reservation_id)
+
+    def get_operation(self, operation_id: str) -> Operation:
+        """The operation with this id (``NotFoundInLedgerError`` if there is none)."""
+        return self.core._operation(operation_id)
+
+    def list_reservations(
+        self, states: list[ReservationState] | None = None, order_ref: str | None = None
+    ) -> list[Reservation]:
+        """Reservations, oldest first, optionally only in ``states`` / for ``order_ref``."""
+        return self.store.list_reservations(states, order_ref)
+
+    def list_operations(self, states: list[OperationState] | None = None) -> list[Operation]:
+        """Operations, oldest first, optionally only in ``states``."""
+        return self.store.list_operations(states)
+
+    def callback_app(self) -> CallbackApp:
+        """An ASGI app to mount where 4WS posts callbacks (``POST /<op id>/<token>``).
+
+        The ledger work of each callback runs in a worker thread, not on the server's loop.
+        """
+
+        async def handle(path: str, body: bytes) -> CallbackResult:
+            return await asyncio.to_thread(self.core.handle_callback, path, body)
+
+        return CallbackApp(handle)
+
     def close(self) -> None:
         self.client.close()
         self.store.close()
@@ -252,21 +284,33 @@ class AsyncGiftCardPayments(_Provider):
         *,
         clock: Clock | None = None,
         plugin_manager: pluggy.PluginManager | None = None,
+        ledger_threads: int = 16,
     ) -> None:
+        """``ledger_threads`` bounds how many ledger steps run at once (each may wait for
+        a card lock); more concurrent checkouts than that queue for a thread."""
         super().__init__(
             settings, store, clock, plugin_manager, client.settings if client else None
         )
         self.client = client or AsyncClient(self.settings, clock=self.clock)
         self._inflight: dict[str, asyncio.Future[CardRead]] = {}
+        self._ledger_threads = ThreadPoolExecutor(
+            max_workers=ledger_threads, thread_name_prefix="fourws-pay-ledger"
+        )
+
+    async def _off_loop(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking ledger work on the provider's threads; the loop keeps running."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args, **kwargs)
+        context = contextvars.copy_context()  # as asyncio.to_thread does: logging context
+        return await loop.run_in_executor(self._ledger_threads, context.run, call)
 
     async def _run(self, flow: PaymentFlow[T]) -> T:
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            done, effect = await self._off_loop(_step, flow, value, error)
+            if done:
+                return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
                 if isinstance(effect, ReadCard):
@@ -339,11 +383,11 @@ class AsyncGiftCardPayments(_Provider):
 
     async def release(self, reservation_id: str) -> Reservation:
         """See ``GiftCardPayments.release``."""
-        return self.core.release(reservation_id)
+        return await self._off_loop(self.core.release, reservation_id)
 
     async def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
         """See ``GiftCardPayments.resolve``."""
-        return self.core.resolve(operation_id, applied=applied, note=note)
+        return await self._off_loop(self.core.resolve, operation_id, applied=applied, note=note)
 
     async def refund(
         self, operation_id: str, *, amount: Decimal | int | str | None = None
@@ -353,7 +397,7 @@ class AsyncGiftCardPayments(_Provider):
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         """See ``GiftCardPayments.handle_callback``."""
-        return self.core.handle_callback(path, body)
+        return await self._off_loop(self.core.handle_callback, path, body)
 
     async def reconcile(self) -> ReconcileReport:
         """See ``GiftCardPayments.reconcile``."""
@@ -361,11 +405,34 @@ class AsyncGiftCardPayments(_Provider):
 
     async def sweep(self) -> int:
         """See ``GiftCardPayments.sweep``."""
-        return self.core.sweep()
+        return await self._off_loop(self.core.sweep)
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        """See ``GiftCardPayments.get_reservation``."""
+        return await self._off_loop(self.core._reservation, reservation_id)
+
+    async def get_operation(self, operation_id: str) -> Operation:
+        """See ``GiftCardPayments.get_operation``."""
+        return await self._off_loop(self.core._operation, operation_id)
+
+    async def list_reservations(
+        self, states: list[ReservationState] | None = None, order_ref: str | None = None
+    ) -> list[Reservation]:
+        """See ``GiftCardPayments.list_reservations``."""
+        return await self._off_loop(self.store.list_reservations, states, order_ref)
+
+    async def list_operations(self, states: list[OperationState] | None = None) -> list[Operation]:
+        """See ``GiftCardPayments.list_operations``."""
+        return await self._off_loop(self.store.list_operations, states)
+
+    def callback_app(self) -> CallbackApp:
+        """See ``GiftCardPayments.callback_app``."""
+        return CallbackApp(self.handle_callback)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        self.store.close()
+        await self._off_loop(self.store.close)
+        self._ledger_threads.shutdown(wait=False)
 
 
 __all__ = ["AsyncGiftCardPayments", "GiftCardPayments"]

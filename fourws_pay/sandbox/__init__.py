@@ -10,9 +10,9 @@ Importing this package pulls in Starlette only when the ASGI app is first built,
 pure parts (``ean``, ``relaxed_json``, ``state``, ``faults``) stay cheap to import.
 """
 
+from fourws_pay.sandbox.callbacks import CallbackDelivery
 from fourws_pay.sandbox.faults import Fault, FaultPlan
 from fourws_pay.sandbox.sandbox import (
-    CallbackDelivery,
     QueueRun,
     RequestRecord,
     Sandbox,

@@ -46,6 +46,7 @@ from fourws_pay.sandbox import relaxed_json
 from fourws_pay.sandbox.auth import LOGIN_COOKIE, documents_credentials_ok
 from fourws_pay.sandbox.ean import is_valid_ean13
 from fourws_pay.sandbox.faults import Fault
+from fourws_pay.sandbox.queue import ItemKind
 from fourws_pay.sandbox.state import wire_code
 
 if TYPE_CHECKING:
@@ -406,7 +407,7 @@ class SandboxRoutes:
             raise BadInput("callback must be an http(s) URL")
 
     async def _enqueue(
-        self, request: Request, kind: str, endpoint: str, body: dict[str, Any]
+        self, request: Request, kind: ItemKind, endpoint: str, body: dict[str, Any]
     ) -> Response:
         callback_fault: Fault | None = request.state.callback_fault
         item = self.sb.enqueue(kind, endpoint, body, callback_fault)

@@ -22,7 +22,7 @@ LOGIN_COOKIE = "fourws_session"
 
 
 def documents_credentials_ok(headers: Mapping[str, str], settings: Settings) -> bool:
-    """The identity headers of reference §3 must match the sandbox's settings."""
+    """The identity headers of docs/4ws-reference.md §2 must match the sandbox's settings."""
     expected = {
         "applicationid": settings.application_id,
         "username": settings.username,

@@ -169,6 +169,8 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
         values = dict(spec)
+        if "seconds" in values:  # JSON gives int or Decimal; the clock sleeps on floats
+            values["seconds"] = float(values["seconds"])
         if "amount" in values:
             values["amount"] = Decimal(str(values["amount"]))
         if "retry_after" in values:  # pragma: no cover - convenience alias

@@ -7,7 +7,7 @@ accepted, and its callback is due ``callback_delay`` seconds (plus any ``delay``
 after it was processed. Nothing here does I/O or reads a clock; the ``Sandbox`` passes
 ``now`` in and delivers the outbox.
 
-Callback bodies follow the reference (README §7, giftcard.md §2.3/§3.2). The caller's
+Callback bodies follow the reference (docs/4ws-reference.md §6, §8 and §9). The caller's
 ``payload`` is echoed under a top-level key (``payload`` by default) because the reference
 does not say where 4WS puts it.
 """
@@ -19,13 +19,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fourws_pay.api import wirejson
 from fourws_pay.sandbox.faults import Fault
 from fourws_pay.sandbox.state import Books, LedgerRecord, Refused
 
 ItemKind = Literal["update", "generate", "pdf"]
+ITEM_KINDS: frozenset[str] = frozenset(get_args(ItemKind))
 
 
 @dataclass
@@ -84,10 +85,11 @@ class QueueConfig:
 
 @dataclass
 class WorkQueue:
-    """FIFO of accepted items plus the outbox of callbacks. Thread-safe."""
+    """FIFO of accepted items plus the outbox of callbacks. Thread-safe: every access goes
+    through these methods, which hold the lock; the lists themselves are private."""
 
-    items: list[QueueItem] = field(default_factory=list)
-    outbox: list[PendingCallback] = field(default_factory=list)
+    _items: list[QueueItem] = field(default_factory=list)
+    _outbox: list[PendingCallback] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def enqueue(
@@ -99,6 +101,12 @@ class WorkQueue:
         delay: float,
         callback_fault: Fault | None = None,
     ) -> QueueItem:
+        """Accept an item; an unknown ``kind`` is a programming error (``ValueError``), not
+        silently some other kind of work."""
+        if kind not in ITEM_KINDS:
+            raise ValueError(
+                f"unknown queue item kind {kind!r}; expected one of {sorted(ITEM_KINDS)}"
+            )
         item = QueueItem(
             queue_id=str(uuid.uuid4()),
             kind=kind,
@@ -109,37 +117,50 @@ class WorkQueue:
             callback_fault=callback_fault,
         )
         with self._lock:
-            self.items.append(item)
+            self._items.append(item)
         return item
+
+    def pending(self) -> list[QueueItem]:
+        """Accepted items not processed yet, oldest first (a copy)."""
+        with self._lock:
+            return list(self._items)
 
     def take_due(self, now: datetime) -> list[QueueItem]:
         with self._lock:
-            due = [i for i in self.items if i.due_at <= now]
-            self.items = [i for i in self.items if i.due_at > now]
+            due = [i for i in self._items if i.due_at <= now]
+            self._items = [i for i in self._items if i.due_at > now]
         return due
 
     def take(self, queue_id: str) -> QueueItem | None:
         with self._lock:
-            for item in self.items:
+            for item in self._items:
                 if item.queue_id == queue_id:
-                    self.items.remove(item)
+                    self._items.remove(item)
                     return item
         return None
 
     def post(self, callback: PendingCallback) -> None:
         with self._lock:
-            self.outbox.append(callback)
+            self._outbox.append(callback)
 
     def due_callbacks(self, now: datetime) -> list[PendingCallback]:
         """Due callbacks in delivery order: FIFO, with ``reorder`` ones moved last."""
         with self._lock:
-            due = [c for c in self.outbox if c.due_at <= now]
-            self.outbox = [c for c in self.outbox if c.due_at > now]
+            due = [c for c in self._outbox if c.due_at <= now]
+            self._outbox = [c for c in self._outbox if c.due_at > now]
         return [c for c in due if not c.reorder] + [c for c in due if c.reorder]
+
+    def take_callbacks(self, queue_id: str) -> list[PendingCallback]:
+        """Remove and return the callbacks of one item, due or not (for delivering them at
+        once, as the ``before_response`` fault does)."""
+        with self._lock:
+            mine = [c for c in self._outbox if c.queue_id == queue_id]
+            self._outbox = [c for c in self._outbox if c.queue_id != queue_id]
+        return mine
 
     def next_due(self) -> datetime | None:
         with self._lock:
-            times = [i.due_at for i in self.items] + [c.due_at for c in self.outbox]
+            times = [i.due_at for i in self._items] + [c.due_at for c in self._outbox]
         return min(times) if times else None
 
 
@@ -178,13 +199,15 @@ def process_item(
             body = {"success": True, "giftcards": cards}
         except Refused as refusal:
             body = {"success": False, "message": refusal.message}
-    else:
+    elif item.kind == "pdf":
         codes = [str(b) for b in item.body.get("barcodes", [])]
         missing = [b for b in codes if b not in books.cards]
         if missing or not codes:
             body = {"success": False, "message": "barcode not found"}
         else:
             body = {"success": True, "url": pdf_url(codes)}
+    else:
+        raise ValueError(f"unknown queue item kind {item.kind!r}")
     if config.payload_key and "payload" in item.body:
         body[config.payload_key] = payload
     success = body["success"] is True

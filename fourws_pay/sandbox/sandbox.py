@@ -13,14 +13,10 @@ every balance change, applied or refused, with its queue id and echoed payload.
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
-import ipaddress
-import ssl
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -31,13 +27,13 @@ import httpx
 from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.api.fields import parse_datetime
 from fourws_pay.clock import Clock, ManualClock, SystemClock
-from fourws_pay.logs import get_logger, mask_barcode, redact_url
+from fourws_pay.logs import get_logger, mask_barcode
 from fourws_pay.money import to_decimal
 from fourws_pay.sandbox.auth import RateLimiter, TokenStore
+from fourws_pay.sandbox.callbacks import CallbackDelivery, CallbackHandler, CallbackSender
 from fourws_pay.sandbox.faults import Fault, FaultPlan
 from fourws_pay.sandbox.queue import (
     ItemKind,
-    PendingCallback,
     QueueConfig,
     QueueItem,
     QueueOutcome,
@@ -53,8 +49,6 @@ log = get_logger(component="sandbox")
 IN_PROCESS_URL = "http://sandbox.4ws.local"
 CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF"}
 USABLE_VOUCHER_STATUSES = frozenset({"ACTIVE", "OPEN"})
-
-CallbackHandler = Callable[[str, bytes], "int | Awaitable[int]"]
 
 MINIMAL_PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -80,32 +74,6 @@ def sandbox_settings(base_url: str = IN_PROCESS_URL, **overrides: Any) -> Settin
     }
     values.update(overrides)
     return Settings(**values)
-
-
-@dataclass(frozen=True)
-class CallbackDelivery:
-    """One callback POST attempt; ``status`` None means it failed before any answer."""
-
-    url: str
-    body: bytes
-    queue_id: str
-    status: int | None
-    delivered_at: datetime
-    error: str | None = None
-
-    def json(self) -> Any:
-        from fourws_pay.api import wirejson
-
-        return wirejson.loads(self.body)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "url": redact_url(self.url),
-            "queueId": self.queue_id,
-            "status": self.status,
-            "error": self.error,
-            "body": self.json(),
-        }
 
 
 @dataclass(frozen=True)
@@ -192,15 +160,14 @@ class Sandbox:
         self.duplicate_barcode_status = duplicate_barcode_status
         self.validate_inserted_ean13 = validate_inserted_ean13
         self.hide_expired_vouchers = hide_expired_vouchers
-        self.callback_timeout = callback_timeout
-        self.callback_hosts = frozenset(h.lower() for h in callback_hosts)
+        self.callback_sender = CallbackSender(
+            self.clock, timeout=callback_timeout, hosts=callback_hosts, history_limit=history_limit
+        )
         self.public_base_url: str | None = None
-        self.callbacks: deque[CallbackDelivery] = deque(maxlen=history_limit)
         self.requests: deque[RequestRecord] = deque(maxlen=history_limit)
         self.dropped_callbacks: list[str] = []
         self._voucher_stats: dict[str, dict[str, Any]] = {}
         self._pdfs: dict[str, list[str]] = {}
-        self._handler: CallbackHandler | None = None
         self._lock = threading.RLock()
         self._apps: dict[bool, Any] = {}
         if seed:
@@ -245,7 +212,12 @@ class Sandbox:
 
         Without a handler callbacks are POSTed over HTTP with httpx (served mode).
         """
-        self._handler = handler
+        self.callback_sender.handler = handler
+
+    @property
+    def callbacks(self) -> deque[CallbackDelivery]:
+        """The last ``history_limit`` callback attempts, oldest first."""
+        return self.callback_sender.history
 
     def settings_env(self, base_url: str | None = None) -> dict[str, str]:
         """``FOURWS_*`` variables a shop sets to talk to this sandbox at ``base_url``."""
@@ -454,7 +426,7 @@ class Sandbox:
 
     def pending(self) -> list[QueueItem]:
         """Accepted items not processed yet."""
-        return list(self.queue.items)
+        return self.queue.pending()
 
     def spend_in_shop(self, barcode: str, amount: Decimal | int | str) -> LedgerRecord:
         """A till spends from the card right now, behind the shop's back (no queue)."""
@@ -481,13 +453,11 @@ class Sandbox:
     # ------------------------------------------------------------------- queue
 
     def enqueue(
-        self, kind: str, endpoint: str, body: dict[str, Any], callback_fault: Fault | None
+        self, kind: ItemKind, endpoint: str, body: dict[str, Any], callback_fault: Fault | None
     ) -> QueueItem:
-        item_kind: ItemKind = (
-            "update" if kind == "update" else ("generate" if kind == "generate" else "pdf")
-        )
+        """Accept asynchronous work; an unknown ``kind`` raises ``ValueError``."""
         return self.queue.enqueue(
-            item_kind, endpoint, body, self.clock.now(), self.config.queue_delay, callback_fault
+            kind, endpoint, body, self.clock.now(), self.config.queue_delay, callback_fault
         )
 
     def _process(self, items: list[QueueItem]) -> list[QueueOutcome]:
@@ -516,14 +486,14 @@ class Sandbox:
         """Process every due item in order, then deliver every due callback (blocking)."""
         run = QueueRun(processed=self._process(self.queue.take_due(self.clock.now())))
         for callback in self.queue.due_callbacks(self.clock.now()):
-            run.delivered += self._deliver(callback)
+            run.delivered += self.callback_sender.deliver(callback)
         return run
 
     async def aprocess_queue(self) -> QueueRun:
         """``process_queue`` for event loops: callbacks are awaited, never blocking."""
         run = QueueRun(processed=self._process(self.queue.take_due(self.clock.now())))
         for callback in self.queue.due_callbacks(self.clock.now()):
-            run.delivered += await self._adeliver(callback)
+            run.delivered += await self.callback_sender.adeliver(callback)
         return run
 
     def run_until_idle(self, *, max_rounds: int = 1000) -> QueueRun:
@@ -553,87 +523,15 @@ class Sandbox:
         if item is None:
             return run
         run.processed = self._process([item])
-        with self.queue._lock:
-            mine = [c for c in self.queue.outbox if c.queue_id == queue_id]
-            self.queue.outbox = [c for c in self.queue.outbox if c.queue_id != queue_id]
-        for callback in mine:
-            run.delivered += await self._adeliver(callback)
+        for callback in self.queue.take_callbacks(queue_id):
+            run.delivered += await self.callback_sender.adeliver(callback)
         return run
 
     # -------------------------------------------------------------- callbacks
 
-    def _record(
-        self, cb: PendingCallback, status: int | None, error: str | None
-    ) -> CallbackDelivery:
-        delivery = CallbackDelivery(cb.url, cb.body, cb.queue_id, status, self.clock.now(), error)
-        with self._lock:
-            self.callbacks.append(delivery)
-        log.info("sandbox.callback.delivered", url=redact_url(cb.url), status=status, error=error)
-        return delivery
-
-    def _deliver(self, cb: PendingCallback) -> list[CallbackDelivery]:
-        out = []
-        for _ in range(cb.copies):
-            status: int | None
-            error = None
-            try:
-                if self._handler is not None:
-                    result = self._handler(cb.url, cb.body)
-                    if inspect.isawaitable(result):
-                        from fourws_pay.sandbox.transport import run_blocking
-
-                        result = run_blocking(functools.partial(_settle, result))
-                    status = int(result)
-                elif not self.may_post_to(cb.url):
-                    status, error = None, "not delivered: callback host is not loopback"
-                else:
-                    with httpx.Client(timeout=self.callback_timeout, verify=_tls()) as http:
-                        status = http.post(
-                            cb.url, content=cb.body, headers={"Content-Type": "application/json"}
-                        ).status_code
-            except Exception as exc:  # a receiver's failure must not stop the queue
-                status, error = None, f"{type(exc).__name__}: {str(exc)[:200]}"
-            out.append(self._record(cb, status, error))
-        return out
-
-    async def _adeliver(self, cb: PendingCallback) -> list[CallbackDelivery]:
-        out = []
-        for _ in range(cb.copies):
-            status: int | None
-            error = None
-            try:
-                if self._handler is not None:
-                    result = self._handler(cb.url, cb.body)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    status = int(result)
-                elif not self.may_post_to(cb.url):
-                    status, error = None, "not delivered: callback host is not loopback"
-                else:
-                    async with httpx.AsyncClient(
-                        timeout=self.callback_timeout, verify=_tls()
-                    ) as http:
-                        response = await http.post(
-                            cb.url, content=cb.body, headers={"Content-Type": "application/json"}
-                        )
-                        status = response.status_code
-            except Exception as exc:  # a receiver's failure must not stop the queue
-                status, error = None, f"{type(exc).__name__}: {str(exc)[:200]}"
-            out.append(self._record(cb, status, error))
-        return out
-
     def may_post_to(self, url: str) -> bool:
         """Whether an HTTP callback to ``url`` stays on this machine (or was allowed)."""
-        try:
-            host = (httpx.URL(url).host or "").lower()
-        except (httpx.InvalidURL, ValueError):
-            return False
-        if host == "localhost" or host in self.callback_hosts:
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return self.callback_sender.may_post_to(url)
 
     def callback_bodies(self) -> list[Any]:
         """Bodies of the delivered callbacks, parsed, in delivery order."""
@@ -714,16 +612,6 @@ class Sandbox:
     def pdf_bytes(self, doc_id: str) -> bytes | None:
         with self._lock:
             return MINIMAL_PDF if doc_id in self._pdfs else None
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """One TLS context for every callback client: building one costs ~0.2 s."""
-    return ssl.create_default_context()
-
-
-async def _settle(awaitable: Awaitable[int]) -> int:
-    return await awaitable
 
 
 def _when(value: datetime | str | None) -> datetime | None:

@@ -17,18 +17,17 @@ import contextlib
 import ipaddress
 import logging
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from fourws_pay.logs import get_logger
 from fourws_pay.sandbox.app import SandboxHang, SandboxReset
 from fourws_pay.sandbox.faults import parse_fault_spec
 from fourws_pay.sandbox.sandbox import Sandbox
+from fourws_pay.serving import ThreadServer
 from fourws_pay.settings import Settings
 
 log = get_logger(component="sandbox.server")
@@ -94,33 +93,19 @@ class QueueWorker:
             await asyncio.sleep(self.interval)
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[int], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.servers:
-            port = self.servers[0].sockets[0].getsockname()[1]
-            self._on_started(int(port))
-
-
 class ServedSandbox:
     """A sandbox being served; ``url`` and ``settings`` point a client at it."""
 
-    def __init__(self, sandbox: Sandbox, host: str) -> None:
+    def __init__(self, sandbox: Sandbox, server: ThreadServer) -> None:
         self.sandbox = sandbox
-        self.host = host
-        self.port = 0
-        self.server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self.server = server
+        self.host = server.host
+        self.port = server.port
+        sandbox.public_base_url = self.url
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.server.url
 
     @property
     def settings(self) -> Settings:
@@ -133,16 +118,8 @@ class ServedSandbox:
         """``FOURWS_*`` variables for a shop process pointed at this server."""
         return self.sandbox.settings_env(self.url)
 
-    def _started(self, port: int) -> None:
-        self.port = port
-        self.sandbox.public_base_url = self.url
-        self._ready.set()
-
     def stop(self, timeout: float = 10.0) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.server.stop(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -168,18 +145,18 @@ def _build(
     return sb
 
 
-def _config(
-    served: ServedSandbox, port: int, worker_interval: float, log_level: str
-) -> uvicorn.Config:
-    _check_loopback(served.host)
+def _server(
+    sandbox: Sandbox, host: str, port: int, worker_interval: float, log_level: str
+) -> ThreadServer:
+    _check_loopback(host)
     _quiet_fault_tracebacks()
-    return uvicorn.Config(
-        QueueWorker(served.sandbox, worker_interval),
-        host=served.host,
+    return ThreadServer(
+        QueueWorker(sandbox, worker_interval),
+        host=host,
         port=port,
+        name="fourws-sandbox",
         log_level=log_level,
         lifespan="on",
-        access_log=False,
         timeout_graceful_shutdown=2,
     )
 
@@ -198,15 +175,9 @@ def start_in_thread(
 ) -> ServedSandbox:
     """Serve on a background thread; returns once the socket listens. Stop with
     ``.stop()`` or use it as a context manager. ``options`` go to ``Sandbox(...)``."""
-    served = ServedSandbox(_build(sandbox, seed, faults, options), host)
-    server = _Server(_config(served, port, worker_interval, log_level), served._started)
-    served.server = server
-    thread = threading.Thread(target=server.run, name="fourws-sandbox", daemon=True)
-    served._thread = thread
-    thread.start()
-    if not served._ready.wait(startup_timeout):
-        served.stop()
-        raise RuntimeError(f"the sandbox did not start on {host}:{port}")
+    sb = _build(sandbox, seed, faults, options)
+    served = ServedSandbox(sb, _server(sb, host, port, worker_interval, log_level))
+    served.server.start(startup_timeout)
     return served
 
 
@@ -226,15 +197,10 @@ def serve(
     ``"update_giftcard:hang:seconds=20"`` (see ``parse_fault_spec``). ``on_ready`` gets
     the running ``ServedSandbox``; by default its URL and ``FOURWS_*`` settings are
     printed so a shop can point at it."""
-    served = ServedSandbox(_build(sandbox, seed, faults, options), host)
-
-    def ready(port_: int) -> None:
-        served._started(port_)
-        (on_ready or _print_banner)(served)
-
-    server = _Server(_config(served, port, worker_interval, log_level), ready)
-    served.server = server
-    server.run()
+    sb = _build(sandbox, seed, faults, options)
+    served = ServedSandbox(sb, _server(sb, host, port, worker_interval, log_level))
+    served.server.on_started = lambda: (on_ready or _print_banner)(served)
+    served.server.run()
 
 
 def _print_banner(served: ServedSandbox) -> None:

@@ -51,6 +51,33 @@ if TYPE_CHECKING:
 
 GiftCardFactory = Callable[..., "Card"]
 
+# Modules of the ``sandbox`` extra: a base install (``pip install fourws-pay``) has none.
+SANDBOX_EXTRA_MODULES = frozenset({"starlette", "uvicorn", "sniffio"})
+
+
+def _import_sandbox(
+    fixture: str, module: str = "fourws_pay.sandbox", needs: tuple[str, ...] = ("starlette",)
+) -> Any:
+    """Import the sandbox for ``fixture``; without the extra, say which one to install
+    instead of a bare ``ModuleNotFoundError`` from deep inside the package (the sandbox
+    imports Starlette only when a client first talks to it, so check ``needs`` now)."""
+    import importlib
+
+    try:
+        for name in needs:
+            importlib.import_module(name)
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in SANDBOX_EXTRA_MODULES:
+            raise
+        pytest.fail(
+            f"the {fixture} fixture needs the 4WS sandbox, which is not installed "
+            f"({missing} is missing): install fourws-pay[sandbox], e.g. "
+            "pip install 'fourws-pay[sandbox]'",
+            pytrace=False,
+        )
+
 
 @pytest.fixture
 def fourws_clock() -> ManualClock:
@@ -63,9 +90,9 @@ def fourws_clock() -> ManualClock:
 @pytest.fixture
 def fourws_sandbox(fourws_clock: ManualClock) -> Sandbox:
     """A fresh sandbox with the ``demo`` seed (see ``fourws_pay.sandbox.seed``)."""
-    from fourws_pay.sandbox import Sandbox
-
-    return Sandbox(clock=fourws_clock, seed="demo")
+    sandbox_module = _import_sandbox("fourws_sandbox")
+    sandbox: Sandbox = sandbox_module.Sandbox(clock=fourws_clock, seed="demo")
+    return sandbox
 
 
 @pytest.fixture
@@ -153,8 +180,9 @@ def fourws_payments(
 @pytest.fixture
 def fourws_served_sandbox() -> Iterator[ServedSandbox]:
     """The demo sandbox served over loopback HTTP (real clock, its own queue worker)."""
-    from fourws_pay.sandbox.server import start_in_thread
-
-    served = start_in_thread(seed="demo")
+    server = _import_sandbox(
+        "fourws_served_sandbox", "fourws_pay.sandbox.server", needs=("starlette", "uvicorn")
+    )
+    served: ServedSandbox = server.start_in_thread(seed="demo")
     yield served
     served.stop()

@@ -2,7 +2,7 @@
 
 It records every POST (path, body) and answers ``status`` (200 by default). Tests wait for
 callbacks with ``wait_for(n, timeout)``, which blocks on a condition variable rather than
-sleeping in a loop.
+sleeping in a loop. Served by ``fourws_pay.serving.ThreadServer``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.types import Receive, Scope, Send
+
+from fourws_pay.serving import ThreadServer
 
 
 @dataclass(frozen=True)
@@ -32,25 +33,19 @@ class CallbackReceiver:
     """``with CallbackReceiver() as rx: ... rx.url ... rx.wait_for(1)``."""
 
     def __init__(self, *, host: str = "127.0.0.1", status: int = 200) -> None:
-        self.host = host
         self.status = status
-        self.port = 0
         self.received: list[ReceivedCallback] = []
         self._cond = threading.Condition()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadServer(self, host=host, name="callback-rx")
+        self.host = host
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._server.url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                message = await receive()
-                await send({"type": f"{message['type']}.complete"})
-                message = await receive()
-                await send({"type": f"{message['type']}.complete"})
             return
         body = b""
         while True:
@@ -80,31 +75,11 @@ class CallbackReceiver:
             return list(self.received)
 
     def start(self) -> Self:
-        config = uvicorn.Config(
-            self, host=self.host, port=0, log_level="warning", lifespan="on", access_log=False
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        ready = threading.Event()
-        original = server.startup
-
-        async def startup(sockets: Any = None) -> None:
-            await original(sockets)
-            self.port = int(server.servers[0].sockets[0].getsockname()[1])
-            ready.set()
-
-        server.startup = startup  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=server.run, name="callback-rx", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("callback receiver did not start")
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()

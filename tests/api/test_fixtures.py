@@ -208,7 +208,7 @@ def test_login_example(fake: FakeFourWS) -> None:
 def test_insert_barcode_example(fake: FakeFourWS) -> None:
     fake.on("POST /api/v1/products/ITEM/barcodes", fixture_reply("dm_insert_barcode_response.json"))
     inserted = make_client(fake).insert_barcode("ITEM", "8050200058081", dimensions=("1", "Y4"))
-    # the published answer names another barcode than the request (reference gap 5)
+    # the published answer names another barcode than the request (docs/4ws-reference.md §11)
     assert inserted == InsertedBarcode(barcode="3314254119515", prog_id="2334598")
 
 

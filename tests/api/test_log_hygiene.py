@@ -1,4 +1,4 @@
-"""Log hygiene (DESIGN.md invariant 12): at DEBUG, through successes, retries and failures,
+"""Log hygiene (docs/design.md invariant 12): at DEBUG, through successes, retries and failures,
 no credential, bearer token, callback secret or full barcode reaches a log record or an
 exception text; barcodes appear masked to their last 4 characters."""
 

@@ -1,5 +1,5 @@
 """Whatever 4WS sends, every endpoint returns a model or raises a ``FourWSError``
-(DESIGN.md invariant 13): never KeyError, TypeError, OverflowError or pydantic's
+(docs/design.md invariant 13): never KeyError, TypeError, OverflowError or pydantic's
 ValidationError."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Retries: reads retry with backoff; a balance change is never re-sent once it may have
-reached 4WS (DESIGN.md invariant 3)."""
+reached 4WS (docs/design.md invariant 3)."""
 
 from __future__ import annotations
 

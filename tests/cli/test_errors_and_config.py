@@ -72,6 +72,7 @@ def test_unreachable_4ws_is_exit_8(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens
     env = {
+        **Sandbox().settings_env(),  # complete credentials, so the address is what fails
         "FOURWS_DOCUMENTS_BASE_URL": f"http://127.0.0.1:{port}",
         "FOURWS_RETRY_MAX_ATTEMPTS": "1",
     }
@@ -80,6 +81,7 @@ def test_unreachable_4ws_is_exit_8(tmp_path: Path) -> None:
     )
     assert result.exit_code == 8
     assert result.stderr.startswith("fourws-pay: error: ConnectError")
+    assert f"http://127.0.0.1:{port}" in result.stderr  # says where it tried
 
 
 def test_flags_beat_environment_beat_env_file(tmp_path: Path, runtime: Runtime) -> None:

@@ -124,7 +124,8 @@ def test_reconcile_lists_what_needs_a_person_and_exits_1(
     assert "not in manual review" in twice.output
 
 
-def test_reconcile_with_nothing_to_do(invoke: Invoke) -> None:
+def test_reconcile_with_nothing_to_do(invoke: Invoke, ledger_url: str) -> None:
+    open_store(ledger_url).close()  # the shop's ledger exists, with nothing in it
     result = invoke("reconcile")
     assert result.exit_code == 0, result.output
     assert "nothing needs manual review" in result.stdout

@@ -136,7 +136,7 @@ def test_fault_add_list_clear(invoke_served: Invoke, served: ServedSandbox) -> N
 
 def test_unknown_fault_kind_is_refused(invoke_served: Invoke) -> None:
     result = invoke_served("sandbox", "fault", "add", "meteor")
-    assert result.exit_code == 6
+    assert result.exit_code == 2  # a usage error, caught before anything is sent
     assert "unknown fault kind" in result.stderr
 
 
@@ -179,7 +179,9 @@ def test_serve_passes_its_options_to_the_sandbox(monkeypatch: pytest.MonkeyPatch
     assert seen["seed"] == "empty"
     assert seen["port"] == 0
     assert seen["host"] == "127.0.0.1"
-    assert seen["faults"] == [{"endpoint": "update_giftcard", "kind": "hang", "seconds": 20.0}]
+    assert seen["faults"] == [
+        {"endpoint": "update_giftcard", "kind": "hang", "seconds": 20.0, "after_enqueue": True}
+    ]
     bad = CliRunner().invoke(app, ["sandbox", "serve", "--fault", "nonsense"])
     assert bad.exit_code == 2
 

@@ -21,7 +21,7 @@ def main() -> None:
     config = json.loads(sys.argv[1])
     if os.environ.get("FOURWS_PAY_TEST_BREAK") == "write_ahead":
         core.PaymentsCore._mark_sending = (  # type: ignore[method-assign]
-            lambda self, op: replace(op, state=OperationState.SENDING)
+            lambda self, tx, claim, card, now: replace(claim, state=OperationState.SENDING)
         )
     payments = GiftCardPayments(
         settings=Settings(**config["settings"]),

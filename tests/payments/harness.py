@@ -8,6 +8,7 @@ record in the sandbox's books can be traced to one of our operations.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from fourws_pay import (
     CallbackRejected,
+    FourWSError,
     GiftCardPayments,
     ManualClock,
     PaymentEvent,
@@ -24,7 +26,7 @@ from fourws_pay import (
     hookimpl,
     make_plugin_manager,
 )
-from fourws_pay.payments.core import HOLDING_OPERATION_STATES, counts_as_held
+from fourws_pay.payments.core import HOLDING_OPERATION_STATES, ReadCard, counts_as_held
 from fourws_pay.payments.models import (
     OperationKind,
     OperationState,
@@ -180,3 +182,38 @@ class Shop:
             ),
             Decimal(0),
         )
+
+
+Moment = str  # "before" or "after" an effect is carried out
+
+
+def run_stepped(
+    payments: GiftCardPayments,
+    flow: Any,
+    between: Callable[[Moment, Any], None],
+) -> Any:
+    """Drive one provider flow effect by effect, as ``GiftCardPayments`` does, calling
+    ``between(moment, effect)`` just before and just after each 4WS call is carried out.
+
+    A flow holds no ledger transaction across an effect, so ``between`` is exactly where a
+    second worker (another process sharing the ledger, 4WS's queue, a callback) can act
+    between two steps of this one: after the card read and before the lock, after
+    ``sending`` was committed and before the POST, after the POST and before ``enqueued``.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        between("before", effect)
+        try:
+            if isinstance(effect, ReadCard):
+                value = payments._read(effect)
+            else:
+                value = payments.client.update_giftcard(effect.update)
+        except FourWSError as exc:
+            error = exc
+        between("after", effect)

@@ -26,18 +26,22 @@ from hypothesis import strategies as st
 from fourws_pay import (
     AmbiguousOutcomeError,
     CallbackRejected,
+    CardBusyError,
+    CurrencyMismatchError,
     InvalidAmountError,
+    InvalidInputError,
     PaymentRefused,
     ThrottledError,
 )
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
 from fourws_pay.payments import core
+from fourws_pay.payments.core import ReadCard
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.sandbox.faults import Fault
-from tests.payments.harness import Shop
+from tests.payments.harness import Shop, run_stepped
 
 
 class Context:
@@ -160,7 +164,7 @@ def break_write_ahead(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(
         core.PaymentsCore,
         "_mark_sending",
-        lambda self, op: replace(op, state=OperationState.SENDING),
+        lambda self, tx, claim, card, now: replace(claim, state=OperationState.SENDING),
     )
 
 
@@ -291,13 +295,17 @@ def money_correctness(ctx: Context) -> None:
     for bad in ("NaN", "sNaN", "Infinity", "-Infinity", "0", "-5", 0.1, "1e400x"):
         with pytest.raises(InvalidAmountError):
             shop.payments.reserve(card, amount=bad, currency="EUR", order_ref="O")
-    assert shop.sandbox.requests_to("get_giftcard") == []
-    with pytest.raises(PaymentRefused) as caught:
+    for bad_ttl in (float("nan"), float("inf"), -1, 0, 10**30, True, "60"):
+        with pytest.raises(InvalidInputError):
+            shop.payments.reserve(card, amount="1", currency="EUR", order_ref="O", ttl=bad_ttl)
+    assert shop.sandbox.requests_to("get_giftcard") == []  # all refused before any I/O
+    with pytest.raises(InvalidAmountError, match="decimal"):
         shop.payments.reserve(card, amount="1.005", currency="EUR", order_ref="O")
-    assert caught.value.reason is RefusalReason.INVALID_AMOUNT
-    with pytest.raises(PaymentRefused) as caught:
+    with pytest.raises(CurrencyMismatchError) as caught:
         shop.payments.reserve(card, amount="10", currency="USD", order_ref="O")
     assert caught.value.reason is RefusalReason.CURRENCY_MISMATCH
+    assert isinstance(caught.value, PaymentRefused)
+    assert shop.store.list_reservations() == []  # no partial write
     reservation = shop.payments.reserve(card, amount="12.3", currency="EUR", order_ref="O")
     shop.payments.capture(reservation.id)
     posted = shop.sandbox.pending()[-1].body["amount"]
@@ -447,6 +455,98 @@ def break_safe_parsing(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(naive))
 
 
+# -------------------------------------------------------------------------- 15
+
+
+def sound_evidence(ctx: Context) -> None:
+    """Two 30.00 captures on a 100.00 card. The first settles while the second is being
+    prepared (a second worker delivers 4WS's callback right after the second capture's card
+    read); the second POST gets a 503 that 4WS never enqueued. Reconcile must not take the
+    first capture's debit as proof of the second one."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    first = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="A")
+    second = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="B")
+    shop.payments.capture(first.id)  # enqueued: 4WS has not applied it yet
+
+    def first_settles_after_the_read(moment: str, effect: Any) -> None:
+        if moment == "after" and isinstance(effect, ReadCard):
+            shop.sandbox.run_until_idle()
+
+    shop.sandbox.faults.add("update_giftcard", Fault.server_error(503))  # never enqueued
+    attempt = lambda: run_stepped(  # noqa: E731
+        shop.payments, shop.payments.core.capture(second.id, None), first_settles_after_the_read
+    )
+    try:
+        operation = attempt()
+    except CardBusyError:  # the first capture is still in flight: retry once it settled
+        shop.sandbox.run_until_idle()
+        operation = attempt()
+    assert operation.state is OperationState.UNKNOWN
+    settings = shop.payments.settings
+    shop.clock.advance(settings.callback_timeout + settings.reconcile_window + 1)
+    shop.payments.reconcile()
+    assert shop.payments.get_operation(operation.id).state is not OperationState.SUCCEEDED
+    shop.audit()
+
+
+def break_sound_evidence(mp: pytest.MonkeyPatch) -> None:
+    """The evidence is a balance read made before the claim (here: the card's first read)."""
+    first_reads: dict[str, Any] = {}
+    read = core.PaymentsCore.read
+
+    def remembering(self: core.PaymentsCore, barcode: str, *, cached: bool) -> Any:
+        result = yield from read(self, barcode, cached=cached)
+        first_reads.setdefault(barcode, result)
+        return result
+
+    def stale(self: core.PaymentsCore, claim: Any) -> Any:
+        yield from remembering(self, claim.barcode, cached=False)
+        return first_reads[claim.barcode]
+
+    mp.setattr(core.PaymentsCore, "read", remembering)
+    mp.setattr(core.PaymentsCore, "_evidence_read", stale)
+
+
+# -------------------------------------------------------------------------- 16
+
+
+def no_false_refusal(ctx: Context) -> None:
+    """Holds granted within the balance are capturable, and a card that can pay is granted
+    a hold, even when a capture settled at the very instant the card was read (the read
+    shows it; counting it again would refuse money that is there)."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    first = shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="A")
+    second = shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="B")
+    shop.payments.capture(first.id)
+    shop.sandbox.run_until_idle()  # settled now; no time passes before the next read
+    assert shop.payments.capture(second.id).state is OperationState.ENQUEUED
+    shop.sandbox.run_until_idle()
+    other = shop.card("7000000000099", amount="100.00")
+    big = shop.payments.reserve(other, amount="60.00", currency="EUR", order_ref="C")
+    shop.payments.capture(big.id)
+    shop.sandbox.run_until_idle()
+    rest = shop.payments.reserve(other, amount="40.00", currency="EUR", order_ref="D")
+    assert shop.payments.capture(rest.id).state is OperationState.ENQUEUED
+    shop.settle()
+    assert shop.sandbox.balance(card) == shop.sandbox.balance(other) == Decimal("0.00")
+    shop.audit()
+
+
+def break_no_false_refusal(mp: pytest.MonkeyPatch) -> None:
+    """Settlements the fresh read already shows are counted again."""
+    held = core.PaymentsCore.held
+
+    def double_counting(
+        self: core.PaymentsCore, tx: Any, barcode: str, now: Any, exclude: str | None = None
+    ) -> Decimal:
+        late = [op for op in self._late_captures(tx, barcode, now) if op.reservation_id != exclude]
+        return held(self, tx, barcode, now, exclude) + sum((op.amount for op in late), Decimal(0))
+
+    mp.setattr(core.PaymentsCore, "held", double_counting)
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -461,6 +561,8 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     11: (guessing_resistance, break_guessing_resistance),
     12: (log_hygiene, break_log_hygiene),
     13: (safe_parsing, break_safe_parsing),
+    15: (sound_evidence, break_sound_evidence),
+    16: (no_false_refusal, break_no_false_refusal),
 }
 
 

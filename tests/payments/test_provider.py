@@ -284,32 +284,14 @@ async def test_async_twin_runs_the_same_life_cycle(shop: Shop) -> None:
     reservation = await payments.reserve(card, amount="30.00", currency="EUR", order_ref="A")
     operation = await payments.capture(reservation.id)
     await shop.sandbox.aprocess_queue()
-    assert payments.get_operation(operation.id).state is OperationState.SUCCEEDED
+    assert (await payments.get_operation(operation.id)).state is OperationState.SUCCEEDED
     refund = await payments.refund(operation.id)
     await shop.sandbox.aprocess_queue()
-    assert payments.get_operation(refund.id).state is OperationState.SUCCEEDED
+    assert (await payments.get_operation(refund.id)).state is OperationState.SUCCEEDED
     other = await payments.reserve(card, amount="5.00", currency="EUR", order_ref="B")
     assert (await payments.release(other.id)).state is ReservationState.RELEASED
     assert (await payments.reconcile()).manual_review == []
     assert await payments.sweep() == 0
     assert shop.sandbox.balance(card) == Decimal("100.00")
-    await payments.client.aclose()
+    await payments.aclose()
     shop.audit()
-
-
-def test_twins_have_the_same_public_methods() -> None:
-    import inspect
-
-    from fourws_pay import AsyncGiftCardPayments, GiftCardPayments
-
-    def public(cls: type) -> dict[str, inspect.Signature]:
-        return {
-            n: inspect.signature(m)
-            for n, m in inspect.getmembers(cls, inspect.isfunction)
-            if not n.startswith("_") and n not in {"close", "aclose"}
-        }
-
-    sync, asynchronous = public(GiftCardPayments), public(AsyncGiftCardPayments)
-    assert sync.keys() == asynchronous.keys()
-    for name, signature in sync.items():
-        assert list(signature.parameters) == list(asynchronous[name].parameters), name

@@ -25,6 +25,7 @@ class CountingEvent(threading.Event):
 
 
 def test_threads_share_one_lookup(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    pause = threading.Event()  # the test's own waits must not count as followers
     monkeypatch.setattr(service.threading, "Event", CountingEvent)
     CountingEvent.waiting = 0
     card = shop.card()
@@ -50,7 +51,7 @@ def test_threads_share_one_lookup(shop: Shop, monkeypatch: pytest.MonkeyPatch) -
     for _ in range(1000):  # until the 5 followers wait on the leader (bounded)
         if CountingEvent.waiting >= 5:
             break
-        threading.Event().wait(0.005)
+        pause.wait(0.005)
     release.set()
     for t in threads:
         t.join(10)
@@ -78,8 +79,20 @@ async def test_tasks_share_one_lookup(shop: Shop) -> None:
         return await original(barcode)
 
     payments.client.get_giftcard = slow_get  # type: ignore[method-assign]
+    reading = 0
+    read = payments._read
+
+    async def counting_read(effect: Any) -> Any:
+        nonlocal reading
+        reading += 1
+        return await read(effect)
+
+    payments._read = counting_read  # type: ignore[method-assign]
     tasks = [asyncio.create_task(payments.check(card, Decimal("1.00"), "EUR")) for _ in range(8)]
-    await asyncio.sleep(0)  # let every task reach the lookup
+    for _ in range(5000):  # flows step on threads: wait until every task reached the lookup
+        if reading == 8:
+            break
+        await asyncio.sleep(0.001)
     gate.set()
     decisions = await asyncio.gather(*tasks)
     assert all(d.ok for d in decisions)

@@ -4,9 +4,11 @@ Environment variables:
 
 - ``OSCAR_SHOP_DATA_DIR``: where the database, the fourws-pay ledger and media live
   (default: ``var/`` next to ``manage.py``);
-- ``FOURWS_PAY_BACKEND``: ``sandbox`` (default; a 4WS simulator inside the shop process,
-  with the demo cards of ``shop/demo_cards.py``) or ``http`` (a served sandbox or the real
-  4WS, configured with the ``FOURWS_*`` variables of fourws-pay);
+- ``FOURWS_PAY_BACKEND``: ``demo`` (default; ``manage.py runserver`` also serves a 4WS
+  sandbox with the demo cards of ``shop/demo_cards.py`` on ``SHOP_SANDBOX_PORT``, default
+  8766, and every process of the shop talks to it: see ``shop/demo_sandbox.py``) or
+  ``http`` (a sandbox served by ``fourws-pay sandbox serve``, or the real 4WS, configured
+  with the ``FOURWS_*`` variables of fourws-pay);
 - ``FOURWS_PAY_LEDGER_URL``: the ledger (default: ``sqlite:///$OSCAR_SHOP_DATA_DIR/fourws-pay-ledger.db``);
 - ``SHOP_PUBLIC_URL``: where 4WS reaches this shop (default ``http://127.0.0.1:8000``);
 - ``SHOP_DEBUG``: ``0`` to turn Django's debug mode off.
@@ -18,7 +20,7 @@ from pathlib import Path
 from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403
 
-from shop.demo_cards import DEMO_CARDS, sandbox_kwargs
+from shop import demo_sandbox
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("OSCAR_SHOP_DATA_DIR") or BASE_DIR / "var")
@@ -34,11 +36,19 @@ ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
+FORKED_APPS = {
+    # the checkout, to add the shop's own "pay on delivery" method
+    "oscar.apps.checkout.apps.CheckoutConfig": "shop.checkout.apps.CheckoutConfig",
+    # the catalogue listings, which Haystack's simple backend leaves empty
+    "oscar.apps.search.apps.SearchConfig": "shop.search.apps.SearchConfig",
+}
+# "shop" first: its runserver (which starts the demo sandbox) wins over staticfiles'.
 INSTALLED_APPS = [
-    # The shop forks Oscar's checkout to add its own "pay on delivery" method.
-    "shop.checkout.apps.CheckoutConfig" if app == "oscar.apps.checkout.apps.CheckoutConfig" else app
-    for app in OSCAR_APPS
-] + ["sorl.thumbnail", "fourws_pay_oscar", "shop"]
+    "shop",
+    *(FORKED_APPS.get(app, app) for app in OSCAR_APPS),
+    "sorl.thumbnail",
+    "fourws_pay_oscar",
+]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -105,15 +115,18 @@ OSCAR_ALLOW_ANON_CHECKOUT = True
 
 SHOP_PUBLIC_URL = os.environ.get("SHOP_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
+BACKEND = os.environ.get("FOURWS_PAY_BACKEND", "demo")
+if BACKEND == "sandbox":  # the name this mode had before the sandbox moved out of process
+    BACKEND = "demo"
+SHOP_DEMO_SANDBOX = BACKEND == "demo"
+
 FOURWS_PAY = {
-    "BACKEND": os.environ.get("FOURWS_PAY_BACKEND", "sandbox"),
+    "BACKEND": "http",  # to the demo sandbox, a served one, or 4WS: always over HTTP
+    # demo: the sandbox runserver serves; http: the FOURWS_* environment variables
+    "SETTINGS": demo_sandbox.settings_kwargs() if SHOP_DEMO_SANDBOX else {},
     "LEDGER_URL": os.environ.get("FOURWS_PAY_LEDGER_URL")
     or f"sqlite:///{DATA_DIR / 'fourws-pay-ledger.db'}",
     "CALLBACK_BASE_URL": f"{SHOP_PUBLIC_URL}/fourws-pay/callback",
-    "SANDBOX_CARDS": [sandbox_kwargs(card) for card in DEMO_CARDS],
-    # The in-process sandbox applies each capture at once, so orders settle before the
-    # thank-you page; a served sandbox or 4WS calls back on its own.
-    "SANDBOX_AUTO_SETTLE": True,
 }
 
 LOGGING = {

@@ -3,8 +3,8 @@
 Keys (all optional)::
 
     FOURWS_PAY = {
-        # "http": talk to 4WS (or a served sandbox) at SETTINGS["documents_base_url"];
-        # "sandbox": an in-process fourws_pay.sandbox.Sandbox (demos and tests).
+        # "http" (the only one): talk to 4WS, or a served sandbox, at
+        # SETTINGS["documents_base_url"] / FOURWS_DOCUMENTS_BASE_URL.
         "BACKEND": "http",
         # keyword arguments for fourws_pay.Settings, over FOURWS_* environment variables.
         "SETTINGS": {},
@@ -13,10 +13,6 @@ Keys (all optional)::
         "LEDGER_URL": None,
         # public URL of fourws_pay_oscar.urls' callback view, without trailing slash.
         "CALLBACK_BASE_URL": None,
-        # in-process sandbox only: cards created when it starts, and whether queued 4WS
-        # updates are applied (and their callbacks delivered) right after each capture/refund.
-        "SANDBOX_CARDS": [],
-        "SANDBOX_AUTO_SETTLE": True,
         # how long a gift-card code carried from payment details to preview stays usable.
         "CODE_MAX_AGE": 3600,
         # order status set when 4WS refuses a capture (None leaves the status alone).
@@ -40,15 +36,13 @@ DEFAULTS: dict[str, Any] = {
     "SETTINGS": {},
     "LEDGER_URL": None,
     "CALLBACK_BASE_URL": None,
-    "SANDBOX_CARDS": [],
-    "SANDBOX_AUTO_SETTLE": True,
     "CODE_MAX_AGE": 3600,
     "CAPTURE_FAILED_STATUS": None,
     "SOURCE_TYPE": "4WS gift card",
     "ORDER_REF_PREFIX": "oscar-",
 }
 
-BACKENDS = ("http", "sandbox")
+BACKENDS = ("http",)
 LEDGER_FILENAME = "fourws-pay-ledger.db"
 
 

@@ -2,19 +2,22 @@
 
 Built lazily (not at import or app-ready time) so that management commands that never pay
 do not open the ledger, and rebuilt when ``FOURWS_PAY`` changes under
-``override_settings``. Tests and unusual deployments can hand over their own objects with
-``install()``.
+``override_settings``. Tests, demos and unusual deployments can hand over their own objects
+with ``install()``.
+
+Production code talks to 4WS over HTTP only. A simulator belongs to whoever runs one: the
+example shop serves a sandbox from its own process (``examples/oscar_shop``), the tests
+build an in-process one and ``install()`` it with ``on_balance_change`` to work its queue.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from fourws_pay.errors import CallbackRejected, ConfigurationError
+from fourws_pay.errors import ConfigurationError
 from fourws_pay.logs import get_logger
 from fourws_pay_oscar import conf, plugin
 
@@ -22,18 +25,20 @@ if TYPE_CHECKING:
     import pluggy
 
     from fourws_pay.payments import GiftCardPayments
-    from fourws_pay.sandbox import Sandbox
 
 log = get_logger()
 
 
 @dataclass
 class Runtime:
-    """What the Oscar integration talks to; ``sandbox`` is set for the in-process backend."""
+    """What the Oscar integration talks to.
+
+    ``on_balance_change`` runs after each capture or refund was sent; ``None`` in
+    production (4WS works its queue and calls back on its own).
+    """
 
     payments: GiftCardPayments
-    sandbox: Sandbox | None = None
-    auto_settle: bool = False
+    on_balance_change: Callable[[], object] | None = None
 
 
 _lock = threading.RLock()
@@ -56,12 +61,13 @@ def get_payments() -> GiftCardPayments:
 
 
 def install(
-    payments: GiftCardPayments, *, sandbox: Sandbox | None = None, auto_settle: bool = False
+    payments: GiftCardPayments, *, on_balance_change: Callable[[], object] | None = None
 ) -> Runtime:
-    """Use ``payments`` (and ``sandbox``, if in-process) instead of building from settings."""
+    """Use ``payments`` instead of building from settings; ``on_balance_change`` (e.g. a
+    simulator's ``process_queue``) runs after every capture or refund is sent."""
     global _runtime
     with _lock:
-        _runtime = Runtime(payments=payments, sandbox=sandbox, auto_settle=auto_settle)
+        _runtime = Runtime(payments=payments, on_balance_change=on_balance_change)
         plugin.activate()
         return _runtime
 
@@ -75,15 +81,12 @@ def reset() -> None:
 
 
 def after_balance_change() -> None:
-    """Let the in-process sandbox apply queued updates now, when so configured.
-
-    A real 4WS applies them on its own and calls back; the in-process sandbox needs a nudge,
-    and a demo shop wants its orders settled before the thank-you page.
-    """
+    """Run the installed ``on_balance_change``, if any (a test's simulator working its
+    queue); nothing in production, where 4WS applies updates and calls back by itself."""
     current = _runtime
-    if current is not None and current.sandbox is not None and current.auto_settle:
+    if current is not None and current.on_balance_change is not None:
         with _queue_lock:
-            current.sandbox.process_queue()
+            current.on_balance_change()
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -100,34 +103,6 @@ def make_plugin_manager() -> pluggy.PluginManager:
     return manager
 
 
-def deliver_in_process(payments: GiftCardPayments) -> Any:
-    """A sandbox callback handler that hands 4WS callbacks straight to ``payments``."""
-
-    def deliver(url: str, body: bytes) -> int:
-        try:
-            return payments.handle_callback(urlsplit(url).path, body).status_code
-        except CallbackRejected as exc:
-            return exc.status_code
-
-    return deliver
-
-
-def new_sandbox(**kwargs: Any) -> Sandbox:
-    """A fresh in-process 4WS simulator."""
-    try:
-        from fourws_pay.sandbox import Sandbox
-    except ImportError:  # older layout: the class lived in fourws_pay.sandbox.sandbox
-        from fourws_pay.sandbox.sandbox import Sandbox
-    return Sandbox(**kwargs)
-
-
-def _sandbox_card(card: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(card)
-    if "amount" in kwargs:
-        kwargs["amount"] = Decimal(str(kwargs["amount"]))
-    return kwargs
-
-
 def _build() -> Runtime:
     from fourws_pay.ledger import open_store
     from fourws_pay.payments import GiftCardPayments
@@ -140,22 +115,16 @@ def _build() -> Runtime:
     if callback_base_url:
         overrides["callback_base_url"] = callback_base_url
 
-    sandbox = None
-    if backend == "sandbox":
-        sandbox = new_sandbox()
-        for card in conf.get("SANDBOX_CARDS") or []:
-            sandbox.add_giftcard(**_sandbox_card(card))
-        settings = Settings.build(**{**dict(sandbox.settings), **overrides})
-        client = sandbox.client()
-    elif backend == "http":
-        from fourws_pay.api.client import Client
-
-        settings = Settings.from_env(**overrides)
-        client = Client(settings)
-    else:
+    if backend != "http":
         raise ConfigurationError(
             f"FOURWS_PAY['BACKEND'] must be one of {', '.join(conf.BACKENDS)}, not {backend!r}"
+            " (a 4WS simulator is not part of the integration: serve one with `fourws-pay "
+            "sandbox serve` and point FOURWS_* at it, as examples/oscar_shop does)"
         )
+    from fourws_pay.api.client import Client
+
+    settings = Settings.from_env(**overrides)
+    client = Client(settings)
 
     payments = GiftCardPayments(
         settings=settings,
@@ -163,11 +132,5 @@ def _build() -> Runtime:
         store=open_store(settings.ledger_url),
         plugin_manager=make_plugin_manager(),
     )
-    if sandbox is not None:
-        sandbox.set_callback_handler(deliver_in_process(payments))
     log.info("fourws_pay_oscar.provider_ready", backend=backend)
-    return Runtime(
-        payments=payments,
-        sandbox=sandbox,
-        auto_settle=bool(conf.get("SANDBOX_AUTO_SETTLE")) and sandbox is not None,
-    )
+    return Runtime(payments=payments)

@@ -71,11 +71,13 @@ def new_source(reservation: Reservation, currency: str) -> Any:
     """An unsaved gift-card ``Source`` for the order being placed (Oscar saves it later)."""
     models = _models()
     amount = reservation.applied_amount
+    # The reference is what Oscar shows the customer (thank-you page, order history) and
+    # staff: the masked card. The reservation id lives on the Authorise transaction.
     source = models["Source"](
         source_type=source_type(),
         currency=currency,
         amount_allocated=amount,
-        reference=reservation.id,
+        reference=reservation.masked_barcode,
         label=reservation.masked_barcode,
     )
     source.create_deferred_transaction(
@@ -127,10 +129,24 @@ def note(order: Any, message: str, *, note_type: str = "Error") -> None:
     _models()["OrderNote"].objects.create(order=order, note_type=note_type, message=message)
 
 
+def reservation_id(source: Any) -> str | None:
+    """The fourws-pay reservation behind a gift-card ``Source`` (its Authorise reference)."""
+    txn = source.transactions.filter(txn_type=_models()["Transaction"].AUTHORISE).first()
+    return str(txn.reference) if txn is not None and txn.reference else None
+
+
 def _source_for(order: Any, reservation: Reservation | None) -> Any:
     if reservation is None:
         return None
-    return gift_card_sources(order).filter(reference=reservation.id).first()
+    return (
+        gift_card_sources(order)
+        .filter(
+            transactions__txn_type=_models()["Transaction"].AUTHORISE,
+            transactions__reference=reservation.id,
+        )
+        .distinct()
+        .first()
+    )
 
 
 def _has_txn(source: Any, txn_type: str, reference: str) -> bool:

@@ -57,7 +57,9 @@ def refund_gift_card(order: Any, amount: Decimal | None = None) -> list[Operatio
         part = min(left, refundable_amount(source))
         if part <= 0:
             continue
-        capture_id = payments.get_reservation(source.reference).operation_id
+        held = recording.reservation_id(source)
+        reservation = payments.get_reservation(held) if held else None
+        capture_id = reservation.operation_id if reservation is not None else None
         if capture_id is None:
             continue
         operation = payments.refund(capture_id, amount=part)

@@ -40,6 +40,7 @@ from fourws_pay.clock import ManualClock  # noqa: E402
 from fourws_pay.hookspecs import hookimpl  # noqa: E402
 from fourws_pay.ledger import open_store  # noqa: E402
 from fourws_pay.payments import GiftCardPayments  # noqa: E402
+from fourws_pay.sandbox import Sandbox  # noqa: E402
 from fourws_pay.settings import Settings  # noqa: E402
 
 CALLBACK_BASE_URL = "http://testserver/fourws-pay/callback"
@@ -134,7 +135,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def sandbox(clock):
-    return provider.new_sandbox(clock=clock)
+    return Sandbox(clock=clock)
 
 
 @pytest.fixture
@@ -181,7 +182,7 @@ def payments(sandbox, clock, ledger_dir, event_log):
         ).status_code
 
     sandbox.set_callback_handler(deliver)
-    provider.install(payments, sandbox=sandbox, auto_settle=False)
+    provider.install(payments)  # tests run the sandbox's queue themselves
     yield payments
     provider.reset()
     payments.close()

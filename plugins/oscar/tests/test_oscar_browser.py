@@ -1,8 +1,12 @@
 """A person pays an order with a gift card in a real browser, on the example shop.
 
 The shop (``examples/oscar_shop``) runs under ``manage.py runserver`` on 127.0.0.1, once
-with its in-process sandbox and once against a served sandbox (real HTTP both ways:
-updates to the sandbox, callbacks to the shop's Django view). Playwright drives Debian's
+in its default demo mode (``runserver`` serves the demo sandbox from the shop's process)
+and once against a sandbox served by the test (real HTTP both ways either way: updates to
+the sandbox, callbacks to the shop's Django view). The person finds the product from the
+home page, pays, sees the masked card on the thank-you page; then staff refund part of it
+with ``manage.py fourws_pay_refund`` in another process, which must reach the shop's
+sandbox (the card's balance moves) and be recorded once 4WS confirms. Playwright drives Debian's
 Chromium (``/usr/bin/chromium``, never a downloaded browser) through the whole checkout and
 saves a screenshot of the thank-you page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the
 test's temporary directory).
@@ -13,6 +17,7 @@ Skipped when Chromium or Playwright is missing, unless ``FOURWS_PAY_REQUIRE_SERV
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,13 +87,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _shop_env(data_dir: Path, url: str, sandbox_env: dict[str, str] | None = None) -> dict:
+def _shop_env(
+    data_dir: Path, url: str, sandbox_env: dict[str, str] | None = None, sandbox_port: int = 0
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")}
     env.update(sandbox_env or {})
     env.update(
         DJANGO_SETTINGS_MODULE="shop.settings",
         OSCAR_SHOP_DATA_DIR=str(data_dir),
-        FOURWS_PAY_BACKEND="http" if sandbox_env else "sandbox",
+        FOURWS_PAY_BACKEND="http" if sandbox_env else "demo",
+        SHOP_SANDBOX_PORT=str(sandbox_port or 8766),
         FOURWS_PAY_LEDGER_URL=f"sqlite:///{data_dir / 'ledger.db'}",
         SHOP_PUBLIC_URL=url,
         PYTHONUNBUFFERED="1",
@@ -109,7 +117,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"the shop did not listen on {port}:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module", params=["in-process sandbox", "served sandbox"])
+@pytest.fixture(scope="module", params=["demo sandbox", "served sandbox"])
 def shop(request, tmp_path_factory, sync_playwright):
     """The example shop served on 127.0.0.1, on a fresh copy of a migrated database.
 
@@ -139,11 +147,11 @@ def _serve_shop(name, tmp_path_factory, served):
         src = template_dir / f"db.sqlite3{suffix}"
         if src.exists():
             shutil.copy(src, data_dir / src.name)
-    env = _shop_env(data_dir, url, served.env() if served else None)
-    catalogue = _manage(env, "seed_shop")
+    sandbox_port = _free_port()
+    env = _shop_env(data_dir, url, served.env() if served else None, sandbox_port)
+    _manage(env, "seed_shop")
     cards = _manage(env, "seed_giftcards")
     assert CARD in cards
-    product_path = re.search(r"^4WS-MOKA\s+\S+ EUR\s+(\S+)", catalogue, re.M).group(1)
 
     log = data_dir / "runserver.log"
     with log.open("w") as out:
@@ -158,7 +166,12 @@ def _serve_shop(name, tmp_path_factory, served):
         _wait_for_port(port, proc, log)
         yield {
             "url": url,
-            "product": product_path,
+            "env": env,
+            "balance": (
+                (lambda: served.sandbox.balance(CARD))
+                if served
+                else (lambda: _served_balance(f"http://127.0.0.1:{sandbox_port}", CARD))
+            ),
             "data_dir": data_dir,
             "log": log,
             "name": name.replace(" ", "-"),
@@ -184,7 +197,17 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
             page = browser.new_page()
             page.set_default_timeout(30_000)
 
-            page.goto(url + shop["product"])
+            # the home page lists the catalogue, and so does the category page
+            page.goto(url + "/")
+            home = page.locator("body").inner_text()
+            for title in PRODUCTS:
+                assert title in home, home[:2000]
+            page.goto(url + _category_path(shop["data_dir"]))
+            category = page.locator("body").inner_text()
+            for title in PRODUCTS:
+                assert title in category, category[:2000]
+            page.goto(url + "/")
+            page.get_by_role("link", name="Moka pot, 6 cups").first.click()
             page.locator("#add_to_basket_form button[type=submit]").click()
             page.wait_for_load_state()
 
@@ -223,23 +246,59 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
     number = re.search(r"your order number is (\d+)", body)
     assert number, body[:2000]
     assert screenshot.stat().st_size > 10_000
+    assert "*********0018" in body  # the card, masked, as the customer knows it
+    assert "res_" not in body  # never an internal reservation id
 
-    # The in-process sandbox settles before the thank-you page; a served one calls the
-    # shop back over HTTP a moment later.
-    expected = [("4WS gift card", Decimal("30.00"), Decimal("30.00"))]
+    # The sandbox applies the capture and calls the shop back over HTTP a moment later.
+    settled = [("4WS gift card", Decimal("30.00"), Decimal("30.00"), Decimal("0.00"))]
+    _wait_for_sources(shop, number.group(1), settled)
+    assert shop["balance"]() == Decimal("70.00")
+
+    # Staff refund part of it from another process: it must reach the shop's 4WS.
+    out = _manage(shop["env"], "fourws_pay_refund", number.group(1), "--amount", "5.00")
+    assert "refund op_" in out
+    refunded = [("4WS gift card", Decimal("30.00"), Decimal("30.00"), Decimal("5.00"))]
+    _wait_for_sources(shop, number.group(1), refunded)
+    assert shop["balance"]() == Decimal("75.00")
+
+
+PRODUCTS = ("4WS espresso mug", "Coffee beans, 1 kg", "Moka pot, 6 cups", "Hand grinder")
+
+
+def _wait_for_sources(shop: dict, order_number: str, expected: list) -> None:
+    """Until the shop's database shows ``expected`` (4WS calls the shop back a moment
+    after each capture or refund)."""
     deadline = time.monotonic() + 30
-    while (rows := _gift_card_sources(shop["data_dir"], number.group(1))) != expected:
+    while (rows := _gift_card_sources(shop["data_dir"], order_number)) != expected:
         if time.monotonic() > deadline:
             pytest.fail(f"not settled: {rows}\n{shop['log'].read_text()[-3000:]}")
         time.sleep(0.2)  # waiting for another process's callback, not driving logic by time
 
 
-def _gift_card_sources(data_dir: Path, order_number: str) -> list[tuple[str, Decimal, Decimal]]:
+def _served_balance(sandbox_url: str, barcode: str) -> Decimal:
+    """A card's balance on the shop's own demo sandbox, from its control API."""
+    import httpx
+
+    answer = httpx.get(f"{sandbox_url}/_sandbox/cards/{barcode}", timeout=10)
+    answer.raise_for_status()
+    return Decimal(str(json.loads(answer.content, parse_float=Decimal)["giftcard"]["amount"]))
+
+
+def _category_path(data_dir: Path) -> str:
+    with sqlite3.connect(data_dir / "db.sqlite3") as db:
+        (pk,) = db.execute("SELECT id FROM catalogue_category WHERE slug = 'coffee'").fetchone()
+    return f"/catalogue/category/coffee_{pk}/"
+
+
+def _gift_card_sources(
+    data_dir: Path, order_number: str
+) -> list[tuple[str, Decimal, Decimal, Decimal]]:
     with sqlite3.connect(data_dir / "db.sqlite3") as db:
         rows = db.execute(
-            "SELECT t.name, s.amount_allocated, s.amount_debited FROM payment_source s "
+            "SELECT t.name, s.amount_allocated, s.amount_debited, s.amount_refunded "
+            "FROM payment_source s "
             "JOIN payment_sourcetype t ON t.id = s.source_type_id "
             "JOIN order_order o ON o.id = s.order_id WHERE o.number = ?",
             (order_number,),
         ).fetchall()
-    return [(name, Decimal(str(a)), Decimal(str(d))) for name, a, d in rows]
+    return [(name, Decimal(str(a)), Decimal(str(d)), Decimal(str(r))) for name, a, d, r in rows]

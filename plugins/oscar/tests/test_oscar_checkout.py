@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 from django.urls import reverse
-from fourws_pay_oscar import mixins
+from fourws_pay_oscar import mixins, recording
 from oscar.apps.basket.models import Basket
 from oscar.apps.order.models import Order
 from oscar_checkout import checkout, place_order, submit_code, to_payment_details
@@ -61,7 +61,9 @@ def test_full_payment_reserves_captures_and_settles(payments, sandbox, oscar_pro
     assert source.amount_allocated == Decimal("30.00")
     assert source.amount_debited == Decimal("0.00")  # not settled yet
     assert source.label == "*********1814"
-    reservation = payments.get_reservation(source.reference)
+    # what the thank-you page shows: the masked card, not an internal id
+    assert source.reference == "*********1814"
+    reservation = payments.get_reservation(recording.reservation_id(source))
     assert reservation.order_ref == f"oscar-{order.number}"
     assert reservation.amount == Decimal("30.00")
     (authorise,) = source.transactions.all()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.test import Client, override_settings
@@ -102,24 +103,46 @@ def test_cart_snapshot_describes_a_placed_order(payments, sandbox, oscar_product
 
 
 def test_provider_is_built_from_django_settings(tmp_path):
-    config = {
-        "BACKEND": "sandbox",
-        "LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "CALLBACK_BASE_URL": "http://shop.example/fourws-pay/callback",
-        "SANDBOX_CARDS": [{"barcode": CARD, "amount": "12.50"}],
-        "SETTINGS": {"check_cache_ttl": 0},
-    }
+    from fourws_pay.sandbox.server import start_in_thread
+
+    with start_in_thread(seed="empty") as served:
+        served.sandbox.add_giftcard(CARD, amount=Decimal("12.50"))
+        config = {
+            "BACKEND": "http",
+            "LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "CALLBACK_BASE_URL": "http://shop.example/fourws-pay/callback",
+            "SETTINGS": {
+                **served.settings.model_dump(exclude={"ledger_url", "callback_base_url"}),
+                "check_cache_ttl": 0,
+            },
+        }
+        try:
+            with override_settings(FOURWS_PAY=config):
+                payments = provider.get_payments()
+                assert payments.settings.callback_base_url == config["CALLBACK_BASE_URL"]
+                assert payments.settings.ledger_url == config["LEDGER_URL"]
+                assert payments.settings.documents_base_url == served.url
+                assert (tmp_path / "ledger.db").exists()
+                decision = payments.check(CARD, amount=Decimal("10.00"), currency="EUR")
+                assert decision.ok
+                assert decision.available_balance == Decimal("12.50")
+            # Leaving override_settings rebuilds from the project's settings next time.
+            assert provider._runtime is None
+        finally:
+            provider.reset()
+
+
+def test_the_integration_builds_no_simulator(tmp_path):
+    """A 4WS simulator is the example shop's or the tests' business, never production's."""
+    from fourws_pay.errors import ConfigurationError
+
+    source = Path(provider.__file__).read_text()
+    assert "fourws_pay.sandbox" not in source
+    config = {"BACKEND": "sandbox", "LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
     try:
-        with override_settings(FOURWS_PAY=config):
-            payments = provider.get_payments()
-            assert payments.settings.callback_base_url == config["CALLBACK_BASE_URL"]
-            assert payments.settings.ledger_url == config["LEDGER_URL"]
-            assert (tmp_path / "ledger.db").exists()
-            decision = payments.check(CARD, amount=Decimal("10.00"), currency="EUR")
-            assert decision.ok
-            assert decision.available_balance == Decimal("12.50")
-        # Leaving override_settings rebuilds from the project's settings next time.
-        assert provider._runtime is None
+        with override_settings(FOURWS_PAY=config), pytest.raises(ConfigurationError) as err:
+            provider.get_payments()
+        assert "sandbox serve" in str(err.value)
     finally:
         provider.reset()
 

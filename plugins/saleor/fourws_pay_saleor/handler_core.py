@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from fourws_pay.clock import Clock
 from fourws_pay.errors import (
     AmbiguousOutcomeError,
+    CardBusyError,
     InvalidStateError,
     LedgerError,
     RateLimitedError,
@@ -60,7 +61,8 @@ RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
     RateLimitedError,
     AmbiguousOutcomeError,
     LedgerError,
-    InvalidStateError,  # another operation on the card is in flight (card busy)
+    InvalidStateError,  # the hold or operation is not in a state to act on yet
+    CardBusyError,  # another balance change of the card is unresolved (manual review too)
     Unavailable,
 )
 

@@ -50,14 +50,18 @@ class World:
         """The (latest) 4WS operation made for the request Saleor knows as ``psp``."""
         ids = self.store.operations_for_psp(psp)
         assert ids, f"no operation for {psp}"
-        return self.payments.get_operation(ids[-1])
+        operation = self.payments.store.get_operation(ids[-1])
+        assert operation is not None
+        return operation
 
     def reservation_for(self, psp: str) -> Reservation:
         """The current hold of the session Saleor knows as ``psp``."""
         record = self.store.transaction_for_psp(psp)
         assert record is not None, psp
         assert record.reservation_id is not None, psp
-        return self.payments.get_reservation(record.reservation_id)
+        reservation = self.payments.store.get_reservation(record.reservation_id)
+        assert reservation is not None
+        return reservation
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:

@@ -29,7 +29,7 @@ async def test_4ws_outage_is_a_failure_that_a_replay_can_overcome(world: World) 
     down = await init(world, payload)
     assert down["result"] == "CHARGE_FAILURE"
     assert "temporarily unavailable" in down["message"]
-    assert world.payments.list_reservations(order_ref="tx-f1") == []
+    assert world.payments.store.list_reservations(order_ref="tx-f1") == []
 
     world.sandbox.faults.clear()
     up = await init(world, payload)  # not answered from memory: the failure was transient
@@ -87,7 +87,7 @@ async def test_4ws_refusing_the_capture_post_is_a_charge_failure(world: World) -
     world.sandbox.faults.add("update_giftcard", Fault.success_false("card blocked"))
     body = await init(world, session_payload("tx-f6", Decimal("9.00"), "CHARGE", CARD))
     assert body["result"] == "CHARGE_FAILURE"
-    [reservation] = world.payments.list_reservations(order_ref="tx-f6")
+    [reservation] = world.payments.store.list_reservations(order_ref="tx-f6")
     assert reservation.state.value == "released"
     assert world.sandbox.balance(CARD) == CARD_BALANCE
 

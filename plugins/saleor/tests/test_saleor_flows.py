@@ -229,7 +229,7 @@ async def test_declines_are_200_failures_that_saleor_books_with_their_message(
 
     assert world.sandbox.balance(CARD) == CARD_BALANCE
     for tx in ("tx-u", "tx-big", "tx-none"):
-        assert world.payments.list_reservations(order_ref=tx) == []
+        assert world.payments.store.list_reservations(order_ref=tx) == []
 
 
 async def test_empty_and_unknown_cards_get_the_same_answer(world: World) -> None:

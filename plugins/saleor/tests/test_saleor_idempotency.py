@@ -21,11 +21,11 @@ REFUND = WebhookEvent.TRANSACTION_REFUND_REQUESTED
 
 
 def captures(world: World) -> list[Any]:
-    return [op for op in world.payments.list_operations() if op.kind is OperationKind.CAPTURE]
+    return [op for op in world.payments.store.list_operations() if op.kind is OperationKind.CAPTURE]
 
 
 def refunds(world: World) -> list[Any]:
-    return [op for op in world.payments.list_operations() if op.kind is OperationKind.REFUND]
+    return [op for op in world.payments.store.list_operations() if op.kind is OperationKind.REFUND]
 
 
 async def send(world: World, event: WebhookEvent, payload: dict[str, Any]) -> bytes:
@@ -40,7 +40,7 @@ async def test_same_key_same_input_gets_the_same_answer(world: World) -> None:
     world.clock.advance(5)
     again = await send(world, INIT, payload)
     assert again == first  # same pspReference, result and time, byte for byte
-    assert len(world.payments.list_reservations(order_ref="tx-i1")) == 1
+    assert len(world.payments.store.list_reservations(order_ref="tx-i1")) == 1
 
 
 async def test_same_key_different_input_is_refused_and_changes_nothing(world: World) -> None:
@@ -59,7 +59,7 @@ async def test_same_key_different_input_is_refused_and_changes_nothing(world: Wo
         )
     )
     assert other["result"] == "AUTHORIZATION_FAILURE"
-    [reservation] = world.payments.list_reservations(order_ref="tx-i2")
+    [reservation] = world.payments.store.list_reservations(order_ref="tx-i2")
     assert reservation.id == world.reservation_for(first["pspReference"]).id
     assert reservation.amount == Decimal("25.00")
 
@@ -114,7 +114,7 @@ async def test_concurrent_identical_initializes_reserve_once(world: World) -> No
     payload = session_payload("tx-i6", Decimal("10.00"), "CHARGE", CARD, idempotency_key="race")
     bodies = await asyncio.gather(*(send(world, INIT, payload) for _ in range(4)))
     assert len(set(bodies)) == 1
-    assert len(world.payments.list_reservations(order_ref="tx-i6")) == 1
+    assert len(world.payments.store.list_reservations(order_ref="tx-i6")) == 1
     assert len(captures(world)) == 1
 
 
@@ -163,7 +163,7 @@ async def test_a_crash_mid_request_resumes_without_doing_it_twice(
     assert crashing.crashed
     body = loads(await send(world, INIT, payload))
     assert body["result"] in {"AUTHORIZATION_SUCCESS", "CHARGE_REQUEST"}
-    assert len(world.payments.list_reservations(order_ref="tx-crash")) == 1
+    assert len(world.payments.store.list_reservations(order_ref="tx-crash")) == 1
     assert len(captures(world)) == (1 if action == "CHARGE" else 0)
     await world.settle()
     expected = CARD_BALANCE - (Decimal("35.00") if action == "CHARGE" else 0)
@@ -190,10 +190,10 @@ async def test_a_crash_before_the_reservation_was_recorded_adopts_it(
     payload = session_payload("tx-adopt", Decimal("45.00"), action, CARD, idempotency_key="a")
     with pytest.raises(RuntimeError, match="process died here"):
         await world.saleor.send(world.client, INIT, payload)
-    [held] = world.payments.list_reservations(order_ref="tx-adopt")
+    [held] = world.payments.store.list_reservations(order_ref="tx-adopt")
     body = loads(await send(world, INIT, payload))
-    assert world.payments.list_reservations(order_ref="tx-adopt") == [
-        world.payments.get_reservation(held.id)
+    assert world.payments.store.list_reservations(order_ref="tx-adopt") == [
+        world.payments.store.get_reservation(held.id)
     ]
     if action == "AUTHORIZATION":
         assert world.reservation_for(body["pspReference"]).id == held.id
@@ -211,7 +211,7 @@ async def test_another_worker_holding_the_transaction_means_try_later_then_recov
     busy = await world.saleor.send(world.client, INIT, payload)
     assert busy.status_code == 200  # nothing moved: a failure Saleor can show, not a 5xx
     assert busy.json()["result"] == "AUTHORIZATION_FAILURE"
-    assert world.payments.list_reservations(order_ref="tx-lease") == []
+    assert world.payments.store.list_reservations(order_ref="tx-lease") == []
     world.clock.advance(61)  # worker 2 died; its lease lapses
     body = loads(await send(world, INIT, payload))
     assert body["result"] == "AUTHORIZATION_SUCCESS"

@@ -53,7 +53,7 @@ def amounts(world: World, tx: str) -> tuple[Decimal, Decimal, Decimal]:
 def active_holds(world: World, tx: str) -> list[Decimal]:
     return [
         r.amount
-        for r in world.payments.list_reservations(order_ref=tx)
+        for r in world.payments.store.list_reservations(order_ref=tx)
         if r.state is ReservationState.ACTIVE
     ]
 
@@ -142,12 +142,12 @@ async def test_refunds_of_partial_charges(world: World) -> None:
 
 async def test_the_re_held_rest_keeps_the_original_expiry(world: World) -> None:
     await authorize(world, "tx-p7", "50.00")
-    [first] = world.payments.list_reservations(order_ref="tx-p7")
+    [first] = world.payments.store.list_reservations(order_ref="tx-p7")
     await action(world, CHARGE, "tx-p7", "20.00", "2026-01-01T12:01:00Z")
     await settle(world)
     [rest] = [
         r
-        for r in world.payments.list_reservations(order_ref="tx-p7")
+        for r in world.payments.store.list_reservations(order_ref="tx-p7")
         if r.state is ReservationState.ACTIVE
     ]
     assert rest.expires_at == first.expires_at

@@ -83,7 +83,7 @@ async def test_an_answer_lost_on_the_way_back_still_reaches_saleor(world: World)
     await world.flush()
     amounts = world.saleor.transaction("tx-r2").amounts()
     assert (amounts["authorized"], amounts["canceled"]) == (Decimal("0"), Decimal("40.00"))
-    [reservation] = world.payments.list_reservations(order_ref="tx-r2")
+    [reservation] = world.payments.store.list_reservations(order_ref="tx-r2")
     assert reservation.state.value == "released"
 
 
@@ -97,7 +97,7 @@ async def test_empty_bodies_are_checked_like_any_other_request(world: World) -> 
     assert unsigned.status_code == 401
     session = await world.saleor.send(world.client, INIT, {}, body=b"")
     assert session.status_code == 400  # sessions are never retried by Saleor
-    assert world.payments.list_reservations() == []
+    assert world.payments.store.list_reservations() == []
 
 
 class Gate:

@@ -25,7 +25,7 @@ def payload(tx: str = "tx-sec") -> dict[str, object]:
 
 
 def held(world: World, tx: str = "tx-sec") -> int:
-    return len(world.payments.list_reservations(order_ref=tx))
+    return len(world.payments.store.list_reservations(order_ref=tx))
 
 
 async def test_manifest_describes_a_payment_app(world: World) -> None:

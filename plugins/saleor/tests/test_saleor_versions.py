@@ -53,7 +53,7 @@ async def test_a_saleor_below_the_minimum_gets_a_failure_before_money_moves(
     body = response.json()
     assert body["result"] == "AUTHORIZATION_FAILURE"
     assert "too old" in body["message"]
-    assert world.payments.list_reservations(order_ref="tx-old") == []
+    assert world.payments.store.list_reservations(order_ref="tx-old") == []
 
 
 async def test_headers_are_used_when_the_payload_has_no_version(world: World) -> None:

@@ -78,7 +78,6 @@ OSCAR_DEFAULT_CURRENCY = "EUR"
 OSCAR_ALLOW_ANON_CHECKOUT = True
 
 FOURWS_PAY = {
-    "BACKEND": "sandbox",
+    "BACKEND": "http",  # the tests install() their own provider on an in-process sandbox
     "CALLBACK_BASE_URL": "http://testserver/fourws-pay/callback",
-    "SANDBOX_AUTO_SETTLE": False,
 }

@@ -1,7 +1,7 @@
 """``manage.py seed_giftcards``: the demo gift cards, wherever the sandbox runs.
 
-- ``FOURWS_PAY_BACKEND=sandbox`` (in-process): the shop's own sandbox creates these cards
-  when it starts (``FOURWS_PAY["SANDBOX_CARDS"]``); this command lists them.
+- ``FOURWS_PAY_BACKEND=demo`` (default): the sandbox ``runserver`` serves creates these
+  cards when it starts (``shop/demo_sandbox.py``); this command lists them.
 - ``FOURWS_PAY_BACKEND=http`` with a served sandbox (``fourws-pay sandbox serve``): this
   command creates them there through the sandbox's control API.
 """
@@ -15,11 +15,10 @@ from shop.demo_cards import DEMO_CARDS, sandbox_kwargs
 
 
 class Command(BaseCommand):
-    help = "Create (served sandbox) or list (in-process sandbox) the demo gift cards."
+    help = "Create (served sandbox) or list (the shop's demo sandbox) the demo gift cards."
 
     def handle(self, *args, **options):
-        backend = settings.FOURWS_PAY.get("BACKEND")
-        if backend == "http":
+        if not settings.SHOP_DEMO_SANDBOX:
             base = Settings.from_env().documents_base_url
             try:
                 with httpx.Client(base_url=base, timeout=10) as http:
@@ -32,7 +31,7 @@ class Command(BaseCommand):
                 ) from None
             where = f"created on the sandbox at {base}"
         else:
-            where = "created by the in-process sandbox when the shop starts"
+            where = "created by the demo sandbox when `manage.py runserver` starts"
         self.stdout.write(f"Demo gift cards ({where}):")
         for card in DEMO_CARDS:
             currency = card.get("currency", "EUR")

@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from oscar.core.loading import get_model
 
-from fourws_pay.errors import FourWSError
+from fourws_pay.errors import FourWSError, TransportError
+from fourws_pay_oscar import provider
 from fourws_pay_oscar.refunds import refund_gift_card
 
 
@@ -33,6 +34,9 @@ class Command(BaseCommand):
                 raise CommandError(f"not an amount: {options['amount']!r}") from None
         try:
             operations = refund_gift_card(order, amount)
+        except TransportError as exc:
+            url = provider.get_payments().settings.documents_base_url
+            raise CommandError(f"{exc} (tried {url}; is it running?)") from None
         except FourWSError as exc:
             raise CommandError(str(exc)) from None
         for op in operations:

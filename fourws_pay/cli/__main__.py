@@ -1,0 +1,5 @@
+"""``python -m fourws_pay.cli``: the ``fourws-pay`` command without its console script."""
+
+from fourws_pay.cli.main import run
+
+run()
