@@ -146,6 +146,20 @@ class SaleorApp:
         except Exception as exc:  # the outbox keeps the rows; the next flush retries
             log.error("saleor.flush_failed", error=repr(exc))
 
+    async def react(self) -> None:
+        """After a payment event: finish what waited for it, re-hold remainders, report.
+
+        Run right after a 4WS callback (and when an event is queued), so the rest of a
+        partially charged authorization is held again within moments of the settlement
+        that freed it, not at the next maintenance pass.
+        """
+        for step in (self.handlers.run_pending, self.handlers.keep_remainders):
+            try:
+                await step()
+            except Exception as exc:  # the maintenance pass tries again
+                log.error("saleor.react_failed", step=step.__name__, error=repr(exc))
+        await self.flush_reports()
+
     # -- endpoints -----------------------------------------------------------------------
 
     async def manifest(self, request: Request) -> Response:
@@ -351,9 +365,7 @@ class SaleorApp:
                 # 404: another channel's ledger may know the operation.
                 if exc.status_code != 404 or index == len(gateways) - 1:
                     return Response(status_code=exc.status_code)
-        return Response(
-            status_code=result.status_code, background=BackgroundTask(self.flush_reports)
-        )
+        return Response(status_code=result.status_code, background=BackgroundTask(self.react))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -399,7 +411,7 @@ class SaleorApp:
                 next_maintenance = loop.time() + interval
                 await self.maintain()
             else:
-                await self.flush_reports()
+                await self.react()
 
 
 class _EmptyRetry(Exception):

@@ -155,3 +155,12 @@ async def test_the_re_held_rest_keeps_the_original_expiry(world: World) -> None:
     await world.state.maintain()
     await world.flush()
     assert amounts(world, "tx-p7") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+
+
+async def test_the_rest_is_held_again_as_soon_as_the_charge_settles(world: World) -> None:
+    """No maintenance pass needed: the settlement's callback re-holds the rest at once."""
+    await authorize(world, "tx-p8", "50.00")
+    await action(world, CHARGE, "tx-p8", "20.00", "2026-01-01T12:01:00Z")
+    assert active_holds(world, "tx-p8") == [Decimal("50.00")]  # still whole until settled
+    await world.settle()
+    assert active_holds(world, "tx-p8") == [Decimal("30.00")]
