@@ -63,6 +63,8 @@ from fourws_pay_saleor.store import (
 
 log = get_logger(component="saleor.actions")
 
+_OPEN = frozenset({ActionState.QUEUED, ActionState.POSTING})
+
 _PREFIX = {
     WebhookEvent.TRANSACTION_CHARGE_REQUESTED.value: "charge",
     WebhookEvent.TRANSACTION_REFUND_REQUESTED.value: "refund",
@@ -163,7 +165,7 @@ class ActionHandlers(HandlerCore):
     async def run_pending(self) -> int:
         """Work through queued actions (oldest first); returns how many were settled."""
         settled = 0
-        for action in self.store.actions(ActionState.QUEUED):
+        for action in self.store.actions(ActionState.QUEUED, ActionState.POSTING):
             installation = self.store.get_installation(action.api_url)
             if installation is None or not installation.active:
                 continue  # forgotten or deactivated: the App does not act for it
@@ -195,18 +197,20 @@ class ActionHandlers(HandlerCore):
         """Try an action once, under the transaction's lease; records where it got to."""
         action = self.store.get_action(psp)
         assert action is not None
-        if action.state != ActionState.QUEUED:
+        if action.state not in _OPEN:
             return Outcome(pending=action.state == ActionState.WAITING)
         try:
             async with self._exclusive(action.api_url, action.transaction_id, wait=wait):
                 action = self.store.get_action(psp)
                 assert action is not None
-                if action.state != ActionState.QUEUED:
+                if action.state not in _OPEN:
                     return Outcome(pending=action.state == ActionState.WAITING)
                 outcome = await self._act(action)
         except Exception as exc:
+            # Whatever went wrong, Saleor was (or will be) told "pending": never a 5xx,
+            # whose retry would come without a body. The runner tries again.
             if not is_retryable(exc):
-                raise
+                log.error("saleor.action_failed", psp_reference=psp, error=repr(exc))
             outcome = Outcome(error=str(exc) or type(exc).__name__)
         assert action is not None
         return self._record(action, outcome)
@@ -219,6 +223,8 @@ class ActionHandlers(HandlerCore):
         elif outcome.pending:
             action.state = ActionState.WAITING
         else:
+            # Nothing moved (a refund that may have been posted stays POSTING, so the next
+            # attempt looks for it before posting again).
             action.attempts += 1
             action.last_error = (outcome.error or "")[:500]
             age = (now - action.created_at).total_seconds()
@@ -395,9 +401,11 @@ class ActionHandlers(HandlerCore):
             if is_retryable(exc):
                 raise
             return self._final(action, f"4WS refused the charge: {exc}")
-        if operation.id in known:
-            # The provider handed back an earlier capture of this hold: not ours.
-            raise Unavailable("this authorization cannot be charged again yet")
+        wanted = hold.amount if amount == hold.applied_amount else amount
+        if operation.id in known or operation.amount != wanted:
+            # The provider handed back an earlier capture of this hold (capture is
+            # idempotent per reservation): another charge's, to be finished by it first.
+            raise Unavailable("an earlier charge of this authorization is being completed")
         self._link(
             record.api_url,
             record.transaction_id,
@@ -483,8 +491,26 @@ class ActionHandlers(HandlerCore):
                 f"{max(left for left, _ in candidates)} in one request.",
             )
         capture = fitting[-1]
+        gateway = self._gw(record.channel)
+        if action.state == ActionState.POSTING:
+            # A previous attempt may have posted before it could record the refund: adopt
+            # it rather than refund twice (refunds are not idempotent at 4WS).
+            linked = {
+                link.operation_id
+                for link in self.store.operation_links(record.api_url, record.transaction_id)
+            }
+            for op in await gateway.find_refunds(capture.id):
+                if (
+                    op.id not in linked
+                    and op.amount == amount
+                    and (op.state is not OperationState.FAILED)
+                ):
+                    return self._refund_posted(action, record, op)
+        action.state = ActionState.POSTING
+        action.updated_at = self.clock.now()
+        self.store.save_action(action)
         try:
-            operation = await self._gw(record.channel).refund(capture.id, amount)
+            operation = await gateway.refund(capture.id, amount)
         except PaymentRefused as exc:
             return self._final(action, exc.public_message)
         except InvalidInputError as exc:
@@ -495,6 +521,11 @@ class ActionHandlers(HandlerCore):
             # 4WS refused the POST: nothing was applied (an ambiguous POST does not raise,
             # it comes back as an ``unknown`` operation).
             return self._final(action, f"4WS refused the refund: {exc}")
+        return await self._refund_recorded(action, record, operation)
+
+    def _refund_posted(
+        self, action: ActionRecord, record: TransactionRecord, operation: Operation
+    ) -> Outcome:
         self._link(
             record.api_url,
             record.transaction_id,
@@ -503,6 +534,12 @@ class ActionHandlers(HandlerCore):
             action.psp_reference,
         )
         action.operation_ids.append(operation.id)
+        return self._operation_outcome(action, operation, REFUND_RESULTS)
+
+    async def _refund_recorded(
+        self, action: ActionRecord, record: TransactionRecord, operation: Operation
+    ) -> Outcome:
+        self._refund_posted(action, record, operation)
         operation = await self._gw(record.channel).get_operation(operation.id)
         return self._operation_outcome(action, operation, REFUND_RESULTS)
 

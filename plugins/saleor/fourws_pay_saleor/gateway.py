@@ -16,7 +16,13 @@ from typing import Any, Protocol, cast
 import anyio.to_thread
 
 from fourws_pay.errors import ConfigurationError
-from fourws_pay.payments.models import CallbackResult, Decision, Operation, Reservation
+from fourws_pay.payments.models import (
+    CallbackResult,
+    Decision,
+    Operation,
+    OperationKind,
+    Reservation,
+)
 
 
 class Gateway(Protocol):
@@ -49,6 +55,8 @@ class Gateway(Protocol):
     async def get_operation(self, operation_id: str) -> Operation: ...
 
     async def find_reservations(self, order_ref: str) -> list[Reservation]: ...
+
+    async def find_refunds(self, capture_id: str) -> list[Operation]: ...
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult: ...
 
@@ -123,6 +131,13 @@ class PaymentsGateway:
     async def find_reservations(self, order_ref: str) -> list[Reservation]:
         result = await self._call("list_reservations", None, order_ref)
         return cast(list[Reservation], result)
+
+    async def find_refunds(self, capture_id: str) -> list[Operation]:
+        """Refunds of a capture (a recovery path only: it reads the operation list)."""
+        result = cast(list[Operation], await self._call("list_operations", None))
+        return [
+            op for op in result if op.kind is OperationKind.REFUND and op.parent_id == capture_id
+        ]
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         return cast(CallbackResult, await self._call("handle_callback", path, body))

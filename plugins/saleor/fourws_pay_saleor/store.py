@@ -194,6 +194,7 @@ class OperationLink:
 
 class ActionState:
     QUEUED = "queued"  # answered pending; the App still has to act
+    POSTING = "posting"  # a refund POST may have begun: look for it before posting again
     WAITING = "waiting"  # acted; the outcome is reported when the operation settles
     DONE = "done"  # the outcome is answered or queued as a report
 
@@ -687,12 +688,15 @@ class AppStore:
         row = self._one("SELECT * FROM actions WHERE psp_reference = ?", (psp_reference,))
         return _action(row) if row is not None else None
 
-    def actions(self, state: str) -> list[ActionRecord]:
+    def actions(self, *states: str) -> list[ActionRecord]:
+        """Actions in any of ``states``, oldest first."""
+        rows: list[sqlite3.Row] = []
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM actions WHERE state = ? ORDER BY created_at", (state,)
-            ).fetchall()
-        return [_action(row) for row in rows]
+            for state in states:
+                rows += self._conn.execute(
+                    "SELECT * FROM actions WHERE state = ?", (state,)
+                ).fetchall()
+        return sorted((_action(row) for row in rows), key=lambda a: a.created_at)
 
     # -- leases --------------------------------------------------------------------------
 

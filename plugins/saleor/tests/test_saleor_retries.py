@@ -191,3 +191,31 @@ async def test_a_late_decline_is_reported_under_the_pending_reference(world: Wor
     amounts = world.saleor.transaction("tx-r5").amounts()
     assert (amounts["charge_pending"], amounts["charged"]) == (Decimal("0"), Decimal("0"))
     assert world.sandbox.balance(CARD) == Decimal("10.00")
+
+
+async def test_a_crash_after_the_refund_post_adopts_it_instead_of_refunding_twice(
+    world: World, monkeypatch: Any
+) -> None:
+    await charged_order(world, "tx-r6", "40.00")
+    real_link = world.store.link_operation
+    crashed: list[bool] = []
+
+    def link(record: Any) -> None:
+        if record.kind == "refund" and not crashed:
+            crashed.append(True)
+            raise RuntimeError("process died after the POST")
+        real_link(record)
+
+    monkeypatch.setattr(world.store, "link_operation", link)
+    [response] = await world.saleor.request_action(
+        world.client, REFUND, action_payload("tx-r6", Decimal("15.00"), "REFUND")
+    )
+    assert response.status_code == 200  # pending, not a 5xx
+    assert crashed
+    await world.state.maintain()  # the runner finds the posted refund and adopts it
+    await world.settle()
+    await world.flush()
+    refunds = [op for op in await world.payments.list_operations() if op.kind.value == "refund"]
+    assert [op.amount for op in refunds] == [Decimal("15.00")]
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("25.00")
+    assert world.saleor.transaction("tx-r6").amounts()["refunded"] == Decimal("15.00")
