@@ -1,11 +1,12 @@
 """The App manifest Saleor reads on install, and the subscription queries it declares.
 
 Each webhook's ``query`` decides the body Saleor sends; ``payloads.py`` parses exactly these
-fields. ``issuedAt`` is selected on the ``*_REQUESTED`` events because Saleor re-sends the
-stored payload unchanged on retry: the App recognises a retried delivery by the hash of the
-signed body, and ``issuedAt`` keeps two genuine, otherwise identical requests (two partial
-refunds of the same amount) apart. ``version`` (Saleor's own version) is selected on every
-event so that answers can be shaped for the calling Saleor (``versions.py``).
+fields. ``issuedAt`` is selected on the ``*_REQUESTED`` events: the App recognises a
+repeated delivery by the hash of the signed body, and ``issuedAt`` keeps two genuine,
+otherwise identical requests (two partial refunds of the same amount) apart. (Saleor's own
+retries of these webhooks arrive with an empty body; see ``actions.py``.) ``version``
+(Saleor's own version) is selected on every event so that answers can be shaped for the
+calling Saleor (``versions.py``).
 
 ``requiredSaleorVersion`` makes an older Saleor refuse the installation outright instead of
 failing later on answers it cannot read (Saleor checks the range on ``appInstall``).
