@@ -65,7 +65,7 @@ log = get_logger(component="saleor.actions")
 
 _OPEN = frozenset({ActionState.QUEUED, ActionState.POSTING})
 
-_PREFIX = {
+ACTION_PREFIX = {
     WebhookEvent.TRANSACTION_CHARGE_REQUESTED.value: "charge",
     WebhookEvent.TRANSACTION_REFUND_REQUESTED.value: "refund",
     WebhookEvent.TRANSACTION_CANCELATION_REQUESTED.value: "cancel",
@@ -112,7 +112,7 @@ class ActionHandlers(HandlerCore):
         stored = self.store.get_delivery(key)
         if stored is not None:
             return stored
-        psp = request_psp(_PREFIX[event.value], key)
+        psp = request_psp(ACTION_PREFIX[event.value], key)
         action = self.store.get_action(psp)
         if action is None:
             now = self.clock.now()
@@ -146,6 +146,10 @@ class ActionHandlers(HandlerCore):
         """A task that outlived its (pending) answer: report a final outcome it reached."""
         if outcome.response is not None:
             self._queue_final(outcome.response)
+
+    def report_answer(self, response: dict[str, Any]) -> None:
+        """Report a final answer Saleor did not get (it was told "pending")."""
+        self._queue_final(response)
 
     def _queue_final(self, response: dict[str, Any]) -> None:
         psp = str(response["pspReference"])

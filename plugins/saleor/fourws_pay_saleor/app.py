@@ -42,9 +42,11 @@ from starlette.routing import Route
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import CallbackRejected
 from fourws_pay.logs import get_logger
+from fourws_pay_saleor.actions import ACTION_PREFIX
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.events import PLUGIN_NAME, SaleorEventListener
 from fourws_pay_saleor.gateway import Gateway
+from fourws_pay_saleor.handler_core import delivery_key, request_psp
 from fourws_pay_saleor.handlers import PaymentHandlers, Unavailable
 from fourws_pay_saleor.jsonutil import dumps, loads
 from fourws_pay_saleor.jws import JWKSVerifier, KeysUnavailable, SignatureError
@@ -65,6 +67,7 @@ from fourws_pay_saleor.payloads import (
     parse_payload,
 )
 from fourws_pay_saleor.reporter import SaleorReporter
+from fourws_pay_saleor.responses import async_response
 from fourws_pay_saleor.store import AppStore
 from fourws_pay_saleor.versions import SaleorVersion, saleor_version
 
@@ -153,7 +156,11 @@ class SaleorApp:
         partially charged authorization is held again within moments of the settlement
         that freed it, not at the next maintenance pass.
         """
-        for step in (self.handlers.run_pending, self.handlers.keep_remainders):
+        for step in (
+            self.verify_held,
+            self.handlers.run_pending,
+            self.handlers.keep_remainders,
+        ):
             try:
                 await step()
             except Exception as exc:  # the maintenance pass tries again
@@ -242,7 +249,7 @@ class SaleorApp:
             raise _Reject(401, "invalid signature") from None
         except KeysUnavailable as exc:
             log.warning("saleor.jwks_unavailable", api_url=api_url, error=str(exc))
-            raise _Reject(503, "cannot verify the signature now") from None
+            raise _KeysDown(api_url, body) from None
         header_event = request.headers.get("saleor-event", "").strip().lower()
         if header_event != event_name:
             log.warning("saleor.webhook_wrong_event", expected=event_name, got=header_event)
@@ -281,6 +288,8 @@ class SaleorApp:
                 return _error(reject.status, reject.message)
             except _EmptyRetry as retry:
                 return self._empty_retry(retry.api_url, event)
+            except _KeysDown as down:
+                return self._hold_until_verifiable(request, down, event)
             try:
                 result = await self._dispatch(event, api_url, body, payload, version)
             except Unavailable as exc:
@@ -289,6 +298,61 @@ class SaleorApp:
             return JSONBody(result, background=BackgroundTask(self.flush_reports))
 
         return endpoint
+
+    def _hold_until_verifiable(
+        self, request: Request, down: _KeysDown, event: WebhookEvent
+    ) -> Response:
+        """Saleor's JWKS is unreachable: a 5xx would be retried without its body.
+
+        A ``*_REQUESTED`` request is kept, unverified and untouched, and answered pending
+        under the ``pspReference`` it will have once verified; the runner verifies it when
+        the keys can be fetched and only then acts on it (a request whose signature then
+        fails is dropped: the pending answer went to whoever forged it, not to Saleor).
+        """
+        header_event = request.headers.get("saleor-event", "").strip().lower()
+        signature = request.headers.get("saleor-signature", "")
+        if event not in ACTION_EVENTS or header_event != event.value or not down.body.strip():
+            return _error(503, "cannot verify the signature now")
+        key = delivery_key(down.api_url, event, down.body)
+        if not self.store.hold_unverified(
+            key,
+            down.api_url,
+            event.value,
+            down.body,
+            signature,
+            self.clock.now(),
+            limit=self.config.unverified_limit,
+        ):
+            return _error(503, "cannot verify the signature now")
+        return JSONResponse(async_response(request_psp(ACTION_PREFIX[event.value], key)))
+
+    async def verify_held(self) -> None:
+        """Verify and handle requests held while Saleor's keys were unreachable."""
+        for key, api_url, event_name, body, signature in self.store.unverified():
+            if self.store.get_installation(api_url) is None:
+                self.store.drop_unverified(key)
+                continue
+            try:
+                await self.verifier.verify(api_url, signature, body)
+            except KeysUnavailable:
+                return  # still down; the next pass tries again
+            except SignatureError as exc:
+                log.warning("saleor.held_request_forged", api_url=api_url, error=str(exc))
+                self.store.drop_unverified(key)
+                continue
+            event = WebhookEvent(event_name)
+            try:
+                payload = parse_payload(event, loads(body))
+            except ValueError as exc:  # PayloadError is a ValueError
+                log.warning("saleor.held_request_unreadable", api_url=api_url, error=str(exc))
+                self.store.drop_unverified(key)
+                continue
+            assert isinstance(payload, TransactionActionRequest)
+            response = await self.handlers.action_requested(api_url, event, payload, body)
+            if "result" in response:
+                # Saleor got "pending" for this request: its outcome goes as a report.
+                self.handlers.report_answer(response)
+            self.store.drop_unverified(key)
 
     def _empty_retry(self, api_url: str, event: WebhookEvent) -> Response:
         """A signed ``*_REQUESTED`` delivery without a usable body: Saleor's retry."""
@@ -388,6 +452,7 @@ class SaleorApp:
         re-hold the rest of partial charges, prune old rows, then flush reports."""
         for step in (
             *(gateway.maintain for gateway in self.gateways()),
+            self.verify_held,
             self.handlers.run_pending,
             self.handlers.keep_remainders,
         ):
@@ -412,6 +477,13 @@ class SaleorApp:
                 await self.maintain()
             else:
                 await self.react()
+
+
+class _KeysDown(Exception):
+    def __init__(self, api_url: str, body: bytes) -> None:
+        super().__init__(api_url)
+        self.api_url = api_url
+        self.body = body
 
 
 class _EmptyRetry(Exception):

@@ -56,6 +56,8 @@ class AppConfig(BaseModel):
     action_give_up_after: float = Field(default=24 * 3600.0, gt=0)
     # Seconds sent reports, remembered deliveries and finished actions are kept.
     retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Requests kept (unverified, untouched) while Saleor's JWKS cannot be fetched.
+    unverified_limit: int = Field(default=1000, ge=0)
     # Seconds a handler waits for another worker holding the same transaction.
     lease_wait: float = Field(default=15.0, gt=0)
     lease_ttl: float = Field(default=60.0, gt=0)

@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS actions (
     updated_at TEXT NOT NULL,
     granted_refund_id TEXT
 );
+CREATE TABLE IF NOT EXISTS unverified (
+    delivery_key TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    signature TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_key TEXT PRIMARY KEY,
     api_url TEXT NOT NULL,
@@ -654,6 +662,42 @@ class AppStore:
                     (at.isoformat(), api_url, psp),
                 ).rowcount
         return int(count)
+
+    # -- requests whose signature could not be checked yet -----------------------------
+
+    def hold_unverified(
+        self,
+        key: str,
+        api_url: str,
+        event: str,
+        body: bytes,
+        signature: str,
+        at: datetime,
+        limit: int,
+    ) -> bool:
+        """Keep a request until Saleor's keys can be fetched; False when ``limit`` is full."""
+        with self._tx() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM unverified").fetchone()[0]
+            if count >= limit:
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO unverified VALUES (?, ?, ?, ?, ?, ?)",
+                (key, api_url, event, body, signature, at.isoformat()),
+            )
+            return True
+
+    def unverified(self) -> list[tuple[str, str, str, bytes, str]]:
+        """(key, api_url, event, body, signature), oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM unverified ORDER BY received_at").fetchall()
+        return [
+            (r["delivery_key"], r["api_url"], r["event"], bytes(r["body"]), r["signature"])
+            for r in rows
+        ]
+
+    def drop_unverified(self, key: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM unverified WHERE delivery_key = ?", (key,))
 
     # -- actions -------------------------------------------------------------------------
 

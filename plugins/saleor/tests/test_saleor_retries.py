@@ -219,3 +219,39 @@ async def test_a_crash_after_the_refund_post_adopts_it_instead_of_refunding_twic
     assert [op.amount for op in refunds] == [Decimal("15.00")]
     assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("25.00")
     assert world.saleor.transaction("tx-r6").amounts()["refunded"] == Decimal("15.00")
+
+
+async def test_a_request_arriving_while_saleors_keys_are_unreachable_is_kept_not_503(
+    world: World,
+) -> None:
+    """A 503 would come back without its body; the request is kept, unverified, instead."""
+    await world.saleor.initialize(
+        world.client, session_payload("tx-r7", Decimal("30.00"), "AUTHORIZATION", CARD)
+    )
+    world.saleor.jwks_down = True
+    world.state.verifier.forget(world.saleor_api_url)
+    [response] = await world.saleor.request_action(
+        world.client, CHARGE, action_payload("tx-r7", Decimal("30.00"), "CHARGE")
+    )
+    assert response.status_code == 200
+    psp = response.json()["pspReference"]
+    forged = await world.saleor.send(
+        world.client,
+        CHARGE,
+        action_payload("tx-r7", Decimal("1.00"), "CHARGE"),
+        signature=world.saleor.sign(b"something else"),
+    )
+    assert forged.status_code == 200  # cannot be told apart yet; nothing is done with it
+    await world.state.maintain()
+    assert await world.payments.list_operations() == []  # nothing acted on unverified
+    world.saleor.jwks_down = False
+    await world.state.maintain()  # verified now: the real request runs, the forged is dropped
+    await world.settle()
+    await world.flush()
+    assert world.store.unverified() == []
+    [capture] = await world.payments.list_operations()
+    assert capture.amount == Decimal("30.00")
+    reports = [(r["type"], r["pspReference"]) for r in world.saleor.reports_of("tx-r7")]
+    assert ("CHARGE_SUCCESS", psp) in reports
+    amounts = world.saleor.transaction("tx-r7").amounts()
+    assert (amounts["charged"], amounts["charge_pending"]) == (Decimal("30.00"), Decimal("0"))
