@@ -366,6 +366,8 @@ class SessionHandlers(HandlerCore):
                 allowed=SESSION_RESULTS,
                 psp_reference=psp,
                 amount=reservation.applied_amount,
+                # Honest about the App's own hold: the merchant sees when it lapses.
+                message=f"Gift card held until {reservation.expires_at:%Y-%m-%d %H:%M} UTC.",
                 time=self.clock.now(),
                 actions=[TransactionAction.CHARGE, TransactionAction.CANCEL],
                 details=details,

@@ -6,6 +6,7 @@ same way (``SaleorTransaction.amounts``), so ``authorized`` below is what the me
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from fake_saleor import action_payload, session_payload
@@ -143,6 +144,9 @@ async def test_refunds_of_partial_charges(world: World) -> None:
 async def test_the_re_held_rest_keeps_the_original_expiry(world: World) -> None:
     await authorize(world, "tx-p7", "50.00")
     [first] = world.payments.store.list_reservations(order_ref="tx-p7")
+    [booked] = [e for e in world.saleor.transaction("tx-p7").events if e.type.endswith("SUCCESS")]
+    assert booked.message == f"Gift card held until {first.expires_at:%Y-%m-%d %H:%M} UTC."
+    assert first.expires_at - first.created_at == timedelta(days=7)
     await action(world, CHARGE, "tx-p7", "20.00", "2026-01-01T12:01:00Z")
     await settle(world)
     [rest] = [
