@@ -82,6 +82,17 @@ _ALLOWED = {
 }
 
 
+def _authorized(record: TransactionRecord) -> Decimal | None:
+    """What Saleor was told is authorized; for a record written by an App before 0.2 (no
+    ``authorized`` column yet) the amount of the AUTHORIZATION_SUCCESS it answered."""
+    if record.authorized is not None:
+        return record.authorized
+    response = record.response or {}
+    if response.get("result") == Result.AUTHORIZATION_SUCCESS.value and "amount" in response:
+        return Decimal(str(response["amount"]))
+    return None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one attempt at an action came to.
@@ -278,14 +289,15 @@ class ActionHandlers(HandlerCore):
 
     async def _remaining(self, record: TransactionRecord) -> Decimal:
         """What Saleor still sees as authorized: authorized minus charges and the canceled."""
-        if record.authorized is None or record.state in (
+        authorized = _authorized(record)
+        if authorized is None or record.state in (
             TransactionState.CANCELED,
             TransactionState.LAPSED,
             TransactionState.FAILED,
         ):
             return Decimal(0)
         charged = sum((op.amount for op in await self._captures(record)), Decimal(0))
-        return max(record.authorized - charged, Decimal(0))
+        return max(authorized - charged, Decimal(0))
 
     async def _hold_for(self, record: TransactionRecord) -> Reservation | None:
         """The active hold on what is still authorized, re-holding the rest if needed.
@@ -376,7 +388,7 @@ class ActionHandlers(HandlerCore):
         return None
 
     async def _charge(self, action: ActionRecord, record: TransactionRecord | None) -> Outcome:
-        if record is None or record.authorized is None:
+        if record is None or _authorized(record) is None:
             return self._final(action, "Unknown gift-card transaction.")
         amount = action.amount
         remaining = await self._remaining(record)
@@ -427,7 +439,7 @@ class ActionHandlers(HandlerCore):
     # -- cancel ----------------------------------------------------------------------------
 
     async def _cancel(self, action: ActionRecord, record: TransactionRecord | None) -> Outcome:
-        if record is None or record.authorized is None:
+        if record is None or _authorized(record) is None:
             return self._final(action, "Unknown gift-card transaction.")
         remaining = await self._remaining(record)
         if remaining <= 0:

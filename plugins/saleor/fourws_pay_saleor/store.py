@@ -398,6 +398,10 @@ class AppStore:
             " WHERE h.reservation_id = ?",
             (reservation_id,),
         )
+        if row is None:  # written by an App before the holds table existed
+            row = self._one(
+                "SELECT * FROM transactions WHERE reservation_id = ?", (reservation_id,)
+            )
         return _transaction(row) if row is not None else None
 
     def save_transaction(self, record: TransactionRecord) -> None:

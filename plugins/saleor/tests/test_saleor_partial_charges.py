@@ -168,3 +168,16 @@ async def test_the_rest_is_held_again_as_soon_as_the_charge_settles(world: World
     assert active_holds(world, "tx-p8") == [Decimal("50.00")]  # still whole until settled
     await world.settle()
     assert active_holds(world, "tx-p8") == [Decimal("30.00")]
+
+
+async def test_an_authorization_stored_by_the_previous_app_version_can_still_be_charged(
+    world: World,
+) -> None:
+    await authorize(world, "tx-old", "30.00")
+    record = world.store.get_transaction(world.saleor_api_url, "tx-old")
+    assert record is not None
+    record.authorized = None  # as written before the column existed
+    world.store.save_transaction(record)
+    await action(world, CHARGE, "tx-old", "30.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    assert amounts(world, "tx-old") == (Decimal("0"), Decimal("30.00"), Decimal("0"))
