@@ -33,7 +33,7 @@ class AppConfig(BaseModel):
     app_url: str = "http://127.0.0.1:8300"
     app_id: str = "fourws-pay.giftcard"
     app_name: str = "4WS gift cards"
-    app_version: str = "0.1.0"
+    app_version: str = "0.2.0"
     author: str = "fourws-pay"
     store_path: str = "fourws-pay-saleor.db"
     allowed_saleor_api_urls: tuple[str, ...] = ()
