@@ -318,6 +318,12 @@ class ActionHandlers(HandlerCore):
         if hold.state is ReservationState.ACTIVE:
             if hold.expires_at <= self.clock.now():
                 return None
+            if record.state == TransactionState.PARTIAL:
+                # The partial capture failed (or the provider kept the rest on this hold):
+                # the hold still covers what is authorized, nothing to re-hold.
+                record.state = TransactionState.AUTHORIZED
+                record.updated_at = self.clock.now()
+                self.store.save_transaction(record)
             return hold
         if hold.state is not ReservationState.CAPTURED:
             return None  # released or expired

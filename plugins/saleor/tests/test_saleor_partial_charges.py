@@ -181,3 +181,18 @@ async def test_an_authorization_stored_by_the_previous_app_version_can_still_be_
     await action(world, CHARGE, "tx-old", "30.00", "2026-01-01T12:01:00Z")
     await settle(world)
     assert amounts(world, "tx-old") == (Decimal("0"), Decimal("30.00"), Decimal("0"))
+
+
+async def test_a_failed_partial_charge_leaves_the_whole_authorization_held(world: World) -> None:
+    await authorize(world, "tx-p9", "50.00")
+    await action(world, CHARGE, "tx-p9", "20.00", "2026-01-01T12:01:00Z")
+    world.sandbox.spend_in_shop(CARD, Decimal("90.00"))  # 4WS declines the capture
+    await settle(world)
+    assert amounts(world, "tx-p9") == (Decimal("50.00"), Decimal("0"), Decimal("0"))
+    assert active_holds(world, "tx-p9") == [Decimal("50.00")]
+    record = world.store.get_transaction(world.saleor_api_url, "tx-p9")
+    assert record is not None
+    assert record.state == "authorized"  # nothing left for the re-hold pass to do
+    canceled = await action(world, CANCEL, "tx-p9", "50.00", "2026-01-01T12:02:00Z")
+    assert (canceled["result"], canceled["amount"]) == ("CANCEL_SUCCESS", 50)
+    assert active_holds(world, "tx-p9") == []
