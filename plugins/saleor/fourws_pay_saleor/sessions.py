@@ -17,6 +17,7 @@ cleanly (``CHARGE_FAILURE``) if it was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -107,7 +108,13 @@ class SessionHandlers(HandlerCore):
         source_channel = payload.source_object.channel if payload.source_object else None
         channel = source_channel.slug if source_channel else None
         try:
-            decision = await self._gw(channel).check(code, amount, currency, client_key)
+            # A balance check moves no money: past the budget it is simply given up.
+            decision = await asyncio.wait_for(
+                self._gw(channel).check(code, amount, currency, client_key),
+                timeout=self.config.sync_budget,
+            )
+        except TimeoutError:
+            return gateway_response({**info, "ok": False, "message": TRY_LATER})
         except ThrottledError:
             return gateway_response({**info, "ok": False, "message": THROTTLED})
         except InvalidInputError:

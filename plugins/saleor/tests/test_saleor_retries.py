@@ -11,7 +11,7 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
-from fake_saleor import action_payload, session_payload
+from fake_saleor import action_payload, gateway_payload, session_payload
 from fourws_pay_saleor.payloads import WebhookEvent
 from saleor_world import CARD, CARD_BALANCE, World
 
@@ -255,3 +255,17 @@ async def test_a_request_arriving_while_saleors_keys_are_unreachable_is_kept_not
     assert ("CHARGE_SUCCESS", psp) in reports
     amounts = world.saleor.transaction("tx-r7").amounts()
     assert (amounts["charged"], amounts["charge_pending"]) == (Decimal("30.00"), Decimal("0"))
+
+
+async def test_a_slow_balance_check_is_given_up_within_the_budget(world: World) -> None:
+    tight_budget(world)
+    gate = Gate(world, "check")
+    response = await world.saleor.send(
+        world.client,
+        WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION,
+        gateway_payload(Decimal("10.00"), CARD),
+    )
+    assert gate.entered.is_set()
+    data = response.json()["data"]
+    assert data["ok"] is False
+    assert "try again" in data["message"]
