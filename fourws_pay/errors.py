@@ -42,7 +42,7 @@ Callers catch the branch that matches what they can do about it::
 
 Errors carry what a caller needs (``status_code``, ``message``, ``retry_after``,
 ``endpoint``) and never a credential, bearer token, callback token or full barcode:
-messages are built from masked values only (invariant 12 in DESIGN.md).
+messages are built from masked values only (invariant 12 in docs/design.md).
 """
 
 from __future__ import annotations

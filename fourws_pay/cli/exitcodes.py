@@ -11,10 +11,13 @@ from fourws_pay.errors import (
     APIError,
     APIFailure,
     AuthenticationError,
+    CardBusyError,
     ConfigurationError,
+    CurrencyMismatchError,
     FourWSError,
     InvalidInputError,
     InvalidStateError,
+    LedgerLockTimeout,
     MalformedResponseError,
     NotFoundError,
     NotFoundInLedgerError,
@@ -48,7 +51,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (NOT_FOUND, "card, barcode, product, reservation or operation not found"),
     (REFUSED, "4WS or the payment rules refused the request"),
     (RATE_LIMITED, "rate limited: retry after the interval shown"),
-    (UNAVAILABLE, "4WS unreachable, timed out or failing (5xx): retry later"),
+    (UNAVAILABLE, "4WS unreachable, timed out or failing (5xx), or the card busy: retry later"),
     (AMBIGUOUS, "a balance change may have been applied: run `fourws-pay reconcile`"),
     (MALFORMED, "4WS answered something unreadable"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
@@ -57,7 +60,10 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 # Most specific first: the first matching class wins.
 _BY_CLASS: tuple[tuple[type[FourWSError], int], ...] = (
     (ConfigurationError, CONFIGURATION),
+    (CurrencyMismatchError, REFUSED),  # also an InvalidInputError; a refusal to the user
     (InvalidInputError, USAGE),
+    (CardBusyError, UNAVAILABLE),  # another operation of the card is unresolved: retry later
+    (LedgerLockTimeout, UNAVAILABLE),
     (AuthenticationError, AUTHENTICATION),
     (PermissionDeniedError, AUTHENTICATION),
     (NotFoundError, NOT_FOUND),

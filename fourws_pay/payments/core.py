@@ -6,7 +6,7 @@ into it). ``GiftCardPayments`` and ``AsyncGiftCardPayments`` only execute those 
 Ledger work happens inline: stores are synchronous and fast, and no store transaction is
 ever open across a yield, i.e. across an HTTP call.
 
-How money stays safe (DESIGN.md §5):
+How money stays safe (docs/design.md §5):
 
 - *held* on a card = active, unexpired reservations + reservations whose capture is in
   flight or under manual review (they never expire) + captures settled since the card was
@@ -590,8 +590,17 @@ class PaymentsCore:
 
     # -------------------------------------------------------------------- capture
 
-    def capture(self, reservation_id: str, amount: object | None) -> PaymentFlow[Operation]:
+    def capture(
+        self, reservation_id: str, amount: object | None, keep_remainder: bool = False
+    ) -> PaymentFlow[Operation]:
         """Post the consumption of a hold (invariants 3, 4, 10, 15, 16).
+
+        A partial ``amount`` normally frees the rest of the hold once the capture settles.
+        With ``keep_remainder`` the hold is split in the claim's transaction: this
+        reservation shrinks to ``amount`` (and is what gets captured), and the rest stays
+        held as a new active reservation with the same ``order_ref`` and expiry (find it
+        with ``list_reservations(order_ref=…)``), to be captured or released later. The sum
+        held never changes, so the split needs no new check of the card.
 
         ``reconcile`` may later judge an ambiguous POST by comparing the card's balance with
         ``balance_before``, so ``balance_before`` must show every balance change of ours
@@ -646,8 +655,13 @@ class PaymentsCore:
             if same:
                 return same[-1]  # a concurrent capture won; at most one POST per hold
             self._require_capturable(tx, reservation, now)
+            remainder = None
+            if keep_remainder and to_capture < reservation.amount:
+                reservation, remainder = self._split(tx, reservation, to_capture, now)
             claim = self._new_operation(OperationKind.CAPTURE, reservation, to_capture, now, token)
             tx.insert_operation(claim)
+        if remainder is not None:
+            self.emit(EventKind.RESERVED, reservation=remainder, split_from=reservation.id)
         crash_point("capture.after_prepare")
 
         def recheck(tx: LedgerTransaction, card: GiftCard | None, now: datetime) -> Decision:
@@ -655,6 +669,27 @@ class PaymentsCore:
             return self.recheck(card, reservation, held_others, now)
 
         return (yield from self._confirm_and_send(claim, reservation, token, recheck))
+
+    @staticmethod
+    def _split(
+        tx: LedgerTransaction, reservation: Reservation, part: Decimal, now: datetime
+    ) -> tuple[Reservation, Reservation]:
+        """Shrink ``reservation`` to ``part``; the rest becomes a new active hold."""
+        if reservation.forfeited > 0:
+            raise InvalidAmountError("a one-go card is captured for its whole reservation")
+        shrunk = replace(reservation, amount=part, updated_at=now)
+        remainder = replace(
+            reservation,
+            id=f"res_{uuid.uuid4().hex}",
+            amount=reservation.amount - part,
+            created_at=now,
+            updated_at=now,
+            operation_id=None,
+        )
+        if not tx.update_reservation(shrunk, ReservationState.ACTIVE):
+            raise InvalidStateError("reservation changed concurrently")
+        tx.insert_reservation(remainder)
+        return shrunk, remainder
 
     def recheck(
         self,

@@ -1,11 +1,11 @@
 """What the payments layer hands back to shops: decisions, reservations, operations, events.
 
-Vocabulary (DESIGN.md §2): *check* reads, *reserve* holds an amount locally, *capture* posts
+Vocabulary (docs/design.md §2): *check* reads, *reserve* holds an amount locally, *capture* posts
 the negative-amount update when the order is confirmed, *settle* applies 4WS's callback,
 *release* drops a hold, *refund* posts a positive amount back, *reconcile* resolves
 operations whose outcome is unknown.
 
-State machines (DESIGN.md invariant 5), one-way:
+State machines (docs/design.md, invariant 5), one-way:
 
 - reservation: ``active -> captured | released | expired``
 - operation: ``prepared -> sending -> enqueued -> succeeded | failed``;

@@ -1,7 +1,7 @@
 """Can this card pay this amount here and now? Pure functions, no I/O.
 
 The reference gives only "valid and sufficient balance"; the rule set below follows its
-[inferred] checklist (giftcard.md §1.3) and DESIGN.md §5:
+[inferred] checklist (docs/4ws-reference.md §7) and docs/design.md §5:
 
 1. the card exists (a failed Get Giftcard is ``NOT_FOUND``);
 2. ``itemSubtype``, when present, is ``GIFTCARD``;

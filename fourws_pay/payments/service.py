@@ -200,16 +200,23 @@ class GiftCardPayments(_Provider):
         )
 
     def capture(
-        self, reservation_id: str, *, amount: Decimal | int | str | None = None
+        self,
+        reservation_id: str,
+        *,
+        amount: Decimal | int | str | None = None,
+        keep_remainder: bool = False,
     ) -> Operation:
         """The order is confirmed: post the consumption. Idempotent per reservation.
 
         Returns the operation, normally ``enqueued`` until 4WS's callback settles it;
         ``unknown`` if the outcome is ambiguous (``reconcile`` resolves it). Raises
-        ``PaymentRefused`` if the fresh re-check fails, or the 4WS error if the POST was
-        definitely refused.
+        ``PaymentRefused`` if the fresh re-check fails, ``CardBusyError`` (retry later)
+        while another capture or refund of the card is unresolved, or the 4WS error if the
+        POST was definitely refused. A partial ``amount`` frees the rest of the hold once
+        settled, unless ``keep_remainder``: then the rest stays held as a new reservation
+        of the same ``order_ref`` (see ``PaymentsCore.capture``).
         """
-        return self._run(self.core.capture(reservation_id, amount))
+        return self._run(self.core.capture(reservation_id, amount, keep_remainder))
 
     def release(self, reservation_id: str) -> Reservation:
         """Let a hold go (idempotent)."""
@@ -376,10 +383,14 @@ class AsyncGiftCardPayments(_Provider):
         )
 
     async def capture(
-        self, reservation_id: str, *, amount: Decimal | int | str | None = None
+        self,
+        reservation_id: str,
+        *,
+        amount: Decimal | int | str | None = None,
+        keep_remainder: bool = False,
     ) -> Operation:
         """See ``GiftCardPayments.capture``."""
-        return await self._run(self.core.capture(reservation_id, amount))
+        return await self._run(self.core.capture(reservation_id, amount, keep_remainder))
 
     async def release(self, reservation_id: str) -> Reservation:
         """See ``GiftCardPayments.release``."""

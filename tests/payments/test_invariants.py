@@ -1,4 +1,4 @@
-"""DESIGN.md §5: one scenario per money invariant, and proof that each test can fail.
+"""docs/design.md §5: one scenario per money invariant, and proof that each test can fail.
 
 ``test_invariant_holds[N]`` runs scenario N against the real provider. Its twin
 ``test_scenario_fails_without_its_protection[N]`` switches off exactly the protection that

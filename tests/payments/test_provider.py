@@ -8,6 +8,7 @@ import pytest
 
 from fourws_pay import (
     CallbackRejected,
+    CardBusyError,
     InvalidAmountError,
     InvalidInputError,
     InvalidStateError,
@@ -294,4 +295,33 @@ async def test_async_twin_runs_the_same_life_cycle(shop: Shop) -> None:
     assert await payments.sweep() == 0
     assert shop.sandbox.balance(card) == Decimal("100.00")
     await payments.aclose()
+    shop.audit()
+
+
+def test_partial_capture_can_keep_the_remainder_reserved(shop: Shop) -> None:
+    """Several captures of one authorization (Saleor's partial charges): the hold is split,
+    the rest stays held under the same order_ref until captured or released."""
+    card = shop.card(amount="100.00")
+    hold = shop.payments.reserve(card, amount="50.00", currency="EUR", order_ref="T-1")
+    first = shop.payments.capture(hold.id, amount="20.00", keep_remainder=True)
+    assert first.reservation_id == hold.id
+    assert first.amount == Decimal("20.00")
+    active = shop.payments.list_reservations([ReservationState.ACTIVE], order_ref="T-1")
+    assert [r.amount for r in active if r.id == hold.id] == [Decimal("20.00")]  # being captured
+    (rest,) = [r for r in active if r.id != hold.id]
+    assert rest.amount == Decimal("30.00")
+    assert rest.expires_at == hold.expires_at
+    assert shop.held(card) == Decimal("50.00")  # nothing freed, nothing added
+    with pytest.raises(CardBusyError):  # the first part is still in flight
+        shop.payments.capture(rest.id, amount="10.00", keep_remainder=True)
+    assert shop.payments.capture(hold.id, amount="20.00", keep_remainder=True) == first
+    shop.settle()
+    second = shop.payments.capture(rest.id, amount="10.00", keep_remainder=True)
+    shop.settle()
+    (last,) = shop.payments.list_reservations([ReservationState.ACTIVE], order_ref="T-1")
+    assert last.amount == Decimal("20.00")
+    shop.payments.release(last.id)  # cancel the rest of the authorization
+    assert shop.payments.get_operation(second.id).state is OperationState.SUCCEEDED
+    assert shop.sandbox.balance(card) == Decimal("70.00")
+    assert shop.held(card) == Decimal("0")
     shop.audit()

@@ -1,4 +1,4 @@
-"""Table tests for the pure payment rules (DESIGN.md §5, invariants 9-11)."""
+"""Table tests for the pure payment rules (docs/design.md §5, invariants 9-11)."""
 
 from __future__ import annotations
 

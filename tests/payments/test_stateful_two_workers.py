@@ -1,0 +1,294 @@
+"""Two workers on one ledger, interleaved at every step: hypothesis looks for lost money.
+
+Worker A reserves, captures and refunds one effect at a time (``run_stepped``). Before and
+after each of A's 4WS calls, hypothesis lets the rest of the world act: 4WS works through
+its queue (settling A's or B's operations, sending callbacks), worker B (another provider
+on the same ledger file) captures, refunds, reconciles or sweeps, time passes, the next POST
+meets a 503 that 4WS never enqueued, a hang after enqueueing or a lost callback, and
+someone spends on the card in a shop. After every rule the books must balance against the
+sandbox's (invariants 1, 3, 5); a granted hold must fit the card (2); a refusal to capture
+a granted hold must be explained by an in-shop spend (16).
+
+Before the fix of the stale-evidence, busy-card and false-refusal races, this machine found
+each of them (a capture reconciled as succeeded on another capture's debit; a capture
+refused with ``insufficient_balance`` on a card that could pay it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+
+from fourws_pay import (
+    CardBusyError,
+    FourWSError,
+    GiftCardPayments,
+    InvalidStateError,
+    PaymentRefused,
+    SQLiteStore,
+    make_plugin_manager,
+)
+from fourws_pay.payments.core import PostUpdate, counts_as_held
+from fourws_pay.payments.models import (
+    OperationKind,
+    OperationState,
+    RefusalReason,
+    Reservation,
+    ReservationState,
+)
+from fourws_pay.sandbox.faults import Fault
+from tests.payments.harness import Shop, run_stepped
+
+CARDS = ("7200000000001", "7200000000002")
+AMOUNTS = st.sampled_from(["10.00", "20.00", "30.00", "33.33", "60.00"])
+WORLD = st.sampled_from(
+    [
+        "settle",
+        "settle",
+        "settle_one",
+        "b_capture",
+        "b_refund",
+        "b_reconcile",
+        "b_sweep",
+        "time",
+        "post_503",
+        "post_hang",
+        "drop_callback",
+        "spend",
+    ]
+)
+FINAL = (OperationState.SUCCEEDED, OperationState.FAILED)
+EXPECTED = (CardBusyError, InvalidStateError, PaymentRefused, FourWSError)
+
+
+class TwoWorkers(RuleBasedStateMachine):
+    holds = Bundle("holds")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp())
+        self.shop = Shop(self.tmp)
+        for barcode in CARDS:
+            self.shop.card(barcode, amount="100.00")
+        self.b_store = SQLiteStore(self.tmp / "ledger.db")  # B: its own connections
+        self.b = GiftCardPayments(
+            settings=self.shop.settings(),
+            client=self.shop.sandbox.client(self.shop.settings()),
+            store=self.b_store,
+            clock=self.shop.clock,
+            plugin_manager=make_plugin_manager(load_entrypoints=False),
+        )
+        self.spends: Counter[str] = Counter()
+        self.order: dict[str, int] = {}  # reservation id -> creation rank (ids are random)
+        self.spends_at_grant: dict[str, int] = {}
+
+    def teardown(self) -> None:
+        self.shop.payments.client.close()
+        self.b.close()
+        self.shop.store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ the rest of the world
+
+    def pick(self, data: st.DataObject, items: list[Any], label: str) -> Any:
+        """One of ``items``, chosen the same way on every replay: random ids must not
+        decide the order, and the draw's shape must not depend on how many there are."""
+        ranked = (
+            sorted(
+                items,
+                key=lambda x: (self.order.get(getattr(x, "reservation_id", x.id), -1), str(x.kind)),
+            )
+            if items and hasattr(items[0], "kind")
+            else sorted(items, key=lambda x: self.order.get(x.id, -1))
+        )
+        return ranked[data.draw(st.integers(0, 63), label=label) % len(ranked)]
+
+    def world(self, data: st.DataObject, card: str | None = None) -> Callable[[str, Any], None]:
+        """The world acting around each of A's 4WS calls; for a capture or refund of
+        ``card``, the evidence is also checked as the POST leaves (invariant 15)."""
+        spends_at_start = self.spends[card] if card else 0
+
+        def between(moment: str, effect: Any) -> None:
+            if card and moment == "before" and isinstance(effect, PostUpdate):
+                self.evidence_is_sound(effect, card, spends_at_start)
+            label = f"world {moment} {type(effect).__name__}"
+            for action in data.draw(st.lists(WORLD, max_size=2), label=label):
+                self.act(action, data)
+
+        return between
+
+    def act(self, action: str, data: st.DataObject) -> None:
+        shop = self.shop
+        if action == "settle":
+            shop.sandbox.run_until_idle()
+        elif action == "settle_one":
+            shop.sandbox.process_queue()
+        elif action == "b_capture":
+            active = shop.store.list_reservations([ReservationState.ACTIVE])
+            if active:
+                target = self.pick(data, active, "B captures")
+                with contextlib.suppress(*EXPECTED):
+                    self.b.capture(target.id)
+        elif action == "b_refund":
+            settled = [
+                op
+                for op in shop.store.list_operations([OperationState.SUCCEEDED])
+                if op.kind is OperationKind.CAPTURE
+            ]
+            if settled:
+                target = self.pick(data, settled, "B refunds")
+                with contextlib.suppress(*EXPECTED):
+                    self.b.refund(target.id, amount="5.00")
+        elif action == "b_reconcile":
+            self.b.reconcile()
+        elif action == "b_sweep":
+            self.b.sweep()
+        elif action == "time":
+            shop.clock.advance(data.draw(st.sampled_from([1, 60, 900, 4000]), label="seconds"))
+        elif action == "post_503":
+            shop.sandbox.faults.add("update_giftcard", Fault.server_error(503))
+        elif action == "post_hang":
+            shop.sandbox.faults.add("update_giftcard", Fault.hang(after_enqueue=True))
+        elif action == "drop_callback":
+            shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+        elif action == "spend":
+            card = data.draw(st.sampled_from(CARDS), label="spent card")
+            with contextlib.suppress(Exception):
+                shop.sandbox.spend_in_shop(card, "3.00")
+                self.spends[card] += 1
+
+    def evidence_is_sound(self, effect: PostUpdate, card: str, spends_at_start: int) -> None:
+        """Invariant 15, as the POST leaves: nothing else of ours may still move the card's
+        balance, and the balance ``reconcile`` will compare against is 4WS's balance now
+        (unless someone spent on the card in a shop meanwhile, which no lock can stop)."""
+        posting = effect.update.payload["operation_id"]
+        others = [
+            op
+            for op in self.shop.store.list_operations()
+            if op.barcode == card and op.id != posting
+        ]
+        unresolved = [op.state.value for op in others if op.state not in FINAL]
+        assert not unresolved, f"posted while {unresolved} may still move the balance (inv. 15)"
+        if self.spends[card] == spends_at_start:
+            op = self.shop.store.get_operation(posting)
+            assert op is not None
+            assert op.balance_before == self.shop.sandbox.balance(card), (
+                "stale evidence: balance_before is not 4WS's balance at the POST (inv. 15)"
+            )
+
+    # ------------------------------------------------------------------- worker A
+
+    @rule(target=holds, card=st.sampled_from(CARDS), amount=AMOUNTS, data=st.data())
+    def reserve(self, card: str, amount: str, data: st.DataObject) -> Reservation | None:
+        spends_before = self.spends[card]
+        flow = self.shop.payments.core.reserve(card, amount, "EUR", "H", None, False, 86_400)
+        try:
+            r: Reservation = run_stepped(self.shop.payments, flow, self.world(data))
+        except EXPECTED:
+            return None
+        self.spends_at_grant[r.id] = self.spends[card]
+        self.order[r.id] = len(self.order)
+        if self.spends[card] == spends_before:
+            assert self.unapplied_holds(card) <= self.shop.sandbox.balance(card), (
+                "over-reservation (invariant 2)"
+            )
+        return r
+
+    @rule(reservation=holds, data=st.data())
+    def capture(self, reservation: Reservation | None, data: st.DataObject) -> None:
+        if reservation is None:
+            return
+        part = data.draw(st.sampled_from([None, None, Decimal("5.00")]), label="part")
+        keep = data.draw(st.booleans(), label="keep remainder")
+        flow = self.shop.payments.core.capture(reservation.id, part, keep)
+        try:
+            run_stepped(self.shop.payments, flow, self.world(data, reservation.barcode))
+        except PaymentRefused as refused:
+            if refused.reason in (RefusalReason.INSUFFICIENT_BALANCE, RefusalReason.EMPTY):
+                granted_with = self.spends_at_grant.get(reservation.id, 0)
+                assert self.spends[reservation.barcode] > granted_with, (
+                    "a hold granted within the balance was refused at capture (invariant 16)"
+                )
+        except (CardBusyError, InvalidStateError, FourWSError):
+            pass
+        finally:
+            self.shop.sandbox.faults.clear()
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        settled = [
+            op
+            for op in self.shop.store.list_operations([OperationState.SUCCEEDED])
+            if op.kind is OperationKind.CAPTURE
+        ]
+        if not settled:
+            return
+        target = self.pick(data, settled, "A refunds")
+        flow = self.shop.payments.core.refund(target.id, Decimal("5.00"))
+        with contextlib.suppress(*EXPECTED):
+            run_stepped(self.shop.payments, flow, self.world(data, target.barcode))
+        self.shop.sandbox.faults.clear()
+
+    @rule(data=st.data())
+    def world_acts(self, data: st.DataObject) -> None:
+        self.act(data.draw(WORLD, label="world"), data)
+        self.shop.sandbox.faults.clear()
+
+    @precondition(lambda self: bool(self.shop.store.list_operations()))
+    @rule()
+    def much_later(self) -> None:
+        """Past every deadline and window, every operation is decided (invariant 6)."""
+        s = self.shop.payments.settings
+        self.shop.sandbox.faults.clear()
+        self.shop.sandbox.run_until_idle()
+        self.shop.clock.advance(s.callback_timeout + s.reconcile_window + 600)
+        self.b.reconcile()
+        for op in self.shop.store.list_operations():
+            assert op.is_terminal, f"{op.state.value} after every window (invariant 6)"
+
+    # ------------------------------------------------------------------ the books
+
+    def unapplied_holds(self, card: str) -> Decimal:
+        """Holds 4WS's balance does not reflect: active, unexpired or pinned, and whose
+        capture (if any) 4WS has not applied."""
+        now = self.shop.clock.now()
+        applied = self.shop.consumption_counts()
+        ops = [op for op in self.shop.store.list_operations() if op.barcode == card]
+        pinned = {
+            op.reservation_id
+            for op in ops
+            if (op.kind is OperationKind.CAPTURE and not op.is_terminal)
+            or op.state is OperationState.MANUAL_REVIEW
+        }
+        taken = {op.reservation_id for op in ops if applied[op.id]}
+        return sum(
+            (
+                r.amount
+                for r in self.shop.store.list_reservations([ReservationState.ACTIVE])
+                if r.barcode == card and counts_as_held(r, now, pinned) and r.id not in taken
+            ),
+            Decimal(0),
+        )
+
+    @invariant()
+    def books_balance(self) -> None:
+        self.shop.audit()
+
+
+TestTwoWorkers = TwoWorkers.TestCase
+TestTwoWorkers.settings = settings(
+    max_examples=60,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
