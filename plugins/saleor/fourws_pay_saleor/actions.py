@@ -15,10 +15,12 @@ again with its body gets the same answer and is never acted on twice.
 
 Several charges of one authorization: Saleor subtracts each ``CHARGE_SUCCESS`` from
 ``authorized_value`` (``saleor/payment/transaction_item_calculations.py``), so an order
-authorized for 50 and charged 20 still shows 30 authorized and may charge or cancel it. The
-provider captures a reservation once; a partial capture leaves the rest of the hold unused,
-and the App re-holds that rest on the same card as a new reservation once the capture is
-settled (``keep_remainders``), with the original expiry. If the card's balance was spent in
+authorized for 50 and charged 20 still shows 30 authorized and may charge or cancel it. A
+partial charge captures with ``keep_remainder``: the provider splits the hold in the same
+ledger transaction, the captured part shrinks to the charge and the rest stays held as a
+new reservation with the same expiry, so the rest is never unheld for a moment. A capture
+that consumed a whole hold without splitting it (made by an older App or provider) has its
+rest held again once settled (``keep_remainders``); if the card's balance was spent in
 between, the lost rest is reported as ``CANCEL_SUCCESS`` so Saleor stops offering it.
 """
 
@@ -91,6 +93,16 @@ def _authorized(record: TransactionRecord) -> Decimal | None:
     if response.get("result") == Result.AUTHORIZATION_SUCCESS.value and "amount" in response:
         return Decimal(str(response["amount"]))
     return None
+
+
+def _held(reservation: Reservation) -> Decimal:
+    return reservation.applied_amount
+
+
+class _TooLarge(Exception):
+    def __init__(self, most: Decimal) -> None:
+        super().__init__(str(most))
+        self.most = most
 
 
 @dataclass(frozen=True)
@@ -198,7 +210,7 @@ class ActionHandlers(HandlerCore):
                 async with self._exclusive(record.api_url, record.transaction_id, wait=0.0):
                     fresh = self.store.get_transaction(record.api_url, record.transaction_id)
                     if fresh is not None and fresh.state == TransactionState.PARTIAL:
-                        await self._hold_for(fresh)
+                        await self._ensure_rest(fresh)
             except Unavailable:
                 continue  # busy or not settled yet: the next pass
             except Exception as exc:
@@ -299,38 +311,69 @@ class ActionHandlers(HandlerCore):
         charged = sum((op.amount for op in await self._captures(record)), Decimal(0))
         return max(authorized - charged, Decimal(0))
 
-    async def _hold_for(self, record: TransactionRecord) -> Reservation | None:
-        """The active hold on what is still authorized, re-holding the rest if needed.
+    async def _free_holds(self, record: TransactionRecord) -> list[Reservation]:
+        """The authorization's active holds that no capture is using, oldest first.
 
-        Raises ``Unavailable`` while a capture of the current hold is still in flight (the
-        hold keeps the whole amount held until then). None: nothing is held any more.
+        An authorization is a set of holds: a partial charge splits one (the charged part
+        is captured, the rest held on), and a capture that fails leaves its part held again.
         """
-        if record.reservation_id is None:
-            return None
-        hold = await self._gw(record.channel).get_reservation(record.reservation_id)
-        in_flight = [
-            op
-            for op in await self._captures(record)
-            if op.reservation_id == hold.id and not op.is_terminal
-        ]
-        if in_flight:
-            raise Unavailable("a charge of this authorization is still being settled")
-        if hold.state is ReservationState.ACTIVE:
-            if hold.expires_at <= self.clock.now():
+        gateway = self._gw(record.channel)
+        used = {op.reservation_id for op in await self._captures(record)}
+        now = self.clock.now()
+        free = []
+        for reservation_id in self.store.holds_of(record.api_url, record.transaction_id):
+            hold = await gateway.get_reservation(reservation_id)
+            if (
+                hold.state is ReservationState.ACTIVE
+                and hold.expires_at > now
+                and hold.id not in used
+            ):
+                free.append(hold)
+        return free
+
+    async def _in_flight(self, record: TransactionRecord) -> bool:
+        return any(not op.is_terminal for op in await self._captures(record))
+
+    async def _hold_for(self, record: TransactionRecord, amount: Decimal) -> Reservation | None:
+        """A free hold that can pay ``amount`` (the exact one first, else the smallest that
+        is larger); None when nothing is held any more. Raises ``Unavailable`` while the
+        rest of an unsplit capture waits for its settlement, ``_TooLarge`` when the amount
+        spans several holds."""
+        free = await self._free_holds(record)
+        if not free:
+            await self._ensure_rest(record)
+            free = await self._free_holds(record)
+            if not free:
                 return None
-            if record.state == TransactionState.PARTIAL:
-                # The partial capture failed (or the provider kept the rest on this hold):
-                # the hold still covers what is authorized, nothing to re-hold.
-                record.state = TransactionState.AUTHORIZED
-                record.updated_at = self.clock.now()
-                self.store.save_transaction(record)
-            return hold
-        if hold.state is not ReservationState.CAPTURED:
-            return None  # released or expired
+        self._mark_authorized(record)
+        exact = [h for h in free if h.applied_amount == amount]
+        if exact:
+            return exact[0]
+        larger = sorted((h for h in free if h.applied_amount > amount), key=_held)
+        if larger:
+            return larger[0]
+        raise _TooLarge(max(h.applied_amount for h in free))
+
+    def _mark_authorized(self, record: TransactionRecord) -> None:
+        if record.state == TransactionState.PARTIAL:
+            record.state = TransactionState.AUTHORIZED
+            record.updated_at = self.clock.now()
+            self.store.save_transaction(record)
+
+    async def _ensure_rest(self, record: TransactionRecord) -> None:
+        """Hold again what is still authorized when no hold covers it (a capture that
+        consumed a whole hold without splitting it, once it has settled)."""
+        if await self._free_holds(record):
+            self._mark_authorized(record)
+            return
         remaining = await self._remaining(record)
-        if remaining <= 0:
-            return None
-        return await self._rehold(record, hold, remaining)
+        if remaining <= 0 or record.reservation_id is None:
+            return
+        if await self._in_flight(record):
+            raise Unavailable("a charge of this authorization is still being settled")
+        used = await self._gw(record.channel).get_reservation(record.reservation_id)
+        if used.state is ReservationState.CAPTURED:
+            await self._rehold(record, used, remaining)
 
     async def _rehold(
         self, record: TransactionRecord, used: Reservation, remaining: Decimal
@@ -379,6 +422,21 @@ class ActionHandlers(HandlerCore):
         self.store.save_transaction(record)
         return hold
 
+    async def _split_rest(
+        self, record: TransactionRecord, captured: Reservation, rest: Decimal
+    ) -> Reservation | None:
+        """The new hold a ``keep_remainder`` capture split off ``captured``, if any."""
+        for candidate in await self._gw(record.channel).find_reservations(record.transaction_id):
+            if (
+                candidate.id != captured.id
+                and candidate.state is ReservationState.ACTIVE
+                and candidate.amount == rest
+                and candidate.expires_at == captured.expires_at
+                and self.store.find_by_reservation(candidate.id) is None
+            ):
+                return candidate
+        return None
+
     async def _adopt_hold(
         self, record: TransactionRecord, used: Reservation, remaining: Decimal
     ) -> Reservation | None:
@@ -402,7 +460,12 @@ class ActionHandlers(HandlerCore):
             return self._final(
                 action, f"Cannot charge {amount}: {remaining} is authorized and not charged."
             )
-        hold = await self._hold_for(record)
+        try:
+            hold = await self._hold_for(record, amount)
+        except _TooLarge as exc:
+            return self._final(
+                action, f"This authorization is held in parts: charge at most {exc.most} at once."
+            )
         if hold is None:
             return self._final(action, "The gift-card authorization is no longer held.")
         if hold.forfeited > 0 and amount != hold.applied_amount:
@@ -411,9 +474,10 @@ class ActionHandlers(HandlerCore):
             link.operation_id
             for link in self.store.operation_links(record.api_url, record.transaction_id)
         }
+        whole = amount == hold.applied_amount
         try:
             operation = await self._gw(record.channel).capture(
-                hold.id, None if amount == hold.applied_amount else amount
+                hold.id, None if whole else amount, keep_remainder=not whole
             )
         except PaymentRefused as exc:
             return self._final(action, exc.public_message)
@@ -436,7 +500,15 @@ class ActionHandlers(HandlerCore):
             action.psp_reference,
         )
         action.operation_ids.append(operation.id)
-        record.state = TransactionState.CHARGED if amount == remaining else TransactionState.PARTIAL
+        if amount == remaining:
+            record.state = TransactionState.CHARGED
+        else:
+            rest = await self._split_rest(record, hold, hold.applied_amount - amount)
+            if rest is not None:
+                record.reservation_id = rest.id  # the rest is held on its own already
+                record.state = TransactionState.AUTHORIZED
+            else:
+                record.state = TransactionState.PARTIAL  # re-held once the capture settles
         record.updated_at = self.clock.now()
         self.store.save_transaction(record)
         operation = await self._gw(record.channel).get_operation(operation.id)
@@ -452,17 +524,12 @@ class ActionHandlers(HandlerCore):
             return self._final(
                 action, "Nothing authorized is left to cancel; refund the charges instead."
             )
-        hold: Reservation | None = None
-        if record.reservation_id is not None:
-            hold = await self._gw(record.channel).get_reservation(record.reservation_id)
-            if any(
-                op.reservation_id == hold.id and not op.is_terminal
-                for op in await self._captures(record)
-            ):
-                raise Unavailable("a charge of this authorization is still being settled")
-        if hold is not None and hold.state is ReservationState.ACTIVE:
+        if await self._in_flight(record):
+            raise Unavailable("a charge of this authorization is still being settled")
+        gateway = self._gw(record.channel)
+        for hold in await self._free_holds(record):
             try:
-                await self._gw(record.channel).release(hold.id)
+                await gateway.release(hold.id)
             except NotFoundInLedgerError as exc:
                 return self._final(action, str(exc))
         record.state = TransactionState.CANCELED

@@ -110,11 +110,12 @@ class SaleorEventListener:
             record = self._store.find_by_reservation(event.reservation.id)
             if (
                 record is None
-                or record.reservation_id != event.reservation.id
                 or record.action_type != "AUTHORIZATION"
-                or record.state not in (TransactionState.AUTHORIZED, TransactionState.PARTIAL)
+                or record.state in (TransactionState.CANCELED, TransactionState.FAILED)
             ):
                 return False
+            # Every hold of an authorization (parts split off by partial charges, a part a
+            # failed capture left) expires at the same instant; each reports its own amount.
             record.state = TransactionState.LAPSED
             record.updated_at = self._clock.now()
             self._store.save_transaction(record)

@@ -44,7 +44,9 @@ class Gateway(Protocol):
         allow_partial: bool = False,
     ) -> Reservation: ...
 
-    async def capture(self, reservation_id: str, amount: Decimal | None = None) -> Operation: ...
+    async def capture(
+        self, reservation_id: str, amount: Decimal | None = None, *, keep_remainder: bool = False
+    ) -> Operation: ...
 
     async def release(self, reservation_id: str) -> Reservation: ...
 
@@ -113,8 +115,16 @@ class PaymentsGateway:
         )
         return cast(Reservation, result)
 
-    async def capture(self, reservation_id: str, amount: Decimal | None = None) -> Operation:
-        return cast(Operation, await self._call("capture", reservation_id, amount=amount))
+    async def capture(
+        self, reservation_id: str, amount: Decimal | None = None, *, keep_remainder: bool = False
+    ) -> Operation:
+        """``keep_remainder`` splits the hold: the rest stays held as a new reservation."""
+        if not keep_remainder:
+            return cast(Operation, await self._call("capture", reservation_id, amount=amount))
+        result = await self._call(
+            "capture", reservation_id, amount=amount, keep_remainder=keep_remainder
+        )
+        return cast(Operation, result)
 
     async def release(self, reservation_id: str) -> Reservation:
         return cast(Reservation, await self._call("release", reservation_id))

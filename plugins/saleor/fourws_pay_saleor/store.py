@@ -442,6 +442,16 @@ class AppStore:
                     (record.reservation_id, record.api_url, record.transaction_id),
                 )
 
+    def holds_of(self, api_url: str, transaction_id: str) -> list[str]:
+        """Every reservation made for a transaction, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT reservation_id FROM holds WHERE api_url = ? AND transaction_id = ?"
+                " ORDER BY rowid",
+                (api_url, transaction_id),
+            ).fetchall()
+        return [row["reservation_id"] for row in rows]
+
     def transactions_in_state(self, state: str) -> list[TransactionRecord]:
         with self._lock:
             rows = self._conn.execute(

@@ -102,21 +102,6 @@ async def test_a_second_charge_while_the_first_is_in_flight_waits_its_turn(
     assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("50.00")
 
 
-async def test_a_rest_that_cannot_be_held_again_is_reported_honestly(world: World) -> None:
-    await authorize(world, "tx-p4", "50.00")
-    await action(world, CHARGE, "tx-p4", "20.00", "2026-01-01T12:01:00Z")
-    world.sandbox.spend_in_shop(CARD, Decimal("70.00"))  # at a till, before 4WS settles
-    await settle(world)
-    assert world.sandbox.balance(CARD) == Decimal("10.00")
-    # The 30 still authorized in Saleor could not be held again: Saleor is told so.
-    assert amounts(world, "tx-p4") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
-    [lost] = [r for r in world.saleor.reports_of("tx-p4") if r["type"] == "CANCEL_SUCCESS"]
-    assert "could not be kept" in lost["message"]
-    late = await action(world, CHARGE, "tx-p4", "30.00", "2026-01-01T12:02:00Z")
-    assert late["result"] == "CHARGE_FAILURE"
-    assert world.sandbox.balance(CARD) == Decimal("10.00")
-
-
 async def test_charges_beyond_the_authorization_are_declined(world: World) -> None:
     await authorize(world, "tx-p5", "50.00")
     await action(world, CHARGE, "tx-p5", "20.00", "2026-01-01T12:01:00Z")
@@ -161,15 +146,6 @@ async def test_the_re_held_rest_keeps_the_original_expiry(world: World) -> None:
     assert amounts(world, "tx-p7") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
 
 
-async def test_the_rest_is_held_again_as_soon_as_the_charge_settles(world: World) -> None:
-    """No maintenance pass needed: the settlement's callback re-holds the rest at once."""
-    await authorize(world, "tx-p8", "50.00")
-    await action(world, CHARGE, "tx-p8", "20.00", "2026-01-01T12:01:00Z")
-    assert active_holds(world, "tx-p8") == [Decimal("50.00")]  # still whole until settled
-    await world.settle()
-    assert active_holds(world, "tx-p8") == [Decimal("30.00")]
-
-
 async def test_an_authorization_stored_by_the_previous_app_version_can_still_be_charged(
     world: World,
 ) -> None:
@@ -183,16 +159,81 @@ async def test_an_authorization_stored_by_the_previous_app_version_can_still_be_
     assert amounts(world, "tx-old") == (Decimal("0"), Decimal("30.00"), Decimal("0"))
 
 
-async def test_a_failed_partial_charge_leaves_the_whole_authorization_held(world: World) -> None:
+async def test_the_rest_stays_held_while_the_charged_part_settles(world: World) -> None:
+    """The hold is split when the charge is posted: the rest is never unheld."""
+    await authorize(world, "tx-p8", "50.00")
+    await action(world, CHARGE, "tx-p8", "20.00", "2026-01-01T12:01:00Z")
+    assert sorted(active_holds(world, "tx-p8")) == [Decimal("20.00"), Decimal("30.00")]
+    await world.settle()
+    assert active_holds(world, "tx-p8") == [Decimal("30.00")]
+
+
+async def test_a_failed_partial_charge_leaves_its_part_held_with_the_rest(world: World) -> None:
     await authorize(world, "tx-p9", "50.00")
     await action(world, CHARGE, "tx-p9", "20.00", "2026-01-01T12:01:00Z")
     world.sandbox.spend_in_shop(CARD, Decimal("90.00"))  # 4WS declines the capture
     await settle(world)
     assert amounts(world, "tx-p9") == (Decimal("50.00"), Decimal("0"), Decimal("0"))
-    assert active_holds(world, "tx-p9") == [Decimal("50.00")]
-    record = world.store.get_transaction(world.saleor_api_url, "tx-p9")
-    assert record is not None
-    assert record.state == "authorized"  # nothing left for the re-hold pass to do
-    canceled = await action(world, CANCEL, "tx-p9", "50.00", "2026-01-01T12:02:00Z")
+    assert sorted(active_holds(world, "tx-p9")) == [Decimal("20.00"), Decimal("30.00")]
+    # A charge spanning both parts is declined with what is possible at once.
+    spanning = await action(world, CHARGE, "tx-p9", "50.00", "2026-01-01T12:02:00Z")
+    assert spanning["result"] == "CHARGE_FAILURE"
+    assert "at most 30.00 at once" in str(spanning["message"])
+    canceled = await action(world, CANCEL, "tx-p9", "50.00", "2026-01-01T12:03:00Z")
     assert (canceled["result"], canceled["amount"]) == ("CANCEL_SUCCESS", 50)
     assert active_holds(world, "tx-p9") == []
+    assert amounts(world, "tx-p9") == (Decimal("0"), Decimal("0"), Decimal("50.00"))
+
+
+async def test_a_rest_the_card_no_longer_covers_fails_its_charge_cleanly(world: World) -> None:
+    await authorize(world, "tx-p10", "50.00")
+    await action(world, CHARGE, "tx-p10", "20.00", "2026-01-01T12:01:00Z")
+    world.sandbox.spend_in_shop(CARD, Decimal("70.00"))  # at a till: holds are the App's own
+    await settle(world)
+    assert world.sandbox.balance(CARD) == Decimal("10.00")
+    late = await action(world, CHARGE, "tx-p10", "30.00", "2026-01-01T12:02:00Z")
+    assert late["result"] == "CHARGE_FAILURE"
+    assert world.sandbox.balance(CARD) == Decimal("10.00")
+    canceled = await action(world, CANCEL, "tx-p10", "30.00", "2026-01-01T12:03:00Z")
+    assert canceled["result"] == "CANCEL_SUCCESS"
+    assert amounts(world, "tx-p10") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+
+
+class _NoSplit:
+    """A provider from before ``keep_remainder``: a partial capture frees the rest."""
+
+    def __init__(self, world: World) -> None:
+        gateway = world.state.handlers.gateway
+        real = gateway.capture
+
+        async def capture(reservation_id: str, amount: object = None, **_: object) -> object:
+            return await real(reservation_id, amount)  # type: ignore[arg-type]
+
+        gateway.capture = capture  # type: ignore[method-assign,assignment]
+
+
+async def test_without_split_the_rest_is_held_again_once_the_charge_settles(
+    world: World,
+) -> None:
+    _NoSplit(world)
+    await authorize(world, "tx-p11", "50.00")
+    await action(world, CHARGE, "tx-p11", "20.00", "2026-01-01T12:01:00Z")
+    assert active_holds(world, "tx-p11") == [Decimal("50.00")]  # whole until settled
+    await world.settle()  # the callback re-holds the freed rest at once
+    assert active_holds(world, "tx-p11") == [Decimal("30.00")]
+    await action(world, CHARGE, "tx-p11", "30.00", "2026-01-01T12:02:00Z")
+    await settle(world)
+    assert amounts(world, "tx-p11") == (Decimal("0"), Decimal("50.00"), Decimal("0"))
+
+
+async def test_without_split_a_rest_that_cannot_be_held_again_is_reported(world: World) -> None:
+    _NoSplit(world)
+    await authorize(world, "tx-p12", "50.00")
+    await action(world, CHARGE, "tx-p12", "20.00", "2026-01-01T12:01:00Z")
+    world.sandbox.spend_in_shop(CARD, Decimal("70.00"))  # before 4WS settles the charge
+    await settle(world)
+    assert amounts(world, "tx-p12") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+    [lost] = [r for r in world.saleor.reports_of("tx-p12") if r["type"] == "CANCEL_SUCCESS"]
+    assert "could not be kept" in lost["message"]
+    late = await action(world, CHARGE, "tx-p12", "30.00", "2026-01-01T12:02:00Z")
+    assert late["result"] == "CHARGE_FAILURE"
