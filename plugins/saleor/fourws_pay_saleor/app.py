@@ -444,6 +444,10 @@ class SaleorApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # Work that outlived its (pending) answer gets a chance to finish its money step;
+            # what does not is resumed by the runner after a restart.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handlers.drain(), timeout=self.config.sync_budget)
             self._flush_wanted = None
             self._loop = None
 
