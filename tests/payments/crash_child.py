@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import replace
 
-from fourws_pay import GiftCardPayments, Settings, SQLiteStore, make_plugin_manager
+from fourws_pay import (
+    CardBusyError,
+    GiftCardPayments,
+    Settings,
+    SQLiteStore,
+    make_plugin_manager,
+)
 from fourws_pay.payments import core
 from fourws_pay.payments.models import OperationState
 
@@ -34,6 +41,20 @@ def main() -> None:
             config["barcode"], amount="30.00", currency="EUR", order_ref="CRASH-1"
         )
         payments.capture(reservation.id)
+    elif step == "capture_when_idle":
+        # A second capture on the card while the first may still be settling: retried
+        # while the card is busy, as a shop would (bounded), then captured.
+        reservation = payments.reserve(
+            config["barcode"], amount="30.00", currency="EUR", order_ref="CRASH-2"
+        )
+        for _ in range(400):
+            try:
+                payments.capture(reservation.id)
+                break
+            except CardBusyError:
+                time.sleep(0.01)
+        else:
+            raise SystemExit("the card stayed busy")
     elif step == "refund":
         payments.refund(config["operation_id"], amount="10.00")
     elif step == "callback":

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -197,6 +198,34 @@ def test_capture_survives_kill_9(restarted: RestartedShop, point: str) -> None:
         restarted.payments.release(hold.id)
     balance = restarted.served.sandbox.balance(restarted.barcode)
     assert balance in (Decimal("100.00"), Decimal("70.00"))
+
+
+@pytest.mark.parametrize("point", [*CAPTURE_POINTS[1:], None])
+def test_second_capture_killed_while_the_first_is_settling(
+    restarted: RestartedShop, point: str | None
+) -> None:
+    """No waiting between captures: 4WS settles the first (its callback reaching the
+    restarted shop, a second worker on the same ledger) while another process prepares,
+    posts and is killed in the second. Whatever the interleaving, the books balance."""
+    assert restarted.child("capture", None) == 0  # enqueued, not settled
+    drain = threading.Thread(target=restarted.served.sandbox.run_until_idle)
+    drain.start()
+    try:
+        assert restarted.child("capture_when_idle", point) == (-9 if point else 0)
+    finally:
+        drain.join(30)
+    restarted.later()
+    restarted.audit()
+    for op in restarted.store.list_operations([OperationState.MANUAL_REVIEW]):
+        applied = any(
+            isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
+            for r in restarted.served.sandbox.applied_operations(restarted.barcode)
+        )
+        restarted.payments.resolve(op.id, applied=applied, note="checked with 4WS")
+    restarted.payments.sweep()  # a hold freed by the verdict may be past its expiry
+    restarted.audit()
+    balance = restarted.served.sandbox.balance(restarted.barcode)
+    assert balance in (Decimal("70.00"), Decimal("40.00"))
 
 
 def test_callback_handler_killed_mid_commit(restarted: RestartedShop) -> None:

@@ -302,3 +302,47 @@ def test_loop_test_fails_when_ledger_work_runs_on_the_loop(
 
     monkeypatch.setattr(service.AsyncGiftCardPayments, "_off_loop", inline)
     assert _loop_keeps_ticking(tmp_path, None) < 20
+
+
+def test_concurrent_checkouts_on_one_card_are_never_falsely_refused(shop: Shop) -> None:
+    """Threads reserve and capture on one card while another thread keeps 4WS settling
+    (callbacks landing at the very instants of the reads: the clock does not move). No
+    capture of a granted hold is refused, busy cards are retried, the books balance."""
+    card = shop.card(amount="120.00")  # exactly 12 x 10.00: any double count refuses
+    refusals: list[Exception] = []
+    captured: list[str] = []
+    done = threading.Event()
+    pause = threading.Event()
+
+    def settler() -> None:
+        while not done.is_set():
+            shop.sandbox.run_until_idle()
+            pause.wait(0.0005)
+
+    def checkout(n: int) -> None:
+        try:
+            hold = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref=f"T{n}")
+            for _ in range(20_000):
+                try:
+                    captured.append(shop.payments.capture(hold.id).id)
+                    return
+                except CardBusyError:
+                    pause.wait(0.0005)
+            raise AssertionError("the card stayed busy")
+        except PaymentRefused as exc:
+            refusals.append(exc)
+
+    background = threading.Thread(target=settler)
+    background.start()
+    workers = [threading.Thread(target=checkout, args=(n,)) for n in range(12)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    done.set()
+    background.join(30)
+    shop.sandbox.run_until_idle()
+    assert refusals == []
+    assert len(captured) == 12
+    assert shop.sandbox.balance(card) == Decimal("0.00")
+    shop.audit()

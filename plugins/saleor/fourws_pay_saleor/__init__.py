@@ -11,7 +11,7 @@ from fourws_pay_saleor.gateway import Gateway, PaymentsGateway
 from fourws_pay_saleor.manifest import SUBSCRIPTIONS, build_manifest
 from fourws_pay_saleor.store import AppStore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "SUBSCRIPTIONS",

@@ -7,18 +7,28 @@ Every webhook goes through the same gate before any business code runs:
    (503 when the JWKS cannot be fetched, so that Saleor retries);
 3. ``Saleor-Event`` matches the endpoint, else 400 (headers are not signed, so this only
    catches a misrouted webhook; the payload model checks the body's shape);
-4. the body parses as the expected payload, else 400.
+4. the body parses as the expected payload, else 400 -- except a signed body that is
+   empty or not JSON on a ``*_REQUESTED`` endpoint: that is Saleor retrying a sync webhook
+   (since late 2024 Saleor re-sends such retries without their body). Nothing can be done
+   for it and nothing is: the App answers 200 with an error Saleor records (not counted in
+   any amount), and re-arms the reports of what it answered to that Saleor recently, so an
+   outcome whose answer Saleor lost still reaches it by ``transactionEventReport``.
+
+Errors are ``{"error": {"message": ...}}``, the shape Saleor reads. Sync action webhooks are
+never answered >= 500 on purpose: anything the App cannot finish now is answered pending.
 
 Reports to Saleor are flushed in a background task after each request that can queue one,
-and by a periodic loop while the server runs.
+and by a periodic loop while the server runs, which also works through pending actions,
+re-holds the rest of partially charged authorizations and prunes old rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,14 +42,23 @@ from starlette.routing import Route
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import CallbackRejected
 from fourws_pay.logs import get_logger
+from fourws_pay_saleor.actions import ACTION_PREFIX
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.events import PLUGIN_NAME, SaleorEventListener
 from fourws_pay_saleor.gateway import Gateway
+from fourws_pay_saleor.handler_core import delivery_key, request_psp
 from fourws_pay_saleor.handlers import PaymentHandlers, Unavailable
 from fourws_pay_saleor.jsonutil import dumps, loads
 from fourws_pay_saleor.jws import JWKSVerifier, KeysUnavailable, SignatureError
-from fourws_pay_saleor.manifest import MANIFEST_PATH, REGISTER_PATH, WEBHOOK_PATHS, build_manifest
+from fourws_pay_saleor.manifest import (
+    APP_EVENTS_PATH,
+    MANIFEST_PATH,
+    REGISTER_PATH,
+    WEBHOOK_PATHS,
+    build_manifest,
+)
 from fourws_pay_saleor.payloads import (
+    ACTION_EVENTS,
     PayloadError,
     PaymentGatewayInitializeSession,
     TransactionActionRequest,
@@ -48,7 +67,9 @@ from fourws_pay_saleor.payloads import (
     parse_payload,
 )
 from fourws_pay_saleor.reporter import SaleorReporter
+from fourws_pay_saleor.responses import async_response
 from fourws_pay_saleor.store import AppStore
+from fourws_pay_saleor.versions import SaleorVersion, saleor_version
 
 log = get_logger(component="saleor.app")
 
@@ -65,7 +86,12 @@ class JSONBody(Response):
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    """Saleor reads ``error.message`` from a failed App response (install, webhooks)."""
+    return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+# Saleor's webhook retries (handle_webhook_retry) back off 10 s * 2^n, five times: ~5 min.
+RETRY_WINDOW = timedelta(minutes=10)
 
 
 @dataclass
@@ -77,6 +103,7 @@ class SaleorApp:
     gateway: Gateway
     http: httpx.AsyncClient
     clock: Clock
+    channel_gateways: dict[str, Gateway] = field(default_factory=dict)
     handlers: PaymentHandlers = field(init=False)
     verifier: JWKSVerifier = field(init=False)
     reporter: SaleorReporter = field(init=False)
@@ -85,7 +112,9 @@ class SaleorApp:
     _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.handlers = PaymentHandlers(self.config, self.store, self.gateway, self.clock)
+        self.handlers = PaymentHandlers(
+            self.config, self.store, self.gateway, self.clock, self.channel_gateways
+        )
         self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
         self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
         self.listener = SaleorEventListener(
@@ -96,7 +125,16 @@ class SaleorApp:
             if self.config.provide_callback_base_url
             else None,
         )
-        self.gateway.add_listener(self.listener, PLUGIN_NAME)
+        for gateway in self.gateways():
+            gateway.add_listener(self.listener, PLUGIN_NAME)
+
+    def gateways(self) -> list[Gateway]:
+        """The default gateway and each channel's, once each."""
+        unique: list[Gateway] = [self.gateway]
+        for gateway in self.channel_gateways.values():
+            if all(gateway is not known for known in unique):
+                unique.append(gateway)
+        return unique
 
     def _wake(self) -> None:
         # Called from inside payment calls, possibly on a worker thread: only signal.
@@ -110,6 +148,24 @@ class SaleorApp:
             await self.reporter.flush()
         except Exception as exc:  # the outbox keeps the rows; the next flush retries
             log.error("saleor.flush_failed", error=repr(exc))
+
+    async def react(self) -> None:
+        """After a payment event: finish what waited for it, re-hold remainders, report.
+
+        Run right after a 4WS callback (and when an event is queued), so the rest of a
+        partially charged authorization is held again within moments of the settlement
+        that freed it, not at the next maintenance pass.
+        """
+        for step in (
+            self.verify_held,
+            self.handlers.run_pending,
+            self.handlers.keep_remainders,
+        ):
+            try:
+                await step()
+            except Exception as exc:  # the maintenance pass tries again
+                log.error("saleor.react_failed", step=step.__name__, error=repr(exc))
+        await self.flush_reports()
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -139,21 +195,31 @@ class SaleorApp:
         if not isinstance(token, str) or not token:
             return _error(400, "auth_token is required")
         app_id: str | None = None
+        active = True
         if self.config.verify_token_on_register:
             try:
-                app_id = await self._app_id(api_url, token)
+                status, app_id = await self._app_id(api_url, token)
             except httpx.HTTPError:
                 return _error(503, "cannot reach Saleor to confirm the token")
             if app_id is None:
-                return _error(401, "Saleor did not accept the token")
+                existing = self.store.get_installation(api_url)
+                if status != 401 or (existing is not None and existing.active):
+                    return _error(401, "Saleor did not accept the token")
+                # ``activateAfterInstallation: false``: Saleor refuses an inactive App's
+                # token until it is activated. Keep it, inactive: the App does not act or
+                # report for this Saleor until it is activated (APP_STATUS_CHANGED or a
+                # first signed webhook). An active installation is never replaced this way.
+                active = False
         self.store.save_installation(
             api_url, domain or (urlsplit(api_url).hostname or ""), token, app_id, self.clock.now()
         )
+        if not active:
+            self.store.set_installation_active(api_url, False)
         self.verifier.forget(api_url)
-        log.info("saleor.registered", api_url=api_url, app_id=app_id)
+        log.info("saleor.registered", api_url=api_url, app_id=app_id, active=active)
         return JSONResponse({"success": True})
 
-    async def _app_id(self, api_url: str, token: str) -> str | None:
+    async def _app_id(self, api_url: str, token: str) -> tuple[int, str | None]:
         response = await self.http.post(
             api_url,
             json={"query": APP_ID_QUERY},
@@ -161,16 +227,16 @@ class SaleorApp:
             timeout=self.config.http_timeout,
         )
         if response.status_code != 200:
-            return None
+            return response.status_code, None
         try:
             document = response.json()
             app_id = document["data"]["app"]["id"]
         except (ValueError, KeyError, TypeError):
-            return None
-        return str(app_id) if app_id else None
+            return response.status_code, None
+        return response.status_code, (str(app_id) if app_id else None)
 
-    async def _gate(self, request: Request, event: WebhookEvent) -> tuple[str, bytes, Any]:
-        """Authenticate and parse one webhook; raises ``_Reject``."""
+    async def _verified(self, request: Request, event_name: str) -> tuple[str, bytes]:
+        """Authenticate one webhook (installation, signature, event); raises ``_Reject``."""
         body = await request.body()
         api_url = request.headers.get("saleor-api-url", "").strip()
         if not api_url or self.store.get_installation(api_url) is None:
@@ -183,27 +249,49 @@ class SaleorApp:
             raise _Reject(401, "invalid signature") from None
         except KeysUnavailable as exc:
             log.warning("saleor.jwks_unavailable", api_url=api_url, error=str(exc))
-            raise _Reject(503, "cannot verify the signature now") from None
+            raise _KeysDown(api_url, body) from None
         header_event = request.headers.get("saleor-event", "").strip().lower()
-        if header_event != event.value:
-            log.warning("saleor.webhook_wrong_event", expected=event.value, got=header_event)
+        if header_event != event_name:
+            log.warning("saleor.webhook_wrong_event", expected=event_name, got=header_event)
             raise _Reject(400, "Saleor-Event does not match this endpoint")
+        return api_url, body
+
+    async def _gate(
+        self, request: Request, event: WebhookEvent
+    ) -> tuple[str, bytes, Any, SaleorVersion | None]:
+        """Authenticate and parse one webhook; raises ``_Reject`` or ``_EmptyRetry``."""
+        api_url, body = await self._verified(request, event.value)
+        installation = self.store.get_installation(api_url)
+        if installation is not None and not installation.active:
+            # Saleor only calls active Apps: a signed webhook means it was activated.
+            self.store.set_installation_active(api_url, True)
         try:
-            payload = parse_payload(event, loads(body))
+            document = loads(body) if body.strip() else None
+        except ValueError:
+            document = None
+        if document is None:
+            if event in ACTION_EVENTS:
+                raise _EmptyRetry(api_url)
+            raise _Reject(400, "body is not JSON")
+        try:
+            payload = parse_payload(event, document)
         except PayloadError as exc:
             raise _Reject(400, str(exc)) from None
-        except ValueError:
-            raise _Reject(400, "body is not JSON") from None
-        return api_url, body, payload
+        version = saleor_version(request.headers, document)
+        return api_url, body, payload, version
 
     def webhook(self, event: WebhookEvent) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                api_url, body, payload = await self._gate(request, event)
+                api_url, body, payload, version = await self._gate(request, event)
             except _Reject as reject:
                 return _error(reject.status, reject.message)
+            except _EmptyRetry as retry:
+                return self._empty_retry(retry.api_url, event)
+            except _KeysDown as down:
+                return self._hold_until_verifiable(request, down, event)
             try:
-                result = await self._dispatch(event, api_url, body, payload)
+                result = await self._dispatch(event, api_url, body, payload, version)
             except Unavailable as exc:
                 log.warning("saleor.webhook_unavailable", webhook=event.value, error=str(exc))
                 return _error(503, "temporarily unavailable")
@@ -211,30 +299,137 @@ class SaleorApp:
 
         return endpoint
 
+    def _hold_until_verifiable(
+        self, request: Request, down: _KeysDown, event: WebhookEvent
+    ) -> Response:
+        """Saleor's JWKS is unreachable: a 5xx would be retried without its body.
+
+        A ``*_REQUESTED`` request is kept, unverified and untouched, and answered pending
+        under the ``pspReference`` it will have once verified; the runner verifies it when
+        the keys can be fetched and only then acts on it (a request whose signature then
+        fails is dropped: the pending answer went to whoever forged it, not to Saleor).
+        """
+        header_event = request.headers.get("saleor-event", "").strip().lower()
+        signature = request.headers.get("saleor-signature", "")
+        if event not in ACTION_EVENTS or header_event != event.value or not down.body.strip():
+            return _error(503, "cannot verify the signature now")
+        key = delivery_key(down.api_url, event, down.body)
+        if not self.store.hold_unverified(
+            key,
+            down.api_url,
+            event.value,
+            down.body,
+            signature,
+            self.clock.now(),
+            limit=self.config.unverified_limit,
+        ):
+            return _error(503, "cannot verify the signature now")
+        return JSONResponse(async_response(request_psp(ACTION_PREFIX[event.value], key)))
+
+    async def verify_held(self) -> None:
+        """Verify and handle requests held while Saleor's keys were unreachable."""
+        for key, api_url, event_name, body, signature in self.store.unverified():
+            if self.store.get_installation(api_url) is None:
+                self.store.drop_unverified(key)
+                continue
+            try:
+                await self.verifier.verify(api_url, signature, body)
+            except KeysUnavailable:
+                return  # still down; the next pass tries again
+            except SignatureError as exc:
+                log.warning("saleor.held_request_forged", api_url=api_url, error=str(exc))
+                self.store.drop_unverified(key)
+                continue
+            event = WebhookEvent(event_name)
+            try:
+                payload = parse_payload(event, loads(body))
+            except ValueError as exc:  # PayloadError is a ValueError
+                log.warning("saleor.held_request_unreadable", api_url=api_url, error=str(exc))
+                self.store.drop_unverified(key)
+                continue
+            assert isinstance(payload, TransactionActionRequest)
+            response = await self.handlers.action_requested(api_url, event, payload, body)
+            if "result" in response:
+                # Saleor got "pending" for this request: its outcome goes as a report.
+                self.handlers.report_answer(response)
+            self.store.drop_unverified(key)
+
+    def _empty_retry(self, api_url: str, event: WebhookEvent) -> Response:
+        """A signed ``*_REQUESTED`` delivery without a usable body: Saleor's retry."""
+        since = self.clock.now() - RETRY_WINDOW
+        rearmed = self.store.rearm_answered(api_url, event.value, since, self.clock.now())
+        log.warning("saleor.empty_retry", webhook=event.value, api_url=api_url, rearmed=rearmed)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": "Empty webhook body (a Saleor retry). The request is handled"
+                    " from its first delivery; its outcome is reported with"
+                    " transactionEventReport."
+                }
+            },
+            status_code=200,
+            background=BackgroundTask(self.flush_reports),
+        )
+
     async def _dispatch(
-        self, event: WebhookEvent, api_url: str, body: bytes, payload: Any
+        self,
+        event: WebhookEvent,
+        api_url: str,
+        body: bytes,
+        payload: Any,
+        version: SaleorVersion | None,
     ) -> dict[str, Any]:
         if event is WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION:
             assert isinstance(payload, PaymentGatewayInitializeSession)
             return await self.handlers.gateway_initialize(api_url, payload)
         if event is WebhookEvent.TRANSACTION_INITIALIZE_SESSION:
             assert isinstance(payload, TransactionSession)
-            return await self.handlers.transaction_initialize(api_url, payload)
+            return await self.handlers.transaction_initialize(api_url, payload, version)
         if event is WebhookEvent.TRANSACTION_PROCESS_SESSION:
             assert isinstance(payload, TransactionSession)
-            return await self.handlers.transaction_process(api_url, payload)
+            return await self.handlers.transaction_process(api_url, payload, version)
         assert isinstance(payload, TransactionActionRequest)
         return await self.handlers.action_requested(api_url, event, payload, body)
 
+    async def app_event(self, request: Request) -> Response:
+        """APP_DELETED / APP_STATUS_CHANGED (async webhooks): forget or pause a Saleor."""
+        event_name = request.headers.get("saleor-event", "").strip().lower()
+        try:
+            api_url, body = await self._verified(request, event_name)
+        except _Reject as reject:
+            return _error(reject.status, reject.message)
+        if event_name not in ("app_deleted", "app_status_changed"):
+            return _error(400, "unexpected Saleor-Event")
+        try:
+            document = loads(body)
+        except ValueError:
+            document = None
+        app = document.get("app") if isinstance(document, dict) else None
+        if event_name == "app_deleted":
+            # Forget the token: nothing is reported or done for this Saleor any more.
+            self.store.delete_installation(api_url)
+            self.verifier.forget(api_url)
+            log.warning("saleor.app_deleted", api_url=api_url)
+        else:
+            active = app.get("isActive") if isinstance(app, dict) else None
+            if not isinstance(active, bool):
+                return _error(400, "app.isActive is required")
+            self.store.set_installation_active(api_url, active)
+            log.warning("saleor.app_status_changed", api_url=api_url, active=active)
+        return JSONResponse({"success": True})
+
     async def fourws_callback(self, request: Request) -> Response:
         body = await request.body()
-        try:
-            result = await self.gateway.handle_callback(request.url.path, body)
-        except CallbackRejected as exc:
-            return Response(status_code=exc.status_code)
-        return Response(
-            status_code=result.status_code, background=BackgroundTask(self.flush_reports)
-        )
+        gateways = self.gateways()
+        for index, gateway in enumerate(gateways):
+            try:
+                result = await gateway.handle_callback(request.url.path, body)
+                break
+            except CallbackRejected as exc:
+                # 404: another channel's ledger may know the operation.
+                if exc.status_code != 404 or index == len(gateways) - 1:
+                    return Response(status_code=exc.status_code)
+        return Response(status_code=result.status_code, background=BackgroundTask(self.react))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -249,15 +444,27 @@ class SaleorApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # Work that outlived its (pending) answer gets a chance to finish its money step;
+            # what does not is resumed by the runner after a restart.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handlers.drain(), timeout=self.config.sync_budget)
             self._flush_wanted = None
             self._loop = None
 
     async def maintain(self) -> None:
-        """One maintenance pass: sweep and reconcile payments, then flush reports."""
-        try:
-            await self.gateway.maintain()
-        except Exception as exc:  # the next pass tries again
-            log.error("saleor.maintenance_failed", error=repr(exc))
+        """One maintenance pass: sweep and reconcile payments, finish pending actions,
+        re-hold the rest of partial charges, prune old rows, then flush reports."""
+        for step in (
+            *(gateway.maintain for gateway in self.gateways()),
+            self.verify_held,
+            self.handlers.run_pending,
+            self.handlers.keep_remainders,
+        ):
+            try:
+                await step()
+            except Exception as exc:  # the next pass tries again
+                log.error("saleor.maintenance_failed", step=step.__name__, error=repr(exc))
+        self.store.prune(self.clock.now() - timedelta(seconds=self.config.retention))
         await self.flush_reports()
 
     async def _flush_loop(self, wanted: asyncio.Event) -> None:
@@ -273,7 +480,20 @@ class SaleorApp:
                 next_maintenance = loop.time() + interval
                 await self.maintain()
             else:
-                await self.flush_reports()
+                await self.react()
+
+
+class _KeysDown(Exception):
+    def __init__(self, api_url: str, body: bytes) -> None:
+        super().__init__(api_url)
+        self.api_url = api_url
+        self.body = body
+
+
+class _EmptyRetry(Exception):
+    def __init__(self, api_url: str) -> None:
+        super().__init__(api_url)
+        self.api_url = api_url
 
 
 class _Reject(Exception):
@@ -295,11 +515,14 @@ def create_app(
     store: AppStore | None = None,
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
+    channel_gateways: Mapping[str, Gateway] | None = None,
 ) -> Starlette:
     """Build the App. ``app.state.saleor`` is the ``SaleorApp`` (tests flush reports with it).
 
     ``http`` is the client used to reach Saleor (JWKS, GraphQL); inject one with a
     ``MockTransport`` or ``ASGITransport`` to talk to a fake Saleor in-process.
+    ``channel_gateways`` gives Saleor channels (by slug) their own 4WS tenant/entity;
+    other channels use ``gateway``.
     """
     saleor = SaleorApp(
         config=config,
@@ -307,6 +530,7 @@ def create_app(
         gateway=gateway,
         http=http or httpx.AsyncClient(timeout=config.http_timeout),
         clock=clock or SystemClock(),
+        channel_gateways=dict(channel_gateways or {}),
     )
     routes = [
         Route("/", saleor.home, methods=["GET"]),
@@ -320,6 +544,7 @@ def create_app(
     ]
     for event, path in WEBHOOK_PATHS.items():
         routes.append(Route(path, saleor.webhook(event), methods=["POST"]))
+    routes.append(Route(APP_EVENTS_PATH, saleor.app_event, methods=["POST"]))
     app = Starlette(routes=routes, lifespan=saleor.lifespan)
     app.state.saleor = saleor
     return app

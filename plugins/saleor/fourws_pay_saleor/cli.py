@@ -32,11 +32,16 @@ def app_from_env() -> Starlette:
 
 
 def app_for_tenant(config: AppConfig) -> Starlette:
-    """The App against the 4WS tenant of ``FOURWS_*`` (ledger at ``FOURWS_LEDGER_URL``)."""
+    """The App against the 4WS tenant of ``FOURWS_*`` (ledger at ``FOURWS_LEDGER_URL``);
+    channels in ``config.channel_settings`` get that tenant with their overrides."""
     from fourws_pay.payments import AsyncGiftCardPayments
 
     payments = AsyncGiftCardPayments(settings=Settings.from_env())
-    return create_app(config, PaymentsGateway(payments))
+    channels = {
+        slug: PaymentsGateway(AsyncGiftCardPayments(settings=Settings.from_env(**overrides)))
+        for slug, overrides in config.channel_settings.items()
+    }
+    return create_app(config, PaymentsGateway(payments), channel_gateways=channels)
 
 
 class _SandboxGateway(PaymentsGateway):

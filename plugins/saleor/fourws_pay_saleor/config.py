@@ -7,6 +7,7 @@ arguments, or ``FOURWS_SALEOR_<FIELD>`` variables through ``AppConfig.from_env()
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -32,7 +33,7 @@ class AppConfig(BaseModel):
     app_url: str = "http://127.0.0.1:8300"
     app_id: str = "fourws-pay.giftcard"
     app_name: str = "4WS gift cards"
-    app_version: str = "0.1.0"
+    app_version: str = "0.2.0"
     author: str = "fourws-pay"
     store_path: str = "fourws-pay-saleor.db"
     allowed_saleor_api_urls: tuple[str, ...] = ()
@@ -45,10 +46,23 @@ class AppConfig(BaseModel):
     report_max_attempts: int = Field(default=5, ge=1, le=20)
     report_backoff_base: float = Field(default=0.5, ge=0)
     report_backoff_max: float = Field(default=8.0, ge=0)
+    # Seconds a sync webhook may work before the App answers "pending" and finishes in the
+    # background (Saleor gives the whole call ~20 s: WEBHOOK_SYNC_TIMEOUT).
+    sync_budget: float = Field(default=12.0, gt=0, le=18)
+    # Seconds an authorization (the App's hold on the card's balance) lives. Shops charge on
+    # fulfilment, hours or days after checkout; see the README on what holding costs.
+    authorization_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # How long a pending charge/refund/cancel is retried before it is reported as failed.
+    action_give_up_after: float = Field(default=24 * 3600.0, gt=0)
+    # Seconds sent reports, remembered deliveries and finished actions are kept.
+    retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Requests kept (unverified, untouched) while Saleor's JWKS cannot be fetched.
+    unverified_limit: int = Field(default=1000, ge=0)
     # Seconds a handler waits for another worker holding the same transaction.
     lease_wait: float = Field(default=15.0, gt=0)
     lease_ttl: float = Field(default=60.0, gt=0)
-    # Saleor >= 3.23 accepts paymentMethodDetails of type GIFT_CARD; older ones reject it.
+    # paymentMethodDetails are sent in the shape the calling Saleor (Saleor-Version header)
+    # accepts: GIFT_CARD from 3.23, OTHER for 3.21/3.22, none when the version is unknown.
     send_payment_method_details: bool = True
     payment_method_name: str = Field(default="4WS gift card", max_length=256)
     payment_method_brand: str = Field(default="4WS", max_length=40)
@@ -60,6 +74,10 @@ class AppConfig(BaseModel):
     # Path (under app_url) of the 4WS callback receiver; Settings.callback_base_url must
     # point at it for 4WS callbacks to reach this App.
     callback_path: str = "/fourws/callback"
+    # Per Saleor channel (slug), overrides of the 4WS settings (fourws_pay.Settings field
+    # names: entity_code, application_id, username, password, ledger_url, ...): a channel
+    # can sell through another 4WS tenant or entity. JSON in FOURWS_SALEOR_CHANNEL_SETTINGS.
+    channel_settings: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 
     @field_validator("app_url")
     @classmethod
@@ -73,6 +91,20 @@ class AppConfig(BaseModel):
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("channel_settings", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("must be a JSON object of channel slug -> settings") from None
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in value.items()
+        ):
+            raise ValueError("must be a JSON object of channel slug -> settings")
         return value
 
     @field_validator("callback_path")

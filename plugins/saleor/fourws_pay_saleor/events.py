@@ -3,7 +3,18 @@
 The hook runs inside payment calls and must not do network I/O, so it only writes a row to
 the report outbox; ``SaleorReporter.flush()`` sends it. Events for operations the App did not
 start (another host sharing the ledger) are ignored: only operations linked to a Saleor
-transaction in the App's store are reported.
+transaction in the App's store are reported, under the ``pspReference`` Saleor was given for
+the request (``OperationLink.psp``).
+
+An outcome that turns around after Saleor was told it succeeded (an operation settled, then
+resolved by an operator as not applied) is reported as ``CHARGE_BACK`` / ``REFUND_REVERSE``:
+Saleor subtracts those from the charged/refunded amount
+(``saleor/payment/transaction_item_calculations.py``), where a late ``*_FAILURE`` would
+only be weighed against the success by time.
+
+A hold that expires is reported as ``CANCEL_SUCCESS`` for the amount it still held, so
+Saleor's ``authorized_value`` drops by exactly what the App no longer holds whatever was
+charged before; the message says it expired.
 """
 
 from __future__ import annotations
@@ -14,7 +25,8 @@ from fourws_pay.clock import Clock
 from fourws_pay.hookspecs import hookimpl
 from fourws_pay.logs import get_logger
 from fourws_pay.payments.models import EventKind, OperationKind, PaymentEvent
-from fourws_pay_saleor.store import AppStore, ReportRecord
+from fourws_pay_saleor.handler_core import request_psp
+from fourws_pay_saleor.store import AppStore, ReportRecord, TransactionState
 
 log = get_logger(component="saleor.events")
 
@@ -28,6 +40,10 @@ _REPORT_TYPES: dict[tuple[OperationKind, EventKind], str] = {
     (OperationKind.CAPTURE, EventKind.MANUAL_REVIEW): "INFO",
     (OperationKind.REFUND, EventKind.MANUAL_REVIEW): "INFO",
 }
+
+# A failure after the success was reported turns the success around.
+_SUCCESS_OF = {"CHARGE_FAILURE": "CHARGE_SUCCESS", "REFUND_FAILURE": "REFUND_SUCCESS"}
+_REVERSAL_OF = {"CHARGE_SUCCESS": "CHARGE_BACK", "REFUND_SUCCESS": "REFUND_REVERSE"}
 
 _MANUAL_REVIEW_MESSAGE = (
     "The gift-card operation could not be confirmed by 4WS and awaits manual review."
@@ -72,12 +88,17 @@ class SaleorEventListener:
             link = self._store.get_operation_link(operation.id)
             if link is None:
                 return False
+            success = _SUCCESS_OF.get(report_type)
+            if success is not None and self._store.has_report(link.api_url, link.psp, success):
+                report_type = _REVERSAL_OF[success]
             message = _MANUAL_REVIEW_MESSAGE if report_type == "INFO" else event.message
+            if report_type != "INFO":
+                self._store.finish_action(link.psp, self._clock.now())
             return self._store.enqueue_report(
                 ReportRecord(
                     api_url=link.api_url,
                     transaction_id=link.transaction_id,
-                    psp_reference=operation.id,
+                    psp_reference=link.psp,
                     type=report_type,
                     amount=None if report_type == "INFO" else operation.amount,
                     time=event.at,
@@ -87,14 +108,22 @@ class SaleorEventListener:
             )
         if event.kind is EventKind.EXPIRED and event.reservation is not None:
             record = self._store.find_by_reservation(event.reservation.id)
-            if record is None or record.capture_operation_id is not None:
+            if (
+                record is None
+                or record.action_type != "AUTHORIZATION"
+                or record.state in (TransactionState.CANCELED, TransactionState.FAILED)
+            ):
                 return False
-            # An authorization that lapsed is voided in Saleor with CANCEL_SUCCESS.
+            # Every hold of an authorization (parts split off by partial charges, a part a
+            # failed capture left) expires at the same instant; each reports its own amount.
+            record.state = TransactionState.LAPSED
+            record.updated_at = self._clock.now()
+            self._store.save_transaction(record)
             return self._store.enqueue_report(
                 ReportRecord(
                     api_url=record.api_url,
                     transaction_id=record.transaction_id,
-                    psp_reference=event.reservation.id,
+                    psp_reference=request_psp("lapse", event.reservation.id),
                     type="CANCEL_SUCCESS",
                     amount=event.reservation.applied_amount,
                     time=event.at,

@@ -16,7 +16,13 @@ from typing import Any, Protocol, cast
 import anyio.to_thread
 
 from fourws_pay.errors import ConfigurationError
-from fourws_pay.payments.models import CallbackResult, Decision, Operation, Reservation
+from fourws_pay.payments.models import (
+    CallbackResult,
+    Decision,
+    Operation,
+    OperationKind,
+    Reservation,
+)
 
 
 class Gateway(Protocol):
@@ -33,9 +39,14 @@ class Gateway(Protocol):
         currency: str,
         order_ref: str,
         client_key: str | None,
+        *,
+        ttl: float | None = None,
+        allow_partial: bool = False,
     ) -> Reservation: ...
 
-    async def capture(self, reservation_id: str, amount: Decimal | None = None) -> Operation: ...
+    async def capture(
+        self, reservation_id: str, amount: Decimal | None = None, *, keep_remainder: bool = False
+    ) -> Operation: ...
 
     async def release(self, reservation_id: str) -> Reservation: ...
 
@@ -46,6 +57,8 @@ class Gateway(Protocol):
     async def get_operation(self, operation_id: str) -> Operation: ...
 
     async def find_reservations(self, order_ref: str) -> list[Reservation]: ...
+
+    async def find_refunds(self, capture_id: str) -> list[Operation]: ...
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult: ...
 
@@ -86,6 +99,9 @@ class PaymentsGateway:
         currency: str,
         order_ref: str,
         client_key: str | None,
+        *,
+        ttl: float | None = None,
+        allow_partial: bool = False,
     ) -> Reservation:
         result = await self._call(
             "reserve",
@@ -94,11 +110,21 @@ class PaymentsGateway:
             currency=currency,
             order_ref=order_ref,
             client_key=client_key,
+            ttl=ttl,
+            allow_partial=allow_partial,
         )
         return cast(Reservation, result)
 
-    async def capture(self, reservation_id: str, amount: Decimal | None = None) -> Operation:
-        return cast(Operation, await self._call("capture", reservation_id, amount=amount))
+    async def capture(
+        self, reservation_id: str, amount: Decimal | None = None, *, keep_remainder: bool = False
+    ) -> Operation:
+        """``keep_remainder`` splits the hold: the rest stays held as a new reservation."""
+        if not keep_remainder:
+            return cast(Operation, await self._call("capture", reservation_id, amount=amount))
+        result = await self._call(
+            "capture", reservation_id, amount=amount, keep_remainder=keep_remainder
+        )
+        return cast(Operation, result)
 
     async def release(self, reservation_id: str) -> Reservation:
         return cast(Reservation, await self._call("release", reservation_id))
@@ -115,6 +141,13 @@ class PaymentsGateway:
     async def find_reservations(self, order_ref: str) -> list[Reservation]:
         result = await self._call("list_reservations", None, order_ref)
         return cast(list[Reservation], result)
+
+    async def find_refunds(self, capture_id: str) -> list[Operation]:
+        """Refunds of a capture (a recovery path only: it reads the operation list)."""
+        result = cast(list[Operation], await self._call("list_operations", None))
+        return [
+            op for op in result if op.kind is OperationKind.REFUND and op.parent_id == capture_id
+        ]
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         return cast(CallbackResult, await self._call("handle_callback", path, body))

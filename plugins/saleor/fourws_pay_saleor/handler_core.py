@@ -1,49 +1,48 @@
-"""What every webhook handler shares: one worker per transaction, linking operations to
-Saleor transactions, capturing at most once, and remembering what Saleor was told."""
+"""What every webhook handler shares: one worker per transaction, a time budget per answer,
+linking operations to Saleor transactions, and remembering what Saleor was told.
+
+The time budget exists because Saleor waits about 20 s in total for a sync answer
+(``WEBHOOK_SYNC_TIMEOUT``) and records a failure for anything slower, while the App may wait
+for a lock, a card read and 4WS retries. Work therefore runs as a task: when it is not done
+within ``AppConfig.sync_budget`` the answer is *pending* (``*_REQUEST`` / an asynchronous
+``pspReference``), the task keeps going, and its outcome is reported with
+``transactionEventReport`` under the ``pspReference`` already given. A money step is never
+cancelled half-way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from fourws_pay.clock import Clock
 from fourws_pay.errors import (
     AmbiguousOutcomeError,
-    APIError,
-    InvalidInputError,
+    CardBusyError,
     InvalidStateError,
-    PaymentRefused,
+    LedgerError,
     RateLimitedError,
     ServerError,
     TransportError,
 )
 from fourws_pay.logs import get_logger
-from fourws_pay.payments.models import (
-    Operation,
-    OperationKind,
-    OperationState,
-    RefusalReason,
-    ReservationState,
-)
+from fourws_pay.payments.models import Operation, OperationKind, ReservationState
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.gateway import Gateway
 from fourws_pay_saleor.payloads import WebhookEvent
 from fourws_pay_saleor.reporter import ANSWERED
 from fourws_pay_saleor.responses import TERMINAL_RESULTS, payment_method_details
-from fourws_pay_saleor.store import (
-    AppStore,
-    OperationLink,
-    ReportRecord,
-    TransactionRecord,
-    TransactionState,
-)
+from fourws_pay_saleor.store import AppStore, OperationLink, ReportRecord
+from fourws_pay_saleor.versions import SaleorVersion
 
 log = get_logger(component="saleor.handlers")
+
+T = TypeVar("T")
 
 UNIFORM_REFUSAL = "This gift card cannot be used."
 NO_CODE = "Enter a gift card code."
@@ -52,7 +51,36 @@ THROTTLED = "Too many attempts. Please try again later."
 
 
 class Unavailable(Exception):
-    """The request cannot be answered now; the App replies 503 and stores nothing."""
+    """The step cannot be done now (busy, 4WS unreachable): nothing moved, try again later."""
+
+
+# Errors after which nothing moved and the same step may simply be tried again later.
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    TransportError,
+    ServerError,
+    RateLimitedError,
+    AmbiguousOutcomeError,
+    LedgerError,
+    InvalidStateError,  # the hold or operation is not in a state to act on yet
+    CardBusyError,  # another balance change of the card is unresolved (manual review too)
+    Unavailable,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for trouble that passes (an error class may also say so with ``retryable``)."""
+    return isinstance(exc, RETRYABLE_ERRORS) or bool(getattr(exc, "retryable", False))
+
+
+def request_psp(prefix: str, *parts: str) -> str:
+    """A ``pspReference`` chosen before money moves, stable for the same request.
+
+    Saleor groups a transaction's events by ``pspReference``: the outcome of a pending
+    request clears it only when it is reported under the same reference, so the reference
+    must exist before the outcome does.
+    """
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return f"4ws-{prefix}-{digest}"
 
 
 def delivery_key(api_url: str, event: WebhookEvent, body: bytes) -> str:
@@ -65,24 +93,54 @@ def delivery_key(api_url: str, event: WebhookEvent, body: bytes) -> str:
 class HandlerCore:
     """State and steps shared by the session and action handlers."""
 
-    def __init__(self, config: AppConfig, store: AppStore, gateway: Gateway, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        store: AppStore,
+        gateway: Gateway,
+        clock: Clock,
+        channel_gateways: Mapping[str, Gateway] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.gateway = gateway
+        self.channel_gateways = dict(channel_gateways or {})
         self.clock = clock
         self._owner = uuid.uuid4().hex
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _gw(self, channel: str | None) -> Gateway:
+        """The 4WS tenant/entity of a Saleor channel (the default gateway for the rest).
+
+        A transaction stays with the gateway of the channel it started in: its channel is
+        stored with it, so charges, refunds and the runner find the same ledger.
+        """
+        if channel is not None and channel in self.channel_gateways:
+            return self.channel_gateways[channel]
+        return self.gateway
 
     # -- exclusion -----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _exclusive(self, api_url: str, transaction_id: str) -> AsyncIterator[None]:
+    async def _exclusive(
+        self, api_url: str, transaction_id: str, wait: float | None = None
+    ) -> AsyncIterator[None]:
+        """One worker per transaction; ``Unavailable`` after ``wait`` seconds (lease_wait)."""
         key = f"{api_url}\0{transaction_id}"
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
-                deadline = self.clock.monotonic() + self.config.lease_wait
+            wait = self.config.lease_wait if wait is None else wait
+            if lock.locked() and wait <= 0:
+                raise Unavailable("another request is working on this transaction")
+            try:
+                # An uncontended lock is taken at once (wait_for(timeout=0) would not).
+                await asyncio.wait_for(lock.acquire(), timeout=wait if lock.locked() else None)
+            except TimeoutError:
+                raise Unavailable("another request is working on this transaction") from None
+            try:
+                deadline = self.clock.monotonic() + wait
                 while not self.store.try_lease(
                     key, self._owner, self.clock.now().timestamp(), self.config.lease_ttl
                 ):
@@ -93,6 +151,8 @@ class HandlerCore:
                     yield
                 finally:
                     self.store.release_lease(key, self._owner)
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[key]
             if users <= 1:
@@ -100,13 +160,59 @@ class HandlerCore:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    # -- time budget ---------------------------------------------------------------------
+
+    async def _within_budget(
+        self, work: Awaitable[T], on_late: Callable[[Any], None]
+    ) -> tuple[bool, T | None]:
+        """Run ``work``; (True, result) if it ends within the budget, else (False, None).
+
+        A late task is not cancelled: ``on_late`` gets its result when it ends (to report
+        what the pending answer promised). Exceptions of a late task are logged only.
+        """
+        task: asyncio.Task[T] = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.config.sync_budget)
+        if task in done:
+            return True, task.result()
+        self._background.add(task)
+
+        def finished(t: asyncio.Task[T]) -> None:
+            self._background.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                log.error("saleor.late_work_failed", error=repr(exc))
+                return
+            try:
+                on_late(t.result())
+            except Exception as error:  # the outbox or the runner picks it up again
+                log.error("saleor.late_result_failed", error=repr(error))
+
+        task.add_done_callback(finished)
+        log.warning("saleor.answered_pending", budget=self.config.sync_budget)
+        return False, None
+
+    async def drain(self) -> None:
+        """Wait for work that outlived its answer (tests; a graceful shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     # -- helpers -------------------------------------------------------------------------
 
-    def _details(self, code: str) -> dict[str, Any] | None:
-        if not self.config.send_payment_method_details:
+    def _details(self, code: str, version: SaleorVersion | None) -> dict[str, Any] | None:
+        """``paymentMethodDetails`` in a shape the calling Saleor accepts, or None.
+
+        Type ``GIFT_CARD`` exists from Saleor 3.23; 3.21 and 3.22 reject it (and drop the
+        whole answer), so they get type ``OTHER``; an unknown or older version gets none.
+        """
+        if not self.config.send_payment_method_details or version is None:
             return None
+        if version < (3, 21):
+            return None
+        kind = "GIFT_CARD" if version >= (3, 23) else "OTHER"
         return payment_method_details(
-            self.config.payment_method_name, self.config.payment_method_brand, code
+            self.config.payment_method_name, self.config.payment_method_brand, code, kind
         )
 
     def _mark_answered(self, api_url: str, transaction_id: str, response: dict[str, Any]) -> None:
@@ -128,8 +234,41 @@ class HandlerCore:
             self.clock.now(),
         )
 
+    def _report(
+        self,
+        api_url: str,
+        transaction_id: str,
+        psp: str,
+        result: str,
+        amount: Decimal | None,
+        message: str = "",
+    ) -> None:
+        """Queue an outcome Saleor did not get in an answer.
+
+        A row marked ``answered`` for it (written when the answer was built, before it
+        turned out to be too late) is queued again: that answer was never given.
+        """
+        self.store.requeue_answered(api_url, psp, result, self.clock.now())
+        self.store.enqueue_report(
+            ReportRecord(
+                api_url=api_url,
+                transaction_id=transaction_id,
+                psp_reference=psp,
+                type=result,
+                amount=amount,
+                time=self.clock.now(),
+                message=message[:512],
+            ),
+            self.clock.now(),
+        )
+
     def _link(
-        self, api_url: str, transaction_id: str, operation: Operation, kind: OperationKind
+        self,
+        api_url: str,
+        transaction_id: str,
+        operation: Operation,
+        kind: OperationKind,
+        psp: str,
     ) -> None:
         self.store.link_operation(
             OperationLink(
@@ -139,67 +278,16 @@ class HandlerCore:
                 kind=kind.value,
                 amount=operation.amount,
                 currency=operation.currency,
+                psp_reference=psp,
             )
         )
 
-    async def _capture_once(self, record: TransactionRecord, amount: Decimal | None) -> Operation:
-        """Capture the record's reservation unless that already happened; link the operation.
-
-        ``capture`` is idempotent per reservation (it hands back the capture in flight or
-        settled), and an ambiguous POST comes back as an ``unknown`` operation that
-        ``reconcile`` settles, so calling it again on a resumed request never posts twice.
-        A capture that failed is forgotten so that a new charge request can try again.
-
-        Raises ``PaymentRefused`` / ``InvalidInputError`` / ``InvalidStateError`` for
-        declines and ``Unavailable`` when 4WS could not be asked.
-        """
-        assert record.reservation_id is not None
-        if record.capture_operation_id is not None:
-            previous = await self.gateway.get_operation(record.capture_operation_id)
-            if previous.state is OperationState.FAILED:
-                record.capture_operation_id = None
-        if record.capture_operation_id is None:
-            reservation = await self.gateway.get_reservation(record.reservation_id)
-            usable = reservation.state is ReservationState.ACTIVE
-            if not usable and reservation.operation_id is None:
-                raise InvalidStateError(
-                    f"the authorization is {reservation.state.value} and cannot be charged"
-                )
-            try:
-                operation = await self.gateway.capture(record.reservation_id, amount)
-            except (PaymentRefused, InvalidInputError):
-                raise
-            except InvalidStateError as exc:
-                # Another operation on the card is in flight: worth retrying shortly.
-                raise Unavailable(f"capture not possible now: {exc}") from exc
-            except (ServerError, RateLimitedError) as exc:
-                # The fresh card read before the POST failed: nothing was posted (a POST
-                # whose outcome is unclear comes back as an ``unknown`` operation instead).
-                raise Unavailable(f"capture not possible now: {exc!r}") from exc
-            except APIError as exc:
-                raise PaymentRefused(
-                    RefusalReason.NOT_A_GIFT_CARD,
-                    f"4WS refused the capture: {exc}",
-                    public_message="The gift card could not be charged.",
-                ) from exc
-            except (TransportError, AmbiguousOutcomeError) as exc:
-                raise Unavailable(f"capture not possible now: {exc!r}") from exc
-            record.capture_operation_id = operation.id
-            record.state = TransactionState.CHARGE_PENDING
-            record.updated_at = self.clock.now()
-            self.store.save_transaction(record)
-        operation = await self.gateway.get_operation(record.capture_operation_id)
-        self._link(record.api_url, record.transaction_id, operation, OperationKind.CAPTURE)
-        # Read again after linking: a settlement that landed before the link existed was
-        # not queued by the event hook, so the answer must carry it.
-        return await self.gateway.get_operation(record.capture_operation_id)
-
-    async def _release_quietly(self, reservation_id: str | None) -> bool:
+    async def _release_quietly(self, reservation_id: str | None, channel: str | None) -> bool:
         """Release a hold; True if it is no longer held (released or expired)."""
         if reservation_id is None:
             return False
         try:
-            reservation = await self.gateway.release(reservation_id)
+            reservation = await self._gw(channel).release(reservation_id)
         except Exception as exc:  # the hold expires on its own anyway
             log.warning("saleor.release_failed", reservation_id=reservation_id, error=repr(exc))
             return False

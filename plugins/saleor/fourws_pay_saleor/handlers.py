@@ -4,29 +4,32 @@
 Saleor                                  4WS payments
 ======================================  =============================================
 PAYMENT_GATEWAY_INITIALIZE_SESSION      ``check`` (balance check; uniform refusals)
-TRANSACTION_INITIALIZE_SESSION          AUTHORIZATION: ``reserve`` -> AUTHORIZATION_SUCCESS
+TRANSACTION_INITIALIZE_SESSION          AUTHORIZATION: ``reserve`` (authorization_ttl)
+                                        -> AUTHORIZATION_SUCCESS
                                         CHARGE: ``reserve`` + ``capture`` -> CHARGE_REQUEST,
                                         the settlement is reported later
 TRANSACTION_PROCESS_SESSION             the current state of the same transaction
-TRANSACTION_CHARGE_REQUESTED            ``capture`` (async answer, reported when settled)
-TRANSACTION_CANCELATION_REQUESTED       ``release`` -> CANCEL_SUCCESS
+TRANSACTION_CHARGE_REQUESTED            ``capture`` of part or all of what is still
+                                        authorized (the rest is re-held); reported
+TRANSACTION_CANCELATION_REQUESTED       ``release`` of the rest -> CANCEL_SUCCESS
 TRANSACTION_REFUND_REQUESTED            ``refund`` (async answer, reported when settled)
 ======================================  =============================================
 
 Exactly-once, as far as money is concerned:
 
-- each step's result (reservation id, capture operation id) is written to the App's store
-  before the next step, and a repeated or resumed request reads it back instead of
-  reserving or capturing again; a reservation already captured gives back its operation;
+- each step's result (reservation id, capture operation id, the request's own
+  ``pspReference``) is written before the next step, and a repeated or resumed request
+  reads it back instead of reserving, capturing or refunding again;
 - INITIALIZE_SESSION answers are remembered per ``idempotencyKey``; the same key with the
   same input gets the same answer, with different input a failure;
-- ``*_REQUESTED`` answers are remembered per delivery (hash of the signed body, which Saleor
-  re-sends unchanged on retry);
+- ``*_REQUESTED`` answers are remembered per delivery (hash of the signed body); Saleor's
+  own retries come without a body, so the App never needs them (``actions.py``);
 - one worker at a time works on a transaction: an asyncio lock within the process and a
   lease row in the store across processes.
 
-Declines are answers (``*_FAILURE`` with HTTP 200); ``Unavailable`` (4WS unreachable, the
-outcome unknown, another worker busy) becomes a 503 so that Saleor retries what it retries.
+Declines are answers (``*_FAILURE`` with HTTP 200). What cannot be done within the time
+budget or right now (busy, 4WS unreachable) is answered pending and finished later; the
+outcome is reported with ``transactionEventReport``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
 """The App manifest Saleor reads on install, and the subscription queries it declares.
 
 Each webhook's ``query`` decides the body Saleor sends; ``payloads.py`` parses exactly these
-fields. ``issuedAt`` is selected on the ``*_REQUESTED`` events because Saleor re-sends the
-stored payload unchanged on retry: the App recognises a retried delivery by the hash of the
-signed body, and ``issuedAt`` keeps two genuine, otherwise identical requests (two partial
-refunds of the same amount) apart.
+fields. ``issuedAt`` is selected on the ``*_REQUESTED`` events: the App recognises a
+repeated delivery by the hash of the signed body, and ``issuedAt`` keeps two genuine,
+otherwise identical requests (two partial refunds of the same amount) apart. (Saleor's own
+retries of these webhooks arrive with an empty body; see ``actions.py``.) ``version``
+(Saleor's own version) is selected on every event so that answers can be shaped for the
+calling Saleor (``versions.py``).
+
+``requiredSaleorVersion`` makes an older Saleor refuse the installation outright instead of
+failing later on answers it cannot read (Saleor checks the range on ``appInstall``).
+APP_DELETED and APP_STATUS_CHANGED tell the App to forget a token or to pause.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.payloads import WebhookEvent
+from fourws_pay_saleor.versions import REQUIRED_SALEOR_VERSION
 
 _SOURCE_OBJECT = """
     sourceObject {
@@ -29,11 +36,11 @@ _ACTION = """
 
 SUBSCRIPTIONS: dict[WebhookEvent, str] = {
     WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION: (
-        "subscription { event { ... on PaymentGatewayInitializeSession {\n"
+        "subscription { event { version ... on PaymentGatewayInitializeSession {\n"
         "    issuedAt amount data" + _SOURCE_OBJECT + "\n  } } }"
     ),
     WebhookEvent.TRANSACTION_INITIALIZE_SESSION: (
-        "subscription { event { ... on TransactionInitializeSession {\n"
+        "subscription { event { version ... on TransactionInitializeSession {\n"
         "    issuedAt data merchantReference idempotencyKey customerIpAddress"
         + _TRANSACTION
         + _ACTION
@@ -41,7 +48,7 @@ SUBSCRIPTIONS: dict[WebhookEvent, str] = {
         + "\n  } } }"
     ),
     WebhookEvent.TRANSACTION_PROCESS_SESSION: (
-        "subscription { event { ... on TransactionProcessSession {\n"
+        "subscription { event { version ... on TransactionProcessSession {\n"
         "    issuedAt data merchantReference customerIpAddress"
         + _TRANSACTION
         + _ACTION
@@ -49,15 +56,15 @@ SUBSCRIPTIONS: dict[WebhookEvent, str] = {
         + "\n  } } }"
     ),
     WebhookEvent.TRANSACTION_CHARGE_REQUESTED: (
-        "subscription { event { ... on TransactionChargeRequested {\n"
+        "subscription { event { version ... on TransactionChargeRequested {\n"
         "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
     ),
     WebhookEvent.TRANSACTION_REFUND_REQUESTED: (
-        "subscription { event { ... on TransactionRefundRequested {\n"
-        "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
+        "subscription { event { version ... on TransactionRefundRequested {\n"
+        "    issuedAt grantedRefund { id }" + _TRANSACTION + _ACTION + "\n  } } }"
     ),
     WebhookEvent.TRANSACTION_CANCELATION_REQUESTED: (
-        "subscription { event { ... on TransactionCancelationRequested {\n"
+        "subscription { event { version ... on TransactionCancelationRequested {\n"
         "    issuedAt" + _TRANSACTION + _ACTION + "\n  } } }"
     ),
 }
@@ -65,6 +72,13 @@ SUBSCRIPTIONS: dict[WebhookEvent, str] = {
 WEBHOOK_PATHS: dict[WebhookEvent, str] = {
     event: "/api/webhooks/" + event.value.replace("_", "-") for event in WebhookEvent
 }
+
+APP_EVENTS_PATH = "/api/webhooks/app-events"
+APP_EVENTS_QUERY = (
+    "subscription { event { version"
+    " ... on AppDeleted { app { id } }"
+    " ... on AppStatusChanged { app { id isActive } } } }"
+)
 
 MANIFEST_PATH = "/api/manifest"
 REGISTER_PATH = "/api/register"
@@ -78,6 +92,7 @@ def build_manifest(config: AppConfig) -> dict[str, Any]:
         "name": config.app_name,
         "about": "Accept 4WS Suite gift cards as a payment method (Transaction API).",
         "author": config.author,
+        "requiredSaleorVersion": REQUIRED_SALEOR_VERSION,
         "permissions": ["HANDLE_PAYMENTS"],
         "appUrl": config.url("/"),
         "tokenTargetUrl": config.url(REGISTER_PATH),
@@ -91,5 +106,15 @@ def build_manifest(config: AppConfig) -> dict[str, Any]:
                 "isActive": True,
             }
             for event in WebhookEvent
+        ]
+        + [
+            {
+                "name": "4WS gift cards: app lifecycle",
+                "syncEvents": [],
+                "asyncEvents": ["APP_DELETED", "APP_STATUS_CHANGED"],
+                "query": APP_EVENTS_QUERY,
+                "targetUrl": config.url(APP_EVENTS_PATH),
+                "isActive": True,
+            }
         ],
     }

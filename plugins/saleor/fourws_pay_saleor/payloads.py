@@ -35,6 +35,15 @@ class WebhookEvent(StrEnum):
         return self.value.upper()
 
 
+ACTION_EVENTS = frozenset(
+    {
+        WebhookEvent.TRANSACTION_CHARGE_REQUESTED,
+        WebhookEvent.TRANSACTION_REFUND_REQUESTED,
+        WebhookEvent.TRANSACTION_CANCELATION_REQUESTED,
+    }
+)
+
+
 class ActionType(StrEnum):
     CHARGE = "CHARGE"
     AUTHORIZATION = "AUTHORIZATION"
@@ -55,11 +64,16 @@ class TaxedMoney(_Model):
     gross: Money
 
 
+class Channel(_Model):
+    slug: str
+
+
 class SourceObject(_Model):
     """The checkout or order being paid."""
 
     typename: str | None = Field(default=None, alias="__typename")
     id: str
+    channel: Channel | None = None
     total_price: TaxedMoney | None = Field(default=None, alias="totalPrice")  # Checkout
     total: TaxedMoney | None = None  # Order
 
@@ -98,11 +112,24 @@ class TransactionSession(_Model):
     customer_ip_address: str | None = Field(default=None, alias="customerIpAddress")
 
 
+class GrantedRefund(_Model):
+    id: str
+
+
 class TransactionActionRequest(_Model):
-    """TRANSACTION_CHARGE_REQUESTED, _REFUND_REQUESTED and _CANCELATION_REQUESTED."""
+    """TRANSACTION_CHARGE_REQUESTED, _REFUND_REQUESTED and _CANCELATION_REQUESTED.
+
+    ``grantedRefund`` (Saleor >= 3.15, refunds only) names the granted refund a refund
+    request settles; Saleor updates the granted refund's status from the reported outcome.
+    """
 
     transaction: TransactionRef
     action: Action
+    granted_refund: GrantedRefund | None = Field(default=None, alias="grantedRefund")
+
+    @property
+    def granted_refund_id(self) -> str | None:
+        return self.granted_refund.id if self.granted_refund else None
 
 
 _MODELS: dict[WebhookEvent, type[_Model]] = {

@@ -125,9 +125,14 @@ class SaleorReporter:
     async def _deliver(self, report: ReportRecord) -> str:
         assert report.id is not None
         installation = self._store.get_installation(report.api_url)
-        if installation is None:
+        if installation is None or not installation.active:
+            # Deleted (token forgotten) or deactivated: keep the row, say nothing.
             self._store.update_report(
-                report.id, PENDING, report.attempts, "not installed", self._clock.now()
+                report.id,
+                PENDING,
+                report.attempts,
+                "not installed" if installation is None else "App inactive",
+                self._clock.now(),
             )
             return PENDING
         attempts = report.attempts

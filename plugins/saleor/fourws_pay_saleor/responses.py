@@ -8,8 +8,8 @@ Saleor parses these replies with strict schemas (``webhook/response_schemas/tran
 - ``externalUrl`` must be a valid URL when present: an empty string fails validation, so it
   is omitted instead;
 - ``message`` is cut to 512 characters; ``time`` is ISO 8601;
-- ``paymentMethodDetails`` of type ``GIFT_CARD`` (Saleor >= 3.23) carries at most 4 last
-  characters of the code.
+- ``paymentMethodDetails`` of type ``GIFT_CARD`` (Saleor >= 3.23; ``OTHER`` before) carries
+  at most 4 last characters of the code.
 
 A *business* decline is still HTTP 200 with a ``*_FAILURE`` result; only infrastructure
 trouble is a non-2xx status.
@@ -55,6 +55,8 @@ SESSION_RESULTS = frozenset(
     }
 )
 CHARGE_RESULTS = frozenset({Result.CHARGE_SUCCESS, Result.CHARGE_FAILURE})
+# Reported only (transactionEventReport), never an answer.
+REPORT_ONLY = ("AUTHORIZATION_ADJUSTMENT", "CHARGE_BACK", "REFUND_REVERSE", "INFO")
 REFUND_RESULTS = frozenset({Result.REFUND_SUCCESS, Result.REFUND_FAILURE})
 CANCEL_RESULTS = frozenset({Result.CANCEL_SUCCESS, Result.CANCEL_FAILURE})
 
@@ -86,9 +88,15 @@ def valid_url(url: str | None) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.netloc)
 
 
-def payment_method_details(name: str, brand: str | None, code: str) -> dict[str, Any]:
-    """``paymentMethodDetails`` for a gift card: never more than the last 4 characters."""
-    details: dict[str, Any] = {"type": "GIFT_CARD", "name": name[:256]}
+def payment_method_details(
+    name: str, brand: str | None, code: str, kind: str = "GIFT_CARD"
+) -> dict[str, Any]:
+    """``paymentMethodDetails`` for a gift card: never more than the last 4 characters.
+
+    ``kind`` is ``GIFT_CARD`` (Saleor >= 3.23) or ``OTHER`` for Saleor 3.21/3.22, which
+    reject the ``GIFT_CARD`` type.
+    """
+    details: dict[str, Any] = {"type": kind, "name": name[:256]}
     if brand:
         details["brand"] = brand[:40]
     tail = code[-4:] if len(code) > 4 else ""

@@ -15,6 +15,15 @@ What must survive a restart, and why:
 - **reports**: an outbox of ``transactionEventReport`` calls; a row is written before the
   call is made and kept until Saleor acknowledged it.
 - **leases**: who is working on a transaction right now, across worker processes.
+- **holds**: every reservation made for a Saleor transaction (a partial charge re-holds the
+  rest under a new reservation), so an expiry can be reported to the right transaction.
+- **actions**: each charge/refund/cancel request Saleor was told is pending (``*_REQUEST``):
+  the App finishes it later and reports the outcome, so a request never depends on Saleor
+  re-sending it (Saleor's retries of sync webhooks arrive with an empty body).
+
+Every ``pspReference`` the App gives Saleor is chosen and written here *before* money moves,
+so an outcome that is only known after the answer was sent can still be reported under the
+reference Saleor holds.
 
 The auth token is stored in clear (Saleor needs it back verbatim) and never logged or
 returned by ``repr``: protect the file like any credential store.
@@ -40,7 +49,8 @@ CREATE TABLE IF NOT EXISTS installations (
     domain TEXT NOT NULL,
     token TEXT NOT NULL,
     app_id TEXT,
-    installed_at TEXT NOT NULL
+    installed_at TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     api_url TEXT NOT NULL,
@@ -63,6 +73,9 @@ CREATE TABLE IF NOT EXISTS transactions (
     response TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    psp_reference TEXT,
+    channel TEXT,
+    authorized TEXT,
     PRIMARY KEY (api_url, transaction_id)
 );
 CREATE INDEX IF NOT EXISTS transactions_by_reservation ON transactions (reservation_id);
@@ -72,7 +85,36 @@ CREATE TABLE IF NOT EXISTS operations (
     transaction_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL
+    currency TEXT NOT NULL,
+    psp_reference TEXT
+);
+CREATE TABLE IF NOT EXISTS holds (
+    reservation_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    transaction_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    psp_reference TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    state TEXT NOT NULL,
+    operation_ids TEXT NOT NULL DEFAULT '[]',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    granted_refund_id TEXT
+);
+CREATE TABLE IF NOT EXISTS unverified (
+    delivery_key TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    signature TEXT NOT NULL,
+    received_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_key TEXT PRIMARY KEY,
@@ -114,6 +156,8 @@ class TransactionState:
     CHARGE_PENDING = "charge_pending"
     CHARGED = "charged"
     CHARGE_FAILED = "charge_failed"
+    PARTIAL = "partially_charged"  # a partial capture used the hold; the rest is re-held
+    LAPSED = "lapsed"  # the rest of the authorization expired or could not be kept
     CANCELED = "canceled"
     FAILED = "failed"
 
@@ -130,9 +174,12 @@ class TransactionRecord:
     state: str
     created_at: datetime
     updated_at: datetime
-    reservation_id: str | None = None
-    capture_operation_id: str | None = None
+    reservation_id: str | None = None  # the hold on what is still authorized
+    capture_operation_id: str | None = None  # the capture of a CHARGE session
     response: dict[str, Any] | None = None
+    psp_reference: str | None = None  # what Saleor knows the session by
+    channel: str | None = None
+    authorized: Decimal | None = None  # what Saleor was told is authorized
 
 
 @dataclass(frozen=True)
@@ -145,6 +192,38 @@ class OperationLink:
     kind: str
     amount: Decimal
     currency: str
+    psp_reference: str | None = None
+
+    @property
+    def psp(self) -> str:
+        """The reference the outcome is reported under (the request Saleor holds)."""
+        return self.psp_reference or self.operation_id
+
+
+class ActionState:
+    QUEUED = "queued"  # answered pending; the App still has to act
+    POSTING = "posting"  # a refund POST may have begun: look for it before posting again
+    WAITING = "waiting"  # acted; the outcome is reported when the operation settles
+    DONE = "done"  # the outcome is answered or queued as a report
+
+
+@dataclass
+class ActionRecord:
+    """A charge/refund/cancel request, under the ``pspReference`` Saleor was given."""
+
+    psp_reference: str
+    api_url: str
+    transaction_id: str
+    event: str
+    amount: Decimal
+    currency: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    operation_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    last_error: str | None = None
+    granted_refund_id: str | None = None
 
 
 @dataclass
@@ -173,6 +252,7 @@ class Installation:
     token: str = field(repr=False)
     app_id: str | None
     installed_at: datetime
+    active: bool = True
 
 
 class AppStore:
@@ -194,6 +274,24 @@ class AppStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a store written by an older App lacks."""
+        wanted = {
+            "installations": [("active", "INTEGER NOT NULL DEFAULT 1")],
+            "transactions": [
+                ("psp_reference", "TEXT"),
+                ("channel", "TEXT"),
+                ("authorized", "TEXT"),
+            ],
+            "operations": [("psp_reference", "TEXT")],
+        }
+        for table, columns in wanted.items():
+            have = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def __repr__(self) -> str:
         return f"AppStore({self.path!r})"
@@ -229,7 +327,7 @@ class AppStore:
                 "INSERT INTO installations (api_url, domain, token, app_id, installed_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(api_url) DO UPDATE SET"
                 " domain=excluded.domain, token=excluded.token, app_id=excluded.app_id,"
-                " installed_at=excluded.installed_at",
+                " installed_at=excluded.installed_at, active=1",
                 (api_url, domain, token, app_id, at.isoformat()),
             )
 
@@ -243,7 +341,14 @@ class AppStore:
             token=row["token"],
             app_id=row["app_id"],
             installed_at=datetime.fromisoformat(row["installed_at"]),
+            active=bool(row["active"]),
         )
+
+    def set_installation_active(self, api_url: str, active: bool) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE installations SET active = ? WHERE api_url = ?", (int(active), api_url)
+            )
 
     def delete_installation(self, api_url: str) -> None:
         with self._tx() as conn:
@@ -286,7 +391,17 @@ class AppStore:
         return _transaction(row) if row is not None else None
 
     def find_by_reservation(self, reservation_id: str) -> TransactionRecord | None:
-        row = self._one("SELECT * FROM transactions WHERE reservation_id = ?", (reservation_id,))
+        """The transaction a hold was made for (any hold, not only the current one)."""
+        row = self._one(
+            "SELECT t.* FROM holds h JOIN transactions t"
+            " ON t.api_url = h.api_url AND t.transaction_id = h.transaction_id"
+            " WHERE h.reservation_id = ?",
+            (reservation_id,),
+        )
+        if row is None:  # written by an App before the holds table existed
+            row = self._one(
+                "SELECT * FROM transactions WHERE reservation_id = ?", (reservation_id,)
+            )
         return _transaction(row) if row is not None else None
 
     def save_transaction(self, record: TransactionRecord) -> None:
@@ -295,12 +410,15 @@ class AppStore:
             conn.execute(
                 "INSERT INTO transactions (api_url, transaction_id, action_type, amount,"
                 " currency, reservation_id, capture_operation_id, state, response, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " updated_at, psp_reference, channel, authorized)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(api_url, transaction_id) DO UPDATE SET"
                 " action_type=excluded.action_type, amount=excluded.amount,"
                 " currency=excluded.currency, reservation_id=excluded.reservation_id,"
                 " capture_operation_id=excluded.capture_operation_id, state=excluded.state,"
-                " response=excluded.response, updated_at=excluded.updated_at",
+                " response=excluded.response, updated_at=excluded.updated_at,"
+                " psp_reference=excluded.psp_reference, channel=excluded.channel,"
+                " authorized=excluded.authorized",
                 (
                     record.api_url,
                     record.transaction_id,
@@ -313,15 +431,40 @@ class AppStore:
                     dumps(record.response) if record.response is not None else None,
                     record.created_at.isoformat(),
                     record.updated_at.isoformat(),
+                    record.psp_reference,
+                    record.channel,
+                    str(record.authorized) if record.authorized is not None else None,
                 ),
             )
+            if record.reservation_id is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO holds VALUES (?, ?, ?)",
+                    (record.reservation_id, record.api_url, record.transaction_id),
+                )
+
+    def holds_of(self, api_url: str, transaction_id: str) -> list[str]:
+        """Every reservation made for a transaction, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT reservation_id FROM holds WHERE api_url = ? AND transaction_id = ?"
+                " ORDER BY rowid",
+                (api_url, transaction_id),
+            ).fetchall()
+        return [row["reservation_id"] for row in rows]
+
+    def transactions_in_state(self, state: str) -> list[TransactionRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM transactions WHERE state = ? ORDER BY updated_at", (state,)
+            ).fetchall()
+        return [_transaction(row) for row in rows]
 
     # -- operations ----------------------------------------------------------------------
 
     def link_operation(self, link: OperationLink) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO operations VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO operations VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     link.operation_id,
                     link.api_url,
@@ -329,6 +472,7 @@ class AppStore:
                     link.kind,
                     str(link.amount),
                     link.currency,
+                    link.psp_reference,
                 ),
             )
 
@@ -343,7 +487,21 @@ class AppStore:
             kind=row["kind"],
             amount=Decimal(row["amount"]),
             currency=row["currency"],
+            psp_reference=row["psp_reference"],
         )
+
+    def operations_for_psp(self, psp_reference: str) -> list[str]:
+        """The operations made for a request Saleor knows as ``psp_reference``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT operation_id FROM operations WHERE psp_reference = ? ORDER BY rowid",
+                (psp_reference,),
+            ).fetchall()
+        return [row["operation_id"] for row in rows]
+
+    def transaction_for_psp(self, psp_reference: str) -> TransactionRecord | None:
+        row = self._one("SELECT * FROM transactions WHERE psp_reference = ?", (psp_reference,))
+        return _transaction(row) if row is not None else None
 
     def operation_links(self, api_url: str, transaction_id: str) -> list[OperationLink]:
         with self._lock:
@@ -359,6 +517,7 @@ class AppStore:
                 kind=row["kind"],
                 amount=Decimal(row["amount"]),
                 currency=row["currency"],
+                psp_reference=row["psp_reference"],
             )
             for row in rows
         ]
@@ -450,6 +609,153 @@ class AppStore:
                 (state, attempts, last_error, at.isoformat(), report_id),
             )
 
+    def prune(self, before: datetime) -> int:
+        """Forget rows that no longer protect anything, older than ``before``.
+
+        Gone: reports Saleor acknowledged (or got in an answer), deliveries, finished
+        actions. A pruned report that fires again is harmless (Saleor answers a repeated
+        pspReference/type/amount with ``alreadyProcessed``); keep ``before`` well past
+        Saleor's retry window. Returns how many rows went.
+        """
+        stamp = before.isoformat()
+        with self._tx() as conn:
+            count = conn.execute(
+                "DELETE FROM reports WHERE state IN ('sent', 'answered') AND updated_at < ?",
+                (stamp,),
+            ).rowcount
+            count += conn.execute("DELETE FROM deliveries WHERE created_at < ?", (stamp,)).rowcount
+            count += conn.execute(
+                "DELETE FROM actions WHERE state = 'done' AND updated_at < ?", (stamp,)
+            ).rowcount
+        return int(count)
+
+    def requeue_answered(self, api_url: str, psp_reference: str, type_: str, at: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE reports SET state = 'pending', updated_at = ? WHERE api_url = ?"
+                " AND psp_reference = ? AND type = ? AND state = 'answered'",
+                (at.isoformat(), api_url, psp_reference, type_),
+            )
+
+    def has_report(self, api_url: str, psp_reference: str, type_: str) -> bool:
+        """Whether Saleor was told (or will be told) this outcome already."""
+        row = self._one(
+            "SELECT 1 FROM reports WHERE api_url = ? AND psp_reference = ? AND type = ?",
+            (api_url, psp_reference, type_),
+        )
+        return row is not None
+
+    def finish_action(self, psp_reference: str, at: datetime) -> None:
+        """An action's operation reached its outcome (queued as a report)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE actions SET state = 'done', updated_at = ? WHERE psp_reference = ?"
+                " AND state = 'waiting'",
+                (at.isoformat(), psp_reference),
+            )
+
+    def rearm_answered(self, api_url: str, event: str, since: datetime, at: datetime) -> int:
+        """Queue again the reports of outcomes answered to ``event`` deliveries since ``since``.
+
+        Called when Saleor signals (an empty retry) that it lost an answer: re-sending an
+        outcome it did get is harmless, since Saleor answers ``alreadyProcessed``.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT response FROM deliveries WHERE api_url = ? AND event = ?"
+                " AND created_at >= ?",
+                (api_url, event, since.isoformat()),
+            ).fetchall()
+        psps = {str(loads(row["response"]).get("pspReference") or "") for row in rows} - {""}
+        count = 0
+        with self._tx() as conn:
+            for psp in psps:
+                count += conn.execute(
+                    "UPDATE reports SET state = 'pending', updated_at = ?"
+                    " WHERE api_url = ? AND psp_reference = ? AND state = 'answered'",
+                    (at.isoformat(), api_url, psp),
+                ).rowcount
+        return int(count)
+
+    # -- requests whose signature could not be checked yet -----------------------------
+
+    def hold_unverified(
+        self,
+        key: str,
+        api_url: str,
+        event: str,
+        body: bytes,
+        signature: str,
+        at: datetime,
+        limit: int,
+    ) -> bool:
+        """Keep a request until Saleor's keys can be fetched; False when ``limit`` is full."""
+        with self._tx() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM unverified").fetchone()[0]
+            if count >= limit:
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO unverified VALUES (?, ?, ?, ?, ?, ?)",
+                (key, api_url, event, body, signature, at.isoformat()),
+            )
+            return True
+
+    def unverified(self) -> list[tuple[str, str, str, bytes, str]]:
+        """(key, api_url, event, body, signature), oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM unverified ORDER BY received_at").fetchall()
+        return [
+            (r["delivery_key"], r["api_url"], r["event"], bytes(r["body"]), r["signature"])
+            for r in rows
+        ]
+
+    def drop_unverified(self, key: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM unverified WHERE delivery_key = ?", (key,))
+
+    # -- actions -------------------------------------------------------------------------
+
+    def save_action(self, action: ActionRecord) -> None:
+        """Insert or update an action (its request part never changes)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO actions (psp_reference, api_url, transaction_id, event, amount,"
+                " currency, state, operation_ids, attempts, last_error, created_at, updated_at,"
+                " granted_refund_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(psp_reference) DO UPDATE SET state=excluded.state,"
+                " operation_ids=excluded.operation_ids, attempts=excluded.attempts,"
+                " last_error=excluded.last_error, updated_at=excluded.updated_at",
+                (
+                    action.psp_reference,
+                    action.api_url,
+                    action.transaction_id,
+                    action.event,
+                    str(action.amount),
+                    action.currency,
+                    action.state,
+                    dumps(action.operation_ids),
+                    action.attempts,
+                    action.last_error,
+                    action.created_at.isoformat(),
+                    action.updated_at.isoformat(),
+                    action.granted_refund_id,
+                ),
+            )
+
+    def get_action(self, psp_reference: str) -> ActionRecord | None:
+        row = self._one("SELECT * FROM actions WHERE psp_reference = ?", (psp_reference,))
+        return _action(row) if row is not None else None
+
+    def actions(self, *states: str) -> list[ActionRecord]:
+        """Actions in any of ``states``, oldest first."""
+        rows: list[sqlite3.Row] = []
+        with self._lock:
+            for state in states:
+                rows += self._conn.execute(
+                    "SELECT * FROM actions WHERE state = ?", (state,)
+                ).fetchall()
+        return sorted((_action(row) for row in rows), key=lambda a: a.created_at)
+
     # -- leases --------------------------------------------------------------------------
 
     def try_lease(self, key: str, owner: str, now: float, ttl: float) -> bool:
@@ -485,4 +791,25 @@ def _transaction(row: sqlite3.Row) -> TransactionRecord:
         response=loads(row["response"]) if row["response"] else None,
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
+        psp_reference=row["psp_reference"],
+        channel=row["channel"],
+        authorized=Decimal(row["authorized"]) if row["authorized"] is not None else None,
+    )
+
+
+def _action(row: sqlite3.Row) -> ActionRecord:
+    return ActionRecord(
+        psp_reference=row["psp_reference"],
+        api_url=row["api_url"],
+        transaction_id=row["transaction_id"],
+        event=row["event"],
+        amount=Decimal(row["amount"]),
+        currency=row["currency"],
+        state=row["state"],
+        operation_ids=list(loads(row["operation_ids"])),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        granted_refund_id=row["granted_refund_id"],
     )

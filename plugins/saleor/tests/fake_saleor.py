@@ -1,8 +1,33 @@
-"""An in-process stand-in for Saleor: signs webhooks, serves a JWKS, records GraphQL calls.
+"""An in-process stand-in for Saleor: signs webhooks, serves a JWKS, records GraphQL calls,
+and keeps each transaction's events and amounts the way Saleor 3.24 does.
 
 Signing follows Saleor's ``JWTManager.jws_encode`` (PyJWT, RS256, detached payload,
 ``{"kid": ..., "b64": false, "crit": ["b64"]}`` headers): the App's verifier is our own
 code, the signer here is PyJWT, so a mismatch between the two fails the tests.
+
+What else follows real Saleor, file by file (saleor/saleor, 3.24):
+
+- ``SaleorTransaction.amounts`` -- ``saleor/payment/transaction_item_calculations.py``:
+  events grouped by ``pspReference``; a ``*_REQUEST`` counts as pending only until a
+  success/failure with the same reference exists; ``CHARGE_SUCCESS`` moves its amount out of
+  ``authorized_value``, ``REFUND_SUCCESS`` out of ``charged_value``, ``CANCEL_SUCCESS`` out
+  of ``authorized_value``; ``AUTHORIZATION_ADJUSTMENT`` overwrites the authorized total and
+  hides older authorization events; ``CHARGE_BACK`` / ``REFUND_REVERSE`` turn amounts back.
+- ``FakeSaleor.request_action`` -- ``handle_transaction_request_task`` in
+  ``saleor/webhook/transport/synchronous/transport.py``: an answer >= 500 is retried (Celery
+  ``retry_backoff=10``, 5 retries), and -- the bug the App must survive -- the retry goes out
+  with an empty body, signed over that empty body. The last answer is then parsed by
+  ``create_transaction_event_from_request_and_webhook_response``
+  (``saleor/payment/utils.py``): no ``pspReference`` means a ``*_FAILURE`` event that is not
+  counted; a bare ``pspReference`` makes the request pending under it; a ``result`` adds
+  that event.
+- ``FakeSaleor.initialize`` -- ``create_transaction_event_for_transaction_session``
+  (same file): ``*_REQUEST`` answers turn the request event into a pending one.
+- ``transactionEventReport`` -- ``deduplicate_event`` (same file): the same reference and
+  type again is ``alreadyProcessed`` when the amount matches and an error when it does not;
+  a second ``AUTHORIZATION_SUCCESS`` is refused.
+- tokens of an App installed with ``activateAfterInstallation: false`` are refused with
+  HTTP 401 until the App is activated.
 """
 
 from __future__ import annotations
@@ -25,6 +50,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 API_URL = "http://saleor.test/graphql/"
+# What ``saleor.__version__`` says in the release the App was tried against; subscription
+# events carry it in their ``version`` field.
+SALEOR_VERSION = "3.24.0-a.0"
 DOMAIN = "saleor.test"
 APP_TOKEN = "app-token-0123456789abcdef"
 APP_ID = "QXBwOjQy"
@@ -47,6 +75,160 @@ class Report:
 
 
 @dataclass
+class Event:
+    type: str
+    psp: str
+    amount: Decimal
+    include: bool = True
+    message: str = ""
+
+
+REQUEST_FAILURE = {
+    "AUTHORIZATION_REQUEST": "AUTHORIZATION_FAILURE",
+    "CHARGE_REQUEST": "CHARGE_FAILURE",
+    "REFUND_REQUEST": "REFUND_FAILURE",
+    "CANCEL_REQUEST": "CANCEL_FAILURE",
+}
+ACTION_REQUEST = {
+    WebhookEvent.TRANSACTION_CHARGE_REQUESTED: "CHARGE_REQUEST",
+    WebhookEvent.TRANSACTION_REFUND_REQUESTED: "REFUND_REQUEST",
+    WebhookEvent.TRANSACTION_CANCELATION_REQUESTED: "CANCEL_REQUEST",
+}
+
+
+@dataclass
+class SaleorTransaction:
+    """One ``TransactionItem``: its events, and the amounts Saleor derives from them."""
+
+    id: str
+    events: list[Event] = field(default_factory=list)
+
+    def amounts(self) -> dict[str, Decimal]:
+        zero = Decimal(0)
+        out = dict.fromkeys(
+            (
+                "authorized",
+                "charged",
+                "refunded",
+                "canceled",
+                "authorize_pending",
+                "charge_pending",
+                "refund_pending",
+                "cancel_pending",
+            ),
+            zero,
+        )
+        counted = [e for e in self.events if e.include]
+        auth = [e for e in counted if e.type.startswith("AUTHORIZATION_")]
+        adjustments = [i for i, e in enumerate(auth) if e.type == "AUTHORIZATION_ADJUSTMENT"]
+        if adjustments:
+            auth = auth[adjustments[-1] :]
+        groups: dict[tuple[str, str], dict[str, Event]] = {}
+        order: list[tuple[str, str]] = []
+        for event in auth + [e for e in counted if not e.type.startswith("AUTHORIZATION_")]:
+            kind, _, what = event.type.partition("_")
+            if kind == "AUTHORIZATION" and what == "ADJUSTMENT":
+                what = "ADJUSTMENT"
+            key = (kind, event.psp)
+            if key not in groups:
+                groups[key] = {}
+                order.append(key)
+            groups[key][what] = event  # the latest of a kind wins, as in Saleor
+        for kind in ("AUTHORIZATION", "CHARGE", "REFUND", "CANCEL"):
+            for key in order:
+                if key[0] != kind:
+                    continue
+                group = groups[key]
+                if "ADJUSTMENT" in group:
+                    out["authorized"] = group["ADJUSTMENT"].amount
+                if kind == "CHARGE" and "BACK" in group:
+                    out["charged"] -= group["BACK"].amount
+                if kind == "REFUND" and "REVERSE" in group:
+                    out["charged"] += group["REVERSE"].amount
+                    out["refunded"] -= group["REVERSE"].amount
+                field_name = {
+                    "AUTHORIZATION": "authorized",
+                    "CHARGE": "charged",
+                    "REFUND": "refunded",
+                    "CANCEL": "canceled",
+                }[kind]
+                previous = {
+                    "AUTHORIZATION": None,
+                    "CHARGE": "authorized",
+                    "REFUND": "charged",
+                    "CANCEL": "authorized",
+                }[kind]
+                pending = {
+                    "AUTHORIZATION": "authorize_pending",
+                    "CHARGE": "charge_pending",
+                    "REFUND": "refund_pending",
+                    "CANCEL": "cancel_pending",
+                }[kind]
+                request, success = group.get("REQUEST"), group.get("SUCCESS")
+                failure = group.get("FAILURE")
+                if request is not None and success is None and failure is None:
+                    out[pending] += request.amount
+                    if previous:
+                        out[previous] -= request.amount
+                if success is not None and (
+                    failure is None or self.events.index(success) > self.events.index(failure)
+                ):
+                    out[field_name] += success.amount
+                    if previous:
+                        out[previous] -= success.amount
+        return out
+
+    def add_response(self, request: Event, response: Any, *, session: bool) -> None:
+        """Saleor's handling of a sync answer to the request event ``request``."""
+        self.events.append(request)
+        request.include = False
+        psp = response.get("pspReference") if isinstance(response, dict) else None
+        result = response.get("result") if isinstance(response, dict) else None
+        if session and result and not psp and not str(result).endswith("_ACTION_REQUIRED"):
+            self.events.append(
+                Event(
+                    REQUEST_FAILURE[request.type],
+                    "",
+                    request.amount,
+                    include=False,
+                    message=f"Providing `pspReference` is required for {result}",
+                )
+            )
+            return
+        if not psp and not (session and result):
+            self.events.append(
+                Event(
+                    REQUEST_FAILURE[request.type],
+                    "",
+                    request.amount,
+                    include=False,
+                    message="Missing `pspReference` field in the response.",
+                )
+            )
+            return
+        if psp:
+            request.psp = str(psp)
+        if result is None:
+            request.include = True  # pending under the App's reference
+            return
+        amount = Decimal(str(response.get("amount", request.amount)))
+        if result.endswith("_REQUEST"):
+            request.type = result
+            request.amount = amount
+            request.include = True
+            return
+        self.events.append(
+            Event(
+                result,
+                str(psp or ""),
+                amount,
+                include=not result.endswith("_FAILURE") or bool(psp),
+                message=str(response.get("message", "")),
+            )
+        )
+
+
+@dataclass
 class FakeSaleor:
     """Holds Saleor's signing key(s) and what the App told it."""
 
@@ -60,6 +242,12 @@ class FakeSaleor:
     jwks_down: bool = False
     graphql_failures: list[int] = field(default_factory=list)  # statuses to answer next
     report_errors: list[dict[str, Any]] = field(default_factory=list)
+    inactive_tokens: set[str] = field(default_factory=set)
+    transactions: dict[str, SaleorTransaction] = field(default_factory=dict)
+    deliveries: list[tuple[WebhookEvent, bytes, int]] = field(default_factory=list)
+
+    def transaction(self, transaction_id: str) -> SaleorTransaction:
+        return self.transactions.setdefault(transaction_id, SaleorTransaction(transaction_id))
 
     # -- signing -------------------------------------------------------------------------
 
@@ -102,7 +290,7 @@ class FakeSaleor:
         token = auth.removeprefix("Bearer ")
         document = loads(await request.body())
         query = document.get("query", "")
-        if token not in self.valid_tokens:
+        if token not in self.valid_tokens or token in self.inactive_tokens:
             return JSONResponse(
                 {"data": None, "errors": [{"message": "Invalid token"}]}, status_code=401
             )
@@ -116,6 +304,10 @@ class FakeSaleor:
                 body = {"data": {"transactionEventReport": {"errors": [error]}}}
                 return Response(dumps(body), media_type="application/json")
             key = (variables["pspReference"], variables["type"], str(variables.get("amount")))
+            refused = self._book_report(variables)
+            if refused:
+                body = {"data": {"transactionEventReport": {"errors": [refused]}}}
+                return Response(dumps(body), media_type="application/json")
             already = key in self.events
             self.events.setdefault(key, variables)
             body = {
@@ -129,6 +321,30 @@ class FakeSaleor:
             }
             return Response(dumps(body), media_type="application/json")
         return JSONResponse({"errors": [{"message": "unknown query"}]}, status_code=400)
+
+    def _book_report(self, variables: dict[str, Any]) -> dict[str, Any] | None:
+        """``deduplicate_event``: same reference+type is a duplicate or, with another amount,
+        an error; a second AUTHORIZATION_SUCCESS is refused."""
+        tx = self.transaction(variables["id"])
+        amount = Decimal(str(variables.get("amount", "0")))
+        for event in tx.events:
+            if event.psp == variables["pspReference"] and event.type == variables["type"]:
+                if event.amount != amount:
+                    return {"code": "INCORRECT_DETAILS", "message": "different amount"}
+                return None
+        if variables["type"] == "AUTHORIZATION_SUCCESS" and any(
+            e.type == "AUTHORIZATION_SUCCESS" for e in tx.events
+        ):
+            return {"code": "ALREADY_EXISTS", "message": "use AUTHORIZATION_ADJUSTMENT"}
+        tx.events.append(
+            Event(
+                variables["type"],
+                variables["pspReference"],
+                amount,
+                message=variables.get("message", ""),
+            )
+        )
+        return None
 
     def asgi(self) -> Starlette:
         return Starlette(
@@ -178,6 +394,76 @@ class FakeSaleor:
         all_headers = {k: v for k, v in all_headers.items() if v != ""}
         return await app.post(WEBHOOK_PATHS[event], content=raw, headers=all_headers)
 
+    async def initialize(
+        self,
+        app: httpx.AsyncClient,
+        payload: dict[str, Any],
+        event: WebhookEvent = WebhookEvent.TRANSACTION_INITIALIZE_SESSION,
+    ) -> httpx.Response:
+        """transactionInitialize/Process: one try (no retry), the answer booked as Saleor does."""
+        response = await self.send(app, event, payload)
+        kind = "AUTHORIZATION" if payload["action"]["actionType"] == "AUTHORIZATION" else "CHARGE"
+        request = Event(f"{kind}_REQUEST", "", Decimal(str(payload["action"]["amount"])))
+        body = _json_or_none(response)
+        self.transaction(payload["transaction"]["id"]).add_response(
+            request, body if response.status_code < 500 else None, session=True
+        )
+        return response
+
+    async def request_action(
+        self,
+        app: httpx.AsyncClient,
+        event: WebhookEvent,
+        payload: dict[str, Any],
+        *,
+        lose_answers: int = 0,
+        max_retries: int = 5,
+    ) -> list[httpx.Response]:
+        """A ``*_REQUESTED`` webhook as Saleor's Celery task sends it, retries included.
+
+        ``lose_answers`` answers are replaced by a 502 on the way back (a proxy timing out
+        after the App did its work). Retries carry an empty body, as Saleor's do.
+        """
+        request = Event(ACTION_REQUEST[event], "", Decimal(str(payload["action"]["amount"])))
+        responses: list[httpx.Response] = []
+        body: bytes | None = None
+        for _attempt in range(max_retries + 1):
+            response = await self.send(app, event, payload, body=body)
+            if lose_answers > 0:
+                lose_answers -= 1
+                response = httpx.Response(502, request=response.request)
+            responses.append(response)
+            self.deliveries.append(
+                (event, body if body is not None else b"<payload>", response.status_code)
+            )
+            if response.status_code < 500:
+                break
+            body = b""  # the bug: Saleor re-sends the delivery without its payload
+        last = responses[-1]
+        answer = _json_or_none(last) if last.status_code < 500 else None
+        self.transaction(payload["transaction"]["id"]).add_response(request, answer, session=False)
+        return responses
+
+    async def app_event(
+        self, app: httpx.AsyncClient, event: str, is_active: bool | None = None
+    ) -> httpx.Response:
+        """APP_DELETED / APP_STATUS_CHANGED, async webhooks signed like the sync ones."""
+        body: dict[str, Any] = {"version": SALEOR_VERSION, "app": {"id": APP_ID}}
+        if is_active is not None:
+            body["app"]["isActive"] = is_active
+        raw = dumps(body).encode()
+        return await app.post(
+            "/api/webhooks/app-events",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "Saleor-Event": event.lower(),
+                "Saleor-Domain": DOMAIN,
+                "Saleor-Api-Url": API_URL,
+                "Saleor-Signature": self.sign(raw),
+            },
+        )
+
     def reports_of(self, transaction_id: str) -> list[dict[str, Any]]:
         return [r.variables for r in self.reports if r.variables["id"] == transaction_id]
 
@@ -205,6 +491,7 @@ def session_payload(
     issued_at: str = "2026-01-01T12:00:00+00:00",
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
+        "version": SALEOR_VERSION,
         "issuedAt": issued_at,
         "data": {"code": code} if code is not None else None,
         "merchantReference": transaction_id,
@@ -228,6 +515,7 @@ def action_payload(
     issued_at: str = "2026-01-01T12:05:00+00:00",
 ) -> dict[str, Any]:
     return {
+        "version": SALEOR_VERSION,
         "issuedAt": issued_at,
         "transaction": {"id": transaction_id, "pspReference": psp_reference},
         "action": {"amount": amount, "currency": currency, "actionType": action_type},
@@ -236,8 +524,16 @@ def action_payload(
 
 def gateway_payload(amount: Decimal, code: str | None, currency: str = "EUR") -> dict[str, Any]:
     return {
+        "version": SALEOR_VERSION,
         "issuedAt": "2026-01-01T11:59:00+00:00",
         "amount": amount,
         "data": {"code": code} if code is not None else None,
         "sourceObject": checkout(amount, currency),
     }
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return loads(response.content)
+    except ValueError:
+        return None

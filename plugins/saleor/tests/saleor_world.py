@@ -14,6 +14,7 @@ from fourws_pay_saleor.app import SaleorApp
 
 from fourws_pay.clock import ManualClock
 from fourws_pay.payments import AsyncGiftCardPayments
+from fourws_pay.payments.models import Operation, Reservation
 from fourws_pay.sandbox import Sandbox
 
 APP_URL = "http://app.test"
@@ -31,6 +32,8 @@ class World:
     client: httpx.AsyncClient
     store: AppStore
 
+    saleor_api_url: str = "http://saleor.test/graphql/"
+
     @property
     def state(self) -> SaleorApp:
         state: SaleorApp = self.app.state.saleor
@@ -42,6 +45,23 @@ class World:
 
     async def flush(self) -> None:
         await self.state.flush_reports()
+
+    def operation_for(self, psp: str) -> Operation:
+        """The (latest) 4WS operation made for the request Saleor knows as ``psp``."""
+        ids = self.store.operations_for_psp(psp)
+        assert ids, f"no operation for {psp}"
+        operation = self.payments.store.get_operation(ids[-1])
+        assert operation is not None
+        return operation
+
+    def reservation_for(self, psp: str) -> Reservation:
+        """The current hold of the session Saleor knows as ``psp``."""
+        record = self.store.transaction_for_psp(psp)
+        assert record is not None, psp
+        assert record.reservation_id is not None, psp
+        reservation = self.payments.store.get_reservation(record.reservation_id)
+        assert reservation is not None
+        return reservation
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:

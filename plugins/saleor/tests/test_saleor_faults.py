@@ -42,7 +42,7 @@ async def test_ambiguous_capture_is_pending_and_reported_once_settled(world: Wor
     world.sandbox.faults.add("update_giftcard", Fault.reset_after_enqueue())
     body = await init(world, session_payload("tx-f2", Decimal("25.00"), "CHARGE", CARD))
     assert body["result"] == "CHARGE_REQUEST"
-    operation = world.payments.store.get_operation(body["pspReference"])
+    operation = world.operation_for(body["pspReference"])
     assert operation.state is OperationState.UNKNOWN
     await world.settle()  # 4WS did apply it and calls back
     assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("25.00")
@@ -92,27 +92,37 @@ async def test_4ws_refusing_the_capture_post_is_a_charge_failure(world: World) -
     assert world.sandbox.balance(CARD) == CARD_BALANCE
 
 
-async def test_requested_actions_answer_503_while_4ws_is_down_and_work_on_retry(
+async def test_requested_actions_are_pending_while_4ws_is_down_and_finished_later(
     world: World,
 ) -> None:
+    """Never a 5xx (Saleor's retry would come without a body): pending, then the runner."""
     auth = await init(world, session_payload("tx-f7", Decimal("30.00"), "AUTHORIZATION", CARD))
     charge = action_payload("tx-f7", Decimal("30.00"), "CHARGE", psp_reference=auth["pspReference"])
     world.sandbox.faults.add("get_giftcard", Fault.server_error(503), times=None)
     down = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_CHARGE_REQUESTED, charge)
-    assert down.status_code == 503
+    assert down.status_code == 200
+    assert set(down.json()) == {"pspReference"}
+    await world.state.maintain()  # still down: stays queued, nothing reported
+    assert world.saleor.reports_of("tx-f7") == []
     world.sandbox.faults.clear()
-    up = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_CHARGE_REQUESTED, charge)
-    assert up.status_code == 200
+    await world.state.maintain()
     await world.settle()
+    await world.flush()
 
     refund = action_payload("tx-f7", Decimal("30.00"), "REFUND")
     world.sandbox.faults.add("get_giftcard", Fault.server_error(503), times=None)
-    down = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_REFUND_REQUESTED, refund)
-    assert down.status_code == 503
+    pending = await world.saleor.send(
+        world.client, WebhookEvent.TRANSACTION_REFUND_REQUESTED, refund
+    )
+    assert pending.status_code == 200
+    assert set(pending.json()) == {"pspReference"}
     world.sandbox.faults.clear()
-    up = await world.saleor.send(world.client, WebhookEvent.TRANSACTION_REFUND_REQUESTED, refund)
-    assert set(up.json()) == {"pspReference"}
+    await world.state.maintain()
     await world.settle()
+    await world.flush()
     assert world.sandbox.balance(CARD) == CARD_BALANCE
-    types = [r["type"] for r in world.saleor.reports_of("tx-f7")]
-    assert types == ["CHARGE_SUCCESS", "REFUND_SUCCESS"]
+    reports = [(r["type"], r["pspReference"]) for r in world.saleor.reports_of("tx-f7")]
+    assert reports == [
+        ("CHARGE_SUCCESS", down.json()["pspReference"]),
+        ("REFUND_SUCCESS", pending.json()["pspReference"]),
+    ]

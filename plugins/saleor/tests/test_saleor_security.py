@@ -36,12 +36,16 @@ async def test_manifest_describes_a_payment_app(world: World) -> None:
     assert manifest["tokenTargetUrl"] == f"{APP_URL}/api/register"
     assert manifest["appUrl"].startswith(APP_URL)
     assert {"id", "name", "version", "webhooks"} <= set(manifest)
+    assert manifest["requiredSaleorVersion"] == ">=3.20"
     events = {e for hook in manifest["webhooks"] for e in hook["syncEvents"]}
     assert events == {e.name for e in WebhookEvent}
+    lifecycle = {e for hook in manifest["webhooks"] for e in hook["asyncEvents"]}
+    assert lifecycle == {"APP_DELETED", "APP_STATUS_CHANGED"}
     for hook in manifest["webhooks"]:
-        [event] = hook["syncEvents"]
-        typename = "".join(part.title() for part in event.split("_"))
-        assert f"... on {typename} " in hook["query"]
+        for event in hook["syncEvents"] + hook["asyncEvents"]:
+            typename = "".join(part.title() for part in event.split("_"))
+            assert f"... on {typename} " in hook["query"]
+        event = (hook["syncEvents"] + hook["asyncEvents"])[0]
         assert hook["query"].startswith("subscription")
         assert hook["query"].count("{") == hook["query"].count("}")
         path = hook["targetUrl"].removeprefix(APP_URL)
@@ -125,7 +129,7 @@ async def test_upper_case_event_header_is_tolerated(world: World) -> None:
 async def test_malformed_payload_is_400(world: World) -> None:
     response = await world.saleor.send(world.client, INIT, {"transaction": {"id": "x"}})
     assert response.status_code == 400
-    assert "action" in response.json()["error"]
+    assert "action" in response.json()["error"]["message"]
     response = await world.saleor.send(world.client, INIT, {}, body=b"[not json")
     assert response.status_code == 400
 
@@ -207,15 +211,15 @@ async def test_register_stores_the_token_durably(
 
 
 async def test_register_refuses_bad_tokens_and_strangers(
-    bare: httpx.AsyncClient, saleor: FakeSaleor
+    tmp_path: Path, bare: httpx.AsyncClient, saleor: FakeSaleor
 ) -> None:
-    assert (await saleor.install(bare, token="stolen")).status_code == 401
     stranger = await bare.post(
         "/api/register",
         json={"auth_token": APP_TOKEN},
         headers={"Saleor-Domain": "evil.test", "Saleor-Api-Url": "http://evil.test/graphql/"},
     )
     assert stranger.status_code == 403
+    assert stranger.json() == {"error": {"message": "this Saleor instance may not install the App"}}
     missing = await bare.post("/api/register", json={"auth_token": APP_TOKEN})
     assert missing.status_code == 400
     empty = await bare.post(
@@ -226,6 +230,14 @@ async def test_register_refuses_bad_tokens_and_strangers(
     body = dumps(payload()).encode()
     response = await saleor.send(bare, INIT, {}, body=body)
     assert response.status_code == 401
+
+    assert (await saleor.install(bare)).status_code == 200
+    # A token Saleor refuses never replaces an active installation.
+    assert (await saleor.install(bare, token="stolen")).status_code == 401
+    installation = AppStore(tmp_path / "app.db").get_installation(API_URL)
+    assert installation is not None
+    assert installation.token == APP_TOKEN
+    assert installation.active
 
 
 async def test_the_auth_token_never_reaches_the_logs(

@@ -186,3 +186,53 @@ def test_any_signature_header_parses_or_raises_signature_error(text: str) -> Non
 def test_any_json_parses_or_raises_payload_error(document: object, event: WebhookEvent) -> None:
     with contextlib.suppress(PayloadError):
         parse_payload(event, document)
+
+
+def test_readme_e2e_command_names_the_real_test_and_a_registered_marker() -> None:
+    import re
+    import tomllib
+
+    here = Path(__file__).parent
+    readme = (here.parent / "README.md").read_text()
+    [command] = re.findall(r"pytest (plugins/saleor/tests/\S+) -m (\w+)", readme)
+    path, marker = command
+    assert (here.parent.parent.parent / path).is_file()
+    pyproject = tomllib.loads((here.parent.parent.parent / "pyproject.toml").read_text())
+    markers = pyproject["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith(marker + ":") for m in markers)
+    assert marker in (here / "test_saleor_e2e.py").read_text()
+
+
+def test_a_store_written_by_the_previous_app_version_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from fourws_pay_saleor import AppStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE installations (api_url TEXT PRIMARY KEY, domain TEXT NOT NULL,
+                token TEXT NOT NULL, app_id TEXT, installed_at TEXT NOT NULL);
+            CREATE TABLE transactions (api_url TEXT NOT NULL, transaction_id TEXT NOT NULL,
+                action_type TEXT NOT NULL, amount TEXT NOT NULL, currency TEXT NOT NULL,
+                reservation_id TEXT, capture_operation_id TEXT, state TEXT NOT NULL,
+                response TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                PRIMARY KEY (api_url, transaction_id));
+            CREATE TABLE operations (operation_id TEXT PRIMARY KEY, api_url TEXT NOT NULL,
+                transaction_id TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL,
+                currency TEXT NOT NULL);
+            INSERT INTO installations VALUES ('http://s/graphql/', 's', 't', NULL, '2026-01-01');
+            INSERT INTO transactions VALUES ('http://s/graphql/', 'tx', 'AUTHORIZATION', '5',
+                'EUR', 'res_1', NULL, 'authorized', NULL, '2026-01-01T00:00:00+00:00',
+                '2026-01-01T00:00:00+00:00');
+            """
+        )
+    store = AppStore(path)
+    installation = store.get_installation("http://s/graphql/")
+    assert installation is not None
+    assert installation.active
+    record = store.find_by_reservation("res_1")
+    assert record is not None
+    assert (record.transaction_id, record.psp_reference, record.authorized) == ("tx", None, None)
+    store.close()
