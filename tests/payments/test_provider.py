@@ -325,3 +325,17 @@ def test_partial_capture_can_keep_the_remainder_reserved(shop: Shop) -> None:
     assert shop.sandbox.balance(card) == Decimal("70.00")
     assert shop.held(card) == Decimal("0")
     shop.audit()
+
+
+def test_a_retried_capture_returns_the_first_even_after_settlement(shop: Shop) -> None:
+    """The claim looks for an earlier capture before judging state or amount: a host that
+    retries a capture request (even with another amount) gets the first one, one POST."""
+    card = shop.card(amount="100.00")
+    hold = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="R-1")
+    first = shop.payments.capture(hold.id)
+    shop.settle()
+    again = shop.payments.capture(hold.id, amount="999.00")
+    assert again.id == first.id
+    assert again.state is OperationState.SUCCEEDED
+    assert len(shop.sandbox.requests_to("update_giftcard")) == 1
+    shop.audit()
