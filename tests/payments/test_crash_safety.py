@@ -155,6 +155,17 @@ class RestartedShop:
             assert (r.state is ReservationState.CAPTURED) == bool(captures)
         assert self.payments.sweep() == 0  # everything that could expire already did
 
+    def operator_resolves(self) -> None:
+        """What automation could not prove goes to an operator, who asks 4WS (here: its
+        books); a hold freed by the verdict may be past its expiry, hence the sweep."""
+        for op in self.store.list_operations([OperationState.MANUAL_REVIEW]):
+            applied = any(
+                isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
+                for r in self.served.sandbox.applied_operations(self.barcode)
+            )
+            self.payments.resolve(op.id, applied=applied, note="checked with 4WS")
+        self.payments.sweep()
+
     def close(self) -> None:
         self.served.sandbox.set_callback_handler(None)
         self.payments.close()
@@ -184,14 +195,7 @@ def test_capture_survives_kill_9(restarted: RestartedShop, point: str) -> None:
     assert restarted.child("capture", point) == -9
     restarted.later()
     restarted.audit()
-    # What automation could not prove goes to an operator, who asks 4WS (here: its books).
-    for op in restarted.store.list_operations([OperationState.MANUAL_REVIEW]):
-        applied = any(
-            isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
-            for r in restarted.served.sandbox.applied_operations(restarted.barcode)
-        )
-        restarted.payments.resolve(op.id, applied=applied, note="checked with 4WS")
-    restarted.payments.sweep()  # a hold freed by the verdict may be past its expiry
+    restarted.operator_resolves()
     restarted.audit()
     open_holds = restarted.store.list_reservations([ReservationState.ACTIVE])
     for hold in open_holds:
@@ -216,13 +220,7 @@ def test_second_capture_killed_while_the_first_is_settling(
         drain.join(30)
     restarted.later()
     restarted.audit()
-    for op in restarted.store.list_operations([OperationState.MANUAL_REVIEW]):
-        applied = any(
-            isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
-            for r in restarted.served.sandbox.applied_operations(restarted.barcode)
-        )
-        restarted.payments.resolve(op.id, applied=applied, note="checked with 4WS")
-    restarted.payments.sweep()  # a hold freed by the verdict may be past its expiry
+    restarted.operator_resolves()
     restarted.audit()
     balance = restarted.served.sandbox.balance(restarted.barcode)
     assert balance in (Decimal("70.00"), Decimal("40.00"))
