@@ -11,8 +11,10 @@ The provider needs very little from a store, and says exactly what:
   change is one-way and a lost race is detected instead of overwriting (invariant 5);
 - plain reads outside any transaction for listings and callbacks.
 
-Everything is synchronous; the async provider calls stores inline (a SQLite transaction
-here takes tens of microseconds). Amounts are Decimal, times aware UTC.
+Everything is synchronous (a card transaction may wait seconds for another holder's lock), so
+the async provider calls stores from its own threads, never on the event loop. Driver errors
+leave a store only as ``LedgerError`` and its subclasses (``_errors``). Amounts are Decimal,
+times aware UTC.
 """
 
 from __future__ import annotations

@@ -3,19 +3,22 @@
 Every public action is a *flow*: a generator that yields the 4WS calls it needs
 (``ReadCard``, ``PostUpdate``) and receives their results (or has their typed errors thrown
 into it). ``GiftCardPayments`` and ``AsyncGiftCardPayments`` only execute those effects.
-Ledger work happens inline: stores are synchronous and fast, and no store transaction is
-ever open across a yield, i.e. across an HTTP call.
+Ledger work happens between yields, never across one: no store transaction is open during
+an HTTP call (the async twin runs each step between yields on its own threads).
 
 How money stays safe (docs/design.md §5):
 
-- *held* on a card = active, unexpired reservations + reservations whose capture is in
-  flight or under manual review (they never expire) + captures settled since the card was
-  read (4WS's balance may not show them yet). ``available = balance − held`` (inv. 2, 7).
-- reserve and capture read the card fresh, then decide under the per-card transaction
-  (inv. 2, 10); ``check`` may use a short cache because it promises nothing.
-- capture writes the operation (``prepared``), commits, marks it ``sending``, commits, and
-  only then posts (inv. 4); one balance-changing operation per card is in flight at a time,
-  so that ``reconcile`` can read the outcome off the balance (inv. 3, 6).
+- *held* on a card = active, unexpired reservations + reservations whose capture may still
+  be applied (they never expire); a balance read may also miss captures settled after it
+  started. ``available = balance − held`` (inv. 2, 7).
+- ``reserve`` reads the card, then decides under the card's critical section, reading the
+  card again when late settlements change its answer (inv. 2, 16); ``check`` may use a
+  short cache because it promises nothing.
+- ``capture`` and ``refund`` claim the card under its critical section (``prepared``, only
+  if no operation of the card may still be applied, else ``CardBusyError``), then read it,
+  then re-check, store the evidence and mark ``sending`` under the critical section, and
+  only then post (inv. 4, 10, 15): the balance ``reconcile`` later reads is evidence of
+  this operation alone (inv. 3, 6).
 - an ambiguous POST leaves the operation ``unknown``; nothing re-posts it (inv. 3);
   ``reconcile`` settles it as succeeded when the balance moved by exactly the amount; an
   unchanged balance proves nothing (4WS may still apply it), so after ``reconcile_window``
