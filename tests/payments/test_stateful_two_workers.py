@@ -240,6 +240,13 @@ class TwoWorkers(RuleBasedStateMachine):
         self.shop.sandbox.faults.clear()
 
     @rule(data=st.data())
+    def reconcile(self, data: st.DataObject) -> None:
+        """A reconciles step by step: the world may settle, capture or spend between its
+        card reads and its verdicts."""
+        run_stepped(self.shop.payments, self.shop.payments.core.reconcile(), self.world(data))
+        self.shop.sandbox.faults.clear()
+
+    @rule(data=st.data())
     def world_acts(self, data: st.DataObject) -> None:
         self.act(data.draw(WORLD, label="world"), data)
         self.shop.sandbox.faults.clear()
