@@ -26,6 +26,7 @@ between, the lost rest is reported as ``CANCEL_SUCCESS`` so Saleor stops offerin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -422,34 +423,38 @@ class ActionHandlers(HandlerCore):
         self.store.save_transaction(record)
         return hold
 
-    async def _split_rest(
-        self, record: TransactionRecord, captured: Reservation, rest: Decimal
+    async def _unrecorded_hold(
+        self,
+        record: TransactionRecord,
+        other_than: Reservation,
+        fits: Callable[[Reservation], bool],
     ) -> Reservation | None:
-        """The new hold a ``keep_remainder`` capture split off ``captured``, if any."""
+        """An active hold of this transaction that the App's store does not know yet."""
         for candidate in await self._gw(record.channel).find_reservations(record.transaction_id):
             if (
-                candidate.id != captured.id
+                candidate.id != other_than.id
                 and candidate.state is ReservationState.ACTIVE
-                and candidate.amount == rest
-                and candidate.expires_at == captured.expires_at
+                and fits(candidate)
                 and self.store.find_by_reservation(candidate.id) is None
             ):
                 return candidate
         return None
 
+    async def _split_rest(
+        self, record: TransactionRecord, captured: Reservation, rest: Decimal
+    ) -> Reservation | None:
+        """The new hold a ``keep_remainder`` capture split off ``captured``, if any."""
+        return await self._unrecorded_hold(
+            record,
+            captured,
+            lambda c: c.amount == rest and c.expires_at == captured.expires_at,
+        )
+
     async def _adopt_hold(
         self, record: TransactionRecord, used: Reservation, remaining: Decimal
     ) -> Reservation | None:
         """A re-hold made just before a crash (not yet in the store) is adopted, not doubled."""
-        for candidate in await self._gw(record.channel).find_reservations(record.transaction_id):
-            if (
-                candidate.id != used.id
-                and candidate.state is ReservationState.ACTIVE
-                and candidate.applied_amount == remaining
-                and self.store.find_by_reservation(candidate.id) is None
-            ):
-                return candidate
-        return None
+        return await self._unrecorded_hold(record, used, lambda c: c.applied_amount == remaining)
 
     async def _charge(self, action: ActionRecord, record: TransactionRecord | None) -> Outcome:
         if record is None or _authorized(record) is None:
