@@ -109,6 +109,12 @@ class Settings(BaseModel):
     callback_base_url: str = "http://127.0.0.1:8000/fourws/callback"
     callback_timeout: float = Field(default=600.0, gt=0)  # seconds to wait for 4WS's callback
     reconcile_window: float = Field(default=3600.0, gt=0)  # then manual review
+    # A balance that moved by exactly the amount settles an ambiguous operation as applied;
+    # False: never (only 4WS's callback or an operator's resolve), see docs/operations.md.
+    settle_by_balance: bool = True
+    # Seconds after which reconcile reads the card of an enqueued operation that others
+    # are queued behind, instead of waiting callback_timeout for its callback.
+    queue_probe_after: float = Field(default=30.0, gt=0)
     check_cache_ttl: float = Field(default=5.0, ge=0)  # 0 disables the check() cache
     forfeit_partial_remainder: bool = False  # flgPartiallyUsage=N: allow spending less
     ledger_url: str = "sqlite:///fourws-pay-ledger.db"

@@ -68,17 +68,13 @@ from fourws_pay.payments.models import (
     Reservation,
     ReservationState,
 )
+from fourws_pay.payments.states import LIVE_OPERATION_STATES, LIVE_RESERVATION_STATES
 
 _DECIMALS = ("amount", "forfeited", "balance_before")
 _TIMES = ("created_at", "expires_at", "updated_at", "deadline", "settled_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-LIVE_RESERVATION_STATES = frozenset({ReservationState.ACTIVE})
-LIVE_OPERATION_STATES = frozenset(OperationState) - {
-    OperationState.SUCCEEDED,
-    OperationState.FAILED,
-}
 
 Record = TypeVar("Record", Reservation, Operation)
 Kind = Literal["r", "o"]

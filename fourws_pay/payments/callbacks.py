@@ -28,11 +28,19 @@ log = get_logger()
 class CallbackApp:
     """ASGI app around an awaitable ``handle_callback(path, body)``.
 
-    The providers pass one that does its ledger work off the event loop.
+    The providers pass one that does its ledger work off the event loop, and an ``after``
+    that gives the card's queue its turns once 4WS has its answer (so 4WS never waits for
+    our next POST). A failing ``after`` is logged, never raised: the queue is durable and
+    ``reconcile`` resumes it.
     """
 
-    def __init__(self, handle: Callable[[str, bytes], Awaitable[CallbackResult]]) -> None:
+    def __init__(
+        self,
+        handle: Callable[[str, bytes], Awaitable[CallbackResult]],
+        after: Callable[[CallbackResult], Awaitable[None]] | None = None,
+    ) -> None:
         self._handle = handle
+        self._after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,6 +73,11 @@ class CallbackApp:
             await _respond(send, exc.status_code, {"success": False, "message": str(exc)})
             return
         await _respond(send, result.status_code, {"success": True, "message": result.message})
+        if self._after is not None and result.applied:
+            try:
+                await self._after(result)
+            except Exception as exc:
+                log.error("fourws_pay.callback.after_failed", error=type(exc).__name__)
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -8,10 +8,10 @@ state changes themselves are ``transitions``'; this module decides when they hap
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,6 +28,7 @@ from fourws_pay.errors import (
     InvalidStateError,
     PaymentRefused,
 )
+from fourws_pay.logs import get_logger, mask_barcode
 from fourws_pay.money import positive_amount, to_decimal
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.crash import crash_point
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 # How many times ``reserve`` reads a card whose captures keep settling under it.
 RESERVE_READS = 3
+log = get_logger()
 MAX_RESERVATION_TTL = 366 * 86_400.0
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
@@ -152,7 +154,7 @@ class Checkout(Transitions):
             version = self.cards.version(barcode)
             with self.store.snapshot() as tx:
                 held = self.held(tx, barcode, now) + _total(
-                    self._late_captures(tx, barcode, read.read_at)
+                    self._late_captures(tx, barcode, read.read_at, ties_reflected=True)
                 )
             self.cards.put(barcode, replace(read, held=held), if_version=version)
         decision = evaluate(
@@ -258,40 +260,47 @@ class Checkout(Transitions):
     def capture(
         self, reservation_id: str, amount: object | None, keep_remainder: bool = False
     ) -> PaymentFlow[Operation]:
-        """Post the consumption of a hold (invariants 3, 4, 10, 15, 16).
+        """Post the consumption of a hold, now or at its turn (invariants 3, 4, 10, 15-17).
 
         A partial ``amount`` normally frees the rest of the hold once the capture settles.
         With ``keep_remainder`` the hold is split in the claim's transaction: this
         reservation shrinks to ``amount`` (and is what gets captured), and the rest stays
         held as a new active reservation with the same ``order_ref`` and expiry (find it
         with ``list_reservations(order_ref=…)``), to be captured or released later. The sum
-        held never changes, so the split needs no new check of the card.
+        held never changes, so the split needs no new check of the card. A card that must
+        be spent in one go (``flgPartiallyUsage = N``) is never captured in part: that is
+        refused before anything is written (its flag is read first).
 
         ``reconcile`` may later judge an ambiguous POST by comparing the card's balance with
         ``balance_before``, so ``balance_before`` must show every balance change of ours
         made before the POST and none made after. Hence three steps:
 
-        1. *claim*, under the card lock: the hold is active and unexpired, and no operation
-           of the card may still be applied (in flight, ``unknown`` or ``manual_review``:
-           else ``CardBusyError``); the operation is written ``prepared``. From this
-           commit on the card is busy: no other capture or refund of ours moves its balance
-           until this one is resolved.
+        1. *claim*, under the card lock: the hold is active and unexpired. If no operation
+           of the card may still be applied or holds its claim, and none is queued
+           (``_blocker``), the operation is written ``prepared``: from this commit on the
+           card is busy. Otherwise it is written ``queued`` and returned at once; whoever
+           makes the card idle (a callback, ``reconcile``, ``resolve``, a failed send)
+           gives it its turn (``advance_queue``), which is this same claim made later.
         2. *read* the card. Every operation of ours settled before the claim was applied by
            4WS before we learnt it (its callback, or a balance that had already moved), so
            this read, which starts after the claim committed, shows all of them.
         3. *confirm*, under the card lock: re-check the rules on this read (invariant 10)
-           against the other active holds only. No settlement of ours can land between the
-           claim and the read, so none is counted twice and a hold granted within the
-           balance is refused only if something truly took the money (invariant 16).
+           against the other holds only. No settlement of ours can land between the claim
+           and the read, so none is counted twice and a hold granted within the balance is
+           refused only if something truly took the money (invariant 16).
            ``balance_before`` is stored from this read and the operation marked
            ``sending`` (invariant 4); then the POST.
 
-        A second worker acting between any two steps either finds the card busy (capture,
-        refund), adds a hold that was decided with ours counted (reserve), frees money
-        (release, expiry of another hold: ours is pinned by its operation and never
+        A second worker acting between any two steps either queues behind this claim
+        (capture, refund), adds a hold that was decided with ours counted (reserve), frees
+        money (release, expiry of another hold: ours is pinned by its operation and never
         expires), or settles an operation that was already terminal before step 1.
         """
         reservation = self._reservation(reservation_id)
+        if amount is not None and reservation.state is ReservationState.ACTIVE:
+            with contextlib.suppress(InvalidAmountError):  # raised under the lock below
+                if self._capture_amount(reservation, amount) < reservation.amount:
+                    yield from self._require_divisible(reservation)
         token = secrets.token_urlsafe(32)
         with self.writing(reservation.barcode) as tx:
             now = self.clock.now()
@@ -304,23 +313,55 @@ class Checkout(Transitions):
                 # concurrent capture that won): at most one POST per hold, whatever the
                 # retry's amount.
                 return same[-1]
-            if reservation.state is not ReservationState.ACTIVE:
-                raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
             to_capture = self._capture_amount(reservation, amount)
-            self._require_capturable(tx, reservation, now)
+            self._require_capturable(reservation, now)
             remainder = None
             if keep_remainder and to_capture < reservation.amount:
                 reservation, remainder = self._split(tx, reservation, to_capture, now)
-            claim = self._claim(tx, OperationKind.CAPTURE, reservation, to_capture, now, token)
+            blocker = self._blocker(tx, reservation.barcode)
+            operation = self._new_operation(
+                tx,
+                OperationKind.CAPTURE,
+                reservation,
+                to_capture,
+                now,
+                token=None if blocker is not None else token,
+            )
         if remainder is not None:
             self.emit(EventKind.RESERVED, reservation=remainder, split_from=reservation.id)
+        if blocker is not None:
+            return (yield from self._queued(operation, reservation, blocker))
         crash_point("capture.after_prepare")
+        return (yield from self._confirm_and_send(operation, reservation, token))
 
-        def recheck(tx: LedgerTransaction, card: GiftCard | None, now: datetime) -> Decision:
-            held_others = self.held(tx, reservation.barcode, now, exclude=reservation.id)
-            return self.recheck(card, reservation, held_others, now)
+    def _require_divisible(self, reservation: Reservation) -> PaymentFlow[None]:
+        """A one-go card (``flgPartiallyUsage = N``) is consumed whole: a partial capture
+        of it would leave a hold 4WS cannot honour (or a split that can never be captured,
+        invariant 16). Read before anything is written; the flag is the card's, not the
+        balance, so a short-lived cached read is good enough."""
+        read = yield from self.read(reservation.barcode, cached=True)
+        if read.card is not None and not read.card.flg_partially_usage:
+            raise InvalidAmountError(
+                "this card is spent in one go (flgPartiallyUsage=N): capture its whole "
+                "reservation or release it"
+            )
 
-        return (yield from self._confirm_and_send(claim, reservation, token, recheck))
+    def _queued(
+        self, operation: Operation, reservation: Reservation, blocker: Operation
+    ) -> PaymentFlow[Operation]:
+        """Tell hosts the operation waits; if only queued operations were ahead of it (the
+        card is idle, their turn not given yet), give the queue its turns now."""
+        self.emit(
+            EventKind.QUEUED,
+            reservation=reservation,
+            operation=operation,
+            message=f"waits for operation {blocker.id} ({blocker.state.value})",
+            blocking_operation_id=blocker.id,
+        )
+        if blocker.state is OperationState.QUEUED:
+            yield from self.advance_queue(operation.barcode)
+            return self._operation(operation.id)
+        return operation
 
     def recheck(
         self,
@@ -356,53 +397,84 @@ class Checkout(Transitions):
             raise InvalidAmountError("a one-go card is captured for its whole reservation")
         return to_capture
 
+    def _decide(
+        self, tx: LedgerTransaction, claim: Operation, card: GiftCard | None, now: datetime
+    ) -> Decision | None:
+        """Step 3's verdict under the card lock: None to send, a refusing ``Decision`` to
+        stop. A capture is re-checked against the card's other holds (invariant 10); a
+        refund only needs the card to exist."""
+        reservation = tx.get_reservation(claim.reservation_id)
+        assert reservation is not None
+        if claim.kind is OperationKind.CAPTURE:
+            held_others = self.held(tx, claim.barcode, now, exclude=reservation.id)
+            decision = self.recheck(card, reservation, held_others, now)
+            return None if decision.ok else decision
+        if card is not None:
+            return None
+        request = self._request(claim.amount, claim.currency, now, allow_partial=False)
+        return refuse(RefusalReason.NOT_FOUND, "card not found at 4WS", request, claim.barcode)
+
     def _confirm_and_send(
-        self,
-        claim: Operation,
-        reservation: Reservation,
-        token: str,
-        decide: Callable[[LedgerTransaction, GiftCard | None, datetime], Decision | None],
+        self, claim: Operation, reservation: Reservation, token: str, *, turn: bool = False
     ) -> PaymentFlow[Operation]:
-        """Steps 2 and 3 of ``capture`` (refunds take the same path): read the claimed
-        card, decide under its lock (``decide`` returns a refusing ``Decision`` to stop),
-        record the evidence, mark ``sending``, POST."""
+        """Steps 2 and 3 of ``capture`` (refunds and queued turns take the same path): read
+        the claimed card, decide under its lock, record the evidence, mark ``sending``,
+        POST.
+
+        Called for a queued operation's ``turn``, nothing is raised (nobody is waiting for
+        an answer: the outcome is in the ledger and in payment events) and a failed card
+        read gives the turn back instead of failing what was accepted. Called by a shop,
+        the outcome is returned or raised as before, and a refusal that leaves the card
+        idle gives the queue behind it its turns first.
+        """
         capture = claim.kind is OperationKind.CAPTURE
         try:
             read = yield from self._evidence_read(claim)
         except FourWSError as exc:
+            why = f"never sent: the card read failed ({type(exc).__name__})"
+            if turn:
+                return self._give_back_turn(claim, why) or self._operation(claim.id)
             abandoned = self._transition(
-                claim.id,
-                OperationState.PREPARED,
-                state=OperationState.FAILED,
-                message=f"never sent: the card read failed ({type(exc).__name__})",
+                claim, OperationState.PREPARED, state=OperationState.FAILED, message=why
             )
             if abandoned is not None:
                 self._emit_settlement(abandoned)
+            yield from self.advance_queue(claim.barcode)
             raise
         with self.writing(claim.barcode) as tx:
             now = self.clock.now()
-            decision = decide(tx, read.card, now)
-            if decision is None or decision.ok:
+            decision = self._decide(tx, claim, read.card, now)
+            if decision is None:
                 assert read.card is not None
                 confirmed = self._mark_sending(tx, claim, read.card, now)
             else:
                 confirmed = self._refuse_claim(
                     tx, claim, now, f"never sent: re-check refused: {decision.message}"
                 )
-        if decision is not None and not decision.ok:
+        if decision is not None:
             self.emit(
                 EventKind.CAPTURE_FAILED if capture else EventKind.REFUND_FAILED,
                 reservation=reservation,
                 operation=confirmed,
                 message=f"re-check before sending refused: {decision.message}",
+                reason=decision.reason.value if decision.reason else None,
             )
+            if turn:
+                return confirmed
+            yield from self.advance_queue(claim.barcode)
             raise PaymentRefused(
                 decision.reason or RefusalReason.INSUFFICIENT_BALANCE,
                 f"{claim.kind.value} refused: {decision.message}",
                 public_message=decision.public_message,
             )
         crash_point("capture.after_sending" if capture else "refund.after_sending")
-        return (yield from self._post(confirmed, reservation, token))
+        try:
+            return (yield from self._post(confirmed, reservation, token))
+        except FourWSError:
+            if turn:
+                return self._operation(claim.id)
+            yield from self.advance_queue(claim.barcode)
+            raise
 
     def _evidence_read(self, claim: Operation) -> PaymentFlow[CardRead]:
         """The balance ``reconcile`` will judge the operation by: read after the claim."""
@@ -430,12 +502,12 @@ class Checkout(Transitions):
             queued: QueuedOperation = yield PostUpdate(update)
         except AmbiguousOutcomeError as exc:
             unknown = self._transition(
-                sending.id, OperationState.SENDING, state=OperationState.UNKNOWN, message=str(exc)
+                sending, OperationState.SENDING, state=OperationState.UNKNOWN, message=str(exc)
             )
             return unknown or self._operation(sending.id)
         except FourWSError as exc:
             failed = self._transition(
-                sending.id,
+                sending,
                 OperationState.SENDING,
                 state=OperationState.FAILED,
                 message=str(exc)[:500],
@@ -449,16 +521,82 @@ class Checkout(Transitions):
             raise
         crash_point("capture.after_post" if capture else "refund.after_post")
         enqueued = self._transition(
-            sending.id,
+            sending,
             OperationState.SENDING,
             state=OperationState.ENQUEUED,
             queue_id=queued.queue_id,
         )
         if enqueued is None:  # the callback came first and settled it: keep its verdict
-            return self._record_queue_id(sending.id, queued.queue_id)
+            return self._record_queue_id(sending, queued.queue_id)
         if capture:
             self.emit(EventKind.CAPTURED, reservation=reservation, operation=enqueued)
         return enqueued
+
+    # --------------------------------------------------------------------- queue
+
+    def advance_queue(self, barcode: str) -> PaymentFlow[list[Operation]]:
+        """Give the card's queued operations their turns, oldest first, while it is idle
+        (invariant 17). Returns what the turns did; never raises.
+
+        Each turn is ``capture``'s three steps, with the claim made from the queue: under
+        the card lock, only if no operation of the card may still be applied or holds its
+        claim (``_blocker``), the oldest queued operation becomes ``prepared`` (a
+        ``queued`` one whose reservation ended instead fails, unsent); then the card is
+        read and, under the lock again, re-checked on that read, so a card spent in a shop,
+        expired or deactivated while the operation waited fails it with the refusal reason
+        (and a payment event), nothing posted. Two workers advancing one card at once both
+        take the lock; the second finds the card busy with the first's claim and stops.
+        Turns stop at the first operation left in flight (``enqueued``, ``unknown``); its
+        settlement advances the queue again. Ledger trouble stops the turns (logged): the
+        queue is durable, and the next settlement or ``reconcile`` resumes it.
+        """
+        done: list[Operation] = []
+        try:
+            while True:
+                token = secrets.token_urlsafe(32)
+                with self.writing(barcode) as tx:
+                    now = self.clock.now()
+                    first = self._blocker(tx, barcode)
+                    if first is None or first.state is not OperationState.QUEUED:
+                        return done
+                    reservation = tx.get_reservation(first.reservation_id)
+                    assert reservation is not None
+                    why = self._turn_refusal(tx, first, reservation)
+                    if why is not None:
+                        refused = self._refuse_claim(tx, first, now, f"never sent: {why}")
+                    else:
+                        claim = self._take_turn(tx, first, now, token)
+                if why is not None:
+                    self._emit_settlement(refused)
+                    done.append(refused)
+                    continue
+                crash_point("queue.after_turn")
+                result = yield from self._confirm_and_send(claim, reservation, token, turn=True)
+                done.append(result)
+                if result.state is not OperationState.FAILED:
+                    return done  # in flight (its settlement advances again), or given back
+        except Exception as exc:  # the queue is durable: the next settlement resumes it
+            log.error(
+                "fourws_pay.queue.advance_failed",
+                barcode=mask_barcode(barcode),
+                error=type(exc).__name__,
+            )
+            return done
+
+    @staticmethod
+    def _turn_refusal(
+        tx: LedgerTransaction, queued: Operation, reservation: Reservation
+    ) -> str | None:
+        """Why a queued operation can no longer be done at all (before any read), if so.
+
+        Its hold was pinned while it waited, so a capture's reservation can only have ended
+        by an operator; a refund's capture stays succeeded and its refundable amount
+        counted this refund when it was queued."""
+        if queued.kind is OperationKind.CAPTURE and reservation.state is not (
+            ReservationState.ACTIVE
+        ):
+            return f"its reservation is {reservation.state.value}"
+        return None
 
     # -------------------------------------------------------------------- release
 
@@ -489,8 +627,11 @@ class Checkout(Transitions):
     # --------------------------------------------------------------------- refund
 
     def refund(self, operation_id: str, amount: object | None) -> PaymentFlow[Operation]:
-        """Post money back to the card: claim, read, confirm, POST, as ``capture`` does,
-        so that a refund's ``balance_before`` is sound evidence too (invariant 15)."""
+        """Post money back to the card: claim (or queue), read, confirm, POST, as
+        ``capture`` does, so that a refund's ``balance_before`` is sound evidence too
+        (invariant 15). The refundable amount counts every refund of the capture that did
+        not fail, queued ones included, under the card lock: concurrent refunds never
+        exceed the capture."""
         parent = self._operation(operation_id)
         if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
             raise InvalidStateError("only a settled capture can be refunded")
@@ -513,20 +654,19 @@ class Checkout(Transitions):
                 raise InvalidAmountError(
                     f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
                 )
-            self._require_card_idle(tx, parent.barcode)
-            claim = self._claim(
-                tx, OperationKind.REFUND, reservation, to_refund, now, token, parent=parent
+            blocker = self._blocker(tx, parent.barcode)
+            operation = self._new_operation(
+                tx,
+                OperationKind.REFUND,
+                reservation,
+                to_refund,
+                now,
+                token=None if blocker is not None else token,
+                parent=parent,
             )
+        if blocker is not None:
+            return (yield from self._queued(operation, reservation, blocker))
         crash_point("refund.after_prepare")
-
-        def card_exists(
-            tx: LedgerTransaction, card: GiftCard | None, now: datetime
-        ) -> Decision | None:
-            if card is not None:
-                return None
-            request = self._request(to_refund, reservation.currency, now, allow_partial=False)
-            return refuse(RefusalReason.NOT_FOUND, "card not found at 4WS", request, parent.barcode)
-
-        return (yield from self._confirm_and_send(claim, reservation, token, card_exists))
+        return (yield from self._confirm_and_send(operation, reservation, token))
 
     # ------------------------------------------------------------------- callbacks

@@ -5,14 +5,7 @@ the negative-amount update when the order is confirmed, *settle* applies 4WS's c
 *release* drops a hold, *refund* posts a positive amount back, *reconcile* resolves
 operations whose outcome is unknown.
 
-State machines (docs/design.md, invariant 5), one-way:
-
-- reservation: ``active -> captured | released | expired``
-- operation: ``prepared -> sending -> enqueued -> succeeded | failed``;
-  ``sending``/``enqueued`` -> ``unknown`` when the outcome is ambiguous;
-  ``unknown -> succeeded | failed | manual_review`` through ``reconcile``;
-  ``manual_review -> succeeded | failed`` only by an authenticated callback (conclusive
-  evidence) or an operator's ``resolve``. Nothing leaves ``succeeded`` or ``failed``.
+The state machines (states, moves, groupings) live in ``states`` and are re-exported here.
 
 Amounts are positive magnitudes everywhere in this module; the sign on the wire is decided
 by the operation kind (a capture posts ``-amount``, a refund ``+amount``).
@@ -27,71 +20,15 @@ from enum import StrEnum
 from typing import Any
 
 from fourws_pay.logs import mask_barcode
-
-
-class ReservationState(StrEnum):
-    ACTIVE = "active"
-    CAPTURED = "captured"
-    RELEASED = "released"
-    EXPIRED = "expired"
-
-
-class OperationKind(StrEnum):
-    CAPTURE = "capture"
-    REFUND = "refund"
-
-
-class OperationState(StrEnum):
-    PREPARED = "prepared"
-    SENDING = "sending"
-    ENQUEUED = "enqueued"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    MANUAL_REVIEW = "manual_review"
-
-
-TERMINAL_OPERATION_STATES = frozenset(
-    {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
+from fourws_pay.payments.states import (
+    IN_FLIGHT_OPERATION_STATES,
+    OPERATION_TRANSITIONS,
+    RESERVATION_TRANSITIONS,
+    TERMINAL_OPERATION_STATES,
+    OperationKind,
+    OperationState,
+    ReservationState,
 )
-IN_FLIGHT_OPERATION_STATES = frozenset(
-    {
-        OperationState.PREPARED,
-        OperationState.SENDING,
-        OperationState.ENQUEUED,
-        OperationState.UNKNOWN,
-    }
-)
-
-RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
-    ReservationState.ACTIVE: frozenset(
-        {ReservationState.CAPTURED, ReservationState.RELEASED, ReservationState.EXPIRED}
-    ),
-    ReservationState.CAPTURED: frozenset(),
-    ReservationState.RELEASED: frozenset(),
-    ReservationState.EXPIRED: frozenset(),
-}
-
-OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
-    OperationState.PREPARED: frozenset({OperationState.SENDING, OperationState.FAILED}),
-    OperationState.SENDING: frozenset(
-        {
-            OperationState.ENQUEUED,
-            OperationState.FAILED,
-            OperationState.UNKNOWN,
-            OperationState.SUCCEEDED,
-        }
-    ),
-    OperationState.ENQUEUED: frozenset(
-        {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.UNKNOWN}
-    ),
-    OperationState.UNKNOWN: frozenset(
-        {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.MANUAL_REVIEW}
-    ),
-    OperationState.MANUAL_REVIEW: frozenset({OperationState.SUCCEEDED, OperationState.FAILED}),
-    OperationState.SUCCEEDED: frozenset(),
-    OperationState.FAILED: frozenset(),
-}
 
 
 class RefusalReason(StrEnum):
@@ -215,6 +152,7 @@ class EventKind(StrEnum):
     """What a host is told through ``fourws_pay_payment_event``."""
 
     RESERVED = "reserved"
+    QUEUED = "queued"  # a capture or refund waits for its card (posted at its turn)
     CAPTURED = "captured"  # the consumption was posted; settlement follows
     SETTLED = "settled"  # 4WS confirmed the consumption
     CAPTURE_FAILED = "capture_failed"
@@ -273,3 +211,26 @@ class ReconcileReport:
     manual_review: list[Operation] = field(default_factory=list)
     still_pending: list[Operation] = field(default_factory=list)
     expired_reservations: int = 0
+    # queued operations given their turn: posted (enqueued, unknown), failed at the
+    # re-check, or given back (4WS unreachable)
+    advanced: list[Operation] = field(default_factory=list)
+
+
+__all__ = [
+    "IN_FLIGHT_OPERATION_STATES",
+    "OPERATION_TRANSITIONS",
+    "RESERVATION_TRANSITIONS",
+    "TERMINAL_OPERATION_STATES",
+    "CallbackResult",
+    "CartSnapshot",
+    "Decision",
+    "EventKind",
+    "Operation",
+    "OperationKind",
+    "OperationState",
+    "PaymentEvent",
+    "ReconcileReport",
+    "RefusalReason",
+    "Reservation",
+    "ReservationState",
+]

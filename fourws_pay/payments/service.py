@@ -211,10 +211,12 @@ class GiftCardPayments(_Provider):
         """The order is confirmed: post the consumption. Idempotent per reservation.
 
         Returns the operation, normally ``enqueued`` until 4WS's callback settles it;
-        ``unknown`` if the outcome is ambiguous (``reconcile`` resolves it). Raises
-        ``PaymentRefused`` if the fresh re-check fails, ``CardBusyError`` (retry later)
-        while another capture or refund of the card is unresolved, or the 4WS error if the
-        POST was definitely refused. A partial ``amount`` frees the rest of the hold once
+        ``unknown`` if the outcome is ambiguous (``reconcile`` resolves it); ``queued``
+        while another capture or refund of the card is unresolved: it is accepted, its hold
+        kept, and posted at its turn by whichever worker settles the one before it (a
+        ``queued`` then ``captured`` or ``capture_failed`` payment event tells the host).
+        Raises ``PaymentRefused`` if the fresh re-check fails, or the 4WS error if the POST
+        was definitely refused. A partial ``amount`` frees the rest of the hold once
         settled, unless ``keep_remainder``: then the rest stays held as a new reservation
         of the same ``order_ref`` (see ``PaymentsCore.capture``).
         """
@@ -225,8 +227,9 @@ class GiftCardPayments(_Provider):
         return self.core.release(reservation_id)
 
     def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
-        """Settle an operation in ``manual_review`` by an operator's verdict (see the core)."""
-        return self.core.resolve(operation_id, applied=applied, note=note)
+        """Settle an operation in ``manual_review`` by an operator's verdict (see the core);
+        the card's queued operations then get their turns."""
+        return self._run(self.core.resolve(operation_id, applied=applied, note=note))
 
     def refund(self, operation_id: str, *, amount: Decimal | int | str | None = None) -> Operation:
         """Give captured money back to the card (all that is left, or ``amount``).
@@ -237,8 +240,9 @@ class GiftCardPayments(_Provider):
         return self._run(self.core.refund(operation_id, amount))
 
     def handle_callback(self, path: str, body: bytes) -> CallbackResult:
-        """Apply a 4WS callback posted to ``path`` (raises ``CallbackRejected``)."""
-        return self.core.handle_callback(path, body)
+        """Apply a 4WS callback posted to ``path`` (raises ``CallbackRejected``); then
+        the card's queued operations get their turns (posted before this returns)."""
+        return self._run(self.core.settle_callback(path, body))
 
     def reconcile(self) -> ReconcileReport:
         """Resolve unknown and overdue operations from the card balances, then sweep."""
@@ -275,7 +279,12 @@ class GiftCardPayments(_Provider):
         async def handle(path: str, body: bytes) -> CallbackResult:
             return await asyncio.to_thread(self.core.handle_callback, path, body)
 
-        return CallbackApp(handle)
+        async def after(result: CallbackResult) -> None:
+            assert result.operation is not None
+            flow = self.core.advance_queue(result.operation.barcode)
+            await asyncio.to_thread(self._run, flow)
+
+        return CallbackApp(handle, after)
 
     def close(self) -> None:
         self.client.close()
@@ -400,7 +409,7 @@ class AsyncGiftCardPayments(_Provider):
 
     async def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
         """See ``GiftCardPayments.resolve``."""
-        return await self._off_loop(self.core.resolve, operation_id, applied=applied, note=note)
+        return await self._run(self.core.resolve(operation_id, applied=applied, note=note))
 
     async def refund(
         self, operation_id: str, *, amount: Decimal | int | str | None = None
@@ -410,7 +419,7 @@ class AsyncGiftCardPayments(_Provider):
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         """See ``GiftCardPayments.handle_callback``."""
-        return await self._off_loop(self.core.handle_callback, path, body)
+        return await self._run(self.core.settle_callback(path, body))
 
     async def reconcile(self) -> ReconcileReport:
         """See ``GiftCardPayments.reconcile``."""
@@ -440,7 +449,15 @@ class AsyncGiftCardPayments(_Provider):
 
     def callback_app(self) -> CallbackApp:
         """See ``GiftCardPayments.callback_app``."""
-        return CallbackApp(self.handle_callback)
+
+        async def handle(path: str, body: bytes) -> CallbackResult:
+            return await self._off_loop(self.core.handle_callback, path, body)
+
+        async def after(result: CallbackResult) -> None:
+            assert result.operation is not None
+            await self._run(self.core.advance_queue(result.operation.barcode))
+
+        return CallbackApp(handle, after)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -1,4 +1,4 @@
-"""Settlement: how an operation sent to 4WS gets its outcome.
+"""Settlement: how an operation sent to 4WS gets its outcome, and the queue moves on.
 
 Three ways, each moving the operation only through ``transitions`` (so terminal states
 never change, invariant 5): an authenticated 4WS callback (``handle_callback``: the
@@ -6,6 +6,23 @@ operation's secret, compared in constant time, invariant 8); ``reconcile``, whic
 marks crashed sends and overdue callbacks ``unknown`` (``stale_operations``), then judges
 each ``unknown`` one from the card's balance (``_judge``); and an operator's ``resolve`` of
 what stayed in ``manual_review``. ``sweep`` expires holds past their instant.
+
+Each of the three is also what lets the card's queue move (invariant 17): the worker that
+settles an operation gives the card's queued operations their turns right after
+(``settle_callback``, ``resolve``, ``reconcile``), and ``reconcile`` gives turns on every
+idle card that still has some (a worker that died between the two). While operations are
+queued behind an ``enqueued`` one, ``reconcile`` also looks at it early
+(``Settings.queue_probe_after``) instead of only after ``callback_timeout``: a balance that
+moved by exactly its amount settles it, so one lost callback does not hold the queue for the
+whole callback timeout.
+
+Balance evidence (``Settings.settle_by_balance``): by default a balance that moved by
+exactly the amount settles an ambiguous operation as applied. That is inherent to
+balance-only evidence and wrong in one case: a till spending exactly the same amount on the
+card while our request was never enqueued (the order is then paid with nothing). With
+``settle_by_balance=False`` the balance never settles anything: ambiguous operations go to
+``manual_review`` after ``reconcile_window`` (and the early look at queued-behind operations
+is off), so only 4WS's callback or an operator decides.
 """
 
 from __future__ import annotations
@@ -47,6 +64,21 @@ def parse_callback_path(path: str) -> tuple[str, str]:
 class Settlement(Transitions):
     """The flows that learn what 4WS did with an operation."""
 
+    def advance_queue(self, barcode: str) -> PaymentFlow[list[Operation]]:
+        """Give the card's queue its turns: ``Checkout.advance_queue`` (a turn is a
+        capture's claim, read and confirm); settlement only says when."""
+        raise NotImplementedError  # pragma: no cover - PaymentsCore takes Checkout's
+
+    def settle_callback(self, path: str, body: bytes) -> PaymentFlow[CallbackResult]:
+        """``handle_callback``, then the card's queue gets its turns if the card is idle.
+
+        A host that must answer 4WS first (the ASGI app does) calls ``handle_callback`` and
+        ``advance_queue`` itself, in that order."""
+        result = self.handle_callback(path, body)
+        if result.applied and result.operation is not None:
+            yield from self.advance_queue(result.operation.barcode)
+        return result
+
     # ------------------------------------------------------------------- callbacks
 
     def handle_callback(self, path: str, body: bytes) -> CallbackResult:
@@ -65,7 +97,7 @@ class Settlement(Transitions):
             current = tx.get_operation(operation_id)
             assert current is not None
             verdict = OperationState.SUCCEEDED if result.success else OperationState.FAILED
-            if current.state is OperationState.PREPARED:
+            if current.state in (OperationState.PREPARED, OperationState.QUEUED):
                 raise CallbackRejected("operation was never sent", status_code=409)
             applied = self._apply_verdict(
                 tx,
@@ -77,8 +109,9 @@ class Settlement(Transitions):
                 message=None if result.success else (result.message or "failed")[:500],
             )
             if applied is None and not current.is_terminal:
-                # Every sent, unsettled state may take either verdict, so only a writer
-                # that got there first (without the card lock) explains a refusal here.
+                # Every sent, unsettled state may take either verdict and every writer of
+                # an operation holds its card lock (``_transition``), so this cannot happen;
+                # say so loudly rather than lose an authentic callback quietly.
                 raise CallbackRejected("operation changed concurrently; retry", status_code=409)
             if applied is not None:
                 crash_point("callback.before_commit")
@@ -144,25 +177,19 @@ class Settlement(Transitions):
             [OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED]
         ):
             if op.state is OperationState.PREPARED and op.updated_at + self.prepared_grace <= now:
-                # Never marked sending, so never posted: safe to call it failed.
-                failed = self._transition(
-                    op.id,
-                    OperationState.PREPARED,
-                    state=OperationState.FAILED,
-                    message="never sent (process stopped before send)",
-                )
-                if failed is not None:
-                    self._emit_settlement(failed)
+                # Never marked sending, so never posted: it waits for its turn again (the
+                # shop was told it was accepted), re-checked on a fresh read then.
+                self._give_back_turn(op, "never sent (its worker stopped before sending)")
             elif op.state is OperationState.SENDING and op.updated_at + self.send_grace <= now:
                 self._transition(
-                    op.id,
+                    op,
                     OperationState.SENDING,
                     state=OperationState.UNKNOWN,
                     message="process stopped while sending",
                 )
             elif op.state is OperationState.ENQUEUED and op.deadline <= now:
                 self._transition(
-                    op.id,
+                    op,
                     OperationState.ENQUEUED,
                     state=OperationState.UNKNOWN,
                     message="no callback before the deadline",
@@ -170,8 +197,11 @@ class Settlement(Transitions):
         return self.store.list_operations([OperationState.UNKNOWN])
 
     def reconcile(self) -> PaymentFlow[ReconcileReport]:
+        """Judge what is overdue or unknown, look early at what holds a queue, give every
+        idle card's queue its turns, then sweep. Safe to re-run: every move is a
+        compare-and-set, and a second pass finds nothing left to move."""
         report = ReconcileReport()
-        for op in self.stale_operations():
+        for op in [*self.stale_operations(), *self._holding_a_queue()]:
             read = yield from self.read(op.barcode, cached=False)
             resolved = self._judge(op, read.card)
             bucket = {
@@ -180,33 +210,57 @@ class Settlement(Transitions):
                 OperationState.MANUAL_REVIEW: report.manual_review,
             }.get(resolved.state, report.still_pending)
             bucket.append(resolved)
+        waiting = {op.barcode: None for op in self.store.list_operations([OperationState.QUEUED])}
+        for barcode in waiting:
+            report.advanced.extend((yield from self.advance_queue(barcode)))
         return replace(report, expired_reservations=self.sweep())
 
-    def _judge(self, op: Operation, card: GiftCard | None) -> Operation:
-        """Decide an ``unknown`` operation from the balance (see the module docstring).
+    def _holding_a_queue(self) -> list[Operation]:
+        """``enqueued`` operations with operations queued behind them, older than
+        ``queue_probe_after``: worth a balance read before their callback timeout."""
+        if not self.settings.settle_by_balance:
+            return []
+        now = self.clock.now()
+        probe_after = timedelta(seconds=self.settings.queue_probe_after)
+        queued = {op.barcode for op in self.store.list_operations([OperationState.QUEUED])}
+        return [
+            op
+            for op in self.store.list_operations([OperationState.ENQUEUED])
+            if op.barcode in queued and op.updated_at + probe_after <= now
+        ]
 
-        Only a balance that moved by exactly the amount is evidence (of success). An
-        unchanged balance proves nothing, since 4WS's queue may still apply the request, so
-        after the window it goes to ``manual_review``, where its hold stays counted until an
-        authenticated callback or an operator (``resolve``) settles it.
+    def _judge(self, op: Operation, card: GiftCard | None) -> Operation:
+        """Decide an ``unknown`` operation from the balance (see the module docstring), or
+        look early at an ``enqueued`` one that holds a queue.
+
+        Only a balance that moved by exactly the amount is evidence (of success), and only
+        with ``settle_by_balance``. Sound because the card was busy with this operation
+        alone from its claim (invariant 15): no other operation of ours moved the balance
+        since ``balance_before``; a till spending exactly the same amount meanwhile is the
+        one case it gets wrong (module docstring). An unchanged balance proves nothing,
+        since 4WS's queue may still apply the request, so after the window an ``unknown``
+        one goes to ``manual_review``, where its hold stays counted until an authenticated
+        callback or an operator (``resolve``) settles it; an ``enqueued`` one is left to its
+        callback and deadline.
         """
         now = self.clock.now()
         old_enough = op.created_at + timedelta(seconds=self.settings.reconcile_window) <= now
         if (
-            card is not None
+            self.settings.settle_by_balance
+            and card is not None
             and op.balance_before is not None
             and card.amount == op.balance_before + op.signed_amount
         ):
             return (
                 self._settle(
                     op,
-                    OperationState.UNKNOWN,
+                    op.state,
                     OperationState.SUCCEEDED,
                     "balance moved by exactly the amount",
                 )
                 or op
             )
-        if not old_enough:
+        if op.state is not OperationState.UNKNOWN or not old_enough:
             return op
         unchanged = (
             card is not None and op.balance_before is not None and card.amount == op.balance_before
@@ -218,11 +272,19 @@ class Settlement(Transitions):
         )
         return self._settle(op, OperationState.UNKNOWN, OperationState.MANUAL_REVIEW, why) or op
 
-    def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+    def resolve(self, operation_id: str, *, applied: bool, note: str) -> PaymentFlow[Operation]:
+        """An operator's verdict on an operation in ``manual_review``, then the card's queue
+        gets its turns (the operation no longer keeps the card busy)."""
+        resolved = self.resolve_only(operation_id, applied=applied, note=note)
+        yield from self.advance_queue(resolved.barcode)
+        return resolved
+
+    def resolve_only(self, operation_id: str, *, applied: bool, note: str) -> Operation:
         """An operator's verdict on an operation in ``manual_review`` (e.g. after asking 4WS).
 
         ``applied=True`` settles it as succeeded (a capture's reservation becomes captured),
-        ``False`` as failed (its hold stops counting). Any other state is refused.
+        ``False`` as failed (its hold stops counting). Any other state is refused, so a
+        re-run after success is refused too and never moves money twice.
         """
         if not isinstance(note, str) or not note.strip():
             raise InvalidInputError("say why in a note (it is kept on the operation)")

@@ -1,16 +1,18 @@
-"""The state machine, in one place: what each state means for the money, and every move.
+"""Every state change of the ledger, and the guards that must hold before one.
 
-Reservations are born ``active`` (``_hold``) and end ``captured``, ``released`` or
-``expired``; operations are born ``prepared`` (``_claim``) and move one way through
-``sending``, ``enqueued``, ``unknown`` and ``manual_review`` to ``succeeded`` or ``failed``
-(``models.OPERATION_TRANSITIONS``, invariant 5). Every write of a state goes through a
-method of ``Transitions`` below, and each is a compare-and-set on the state it expects, so
-a lost race is seen instead of overwritten. Only one rule links the two machines, and it is
-written once (``_apply_verdict``): a capture that succeeds captures its reservation.
+The states, the allowed moves and what each state means for the money are data in
+``states``; this module is the only writer of states. Reservations are born ``active``
+(``_hold``); operations are born ``prepared`` (the card was idle) or ``queued`` (it was
+not), both by ``_new_operation``, and move through ``states.OPERATION_TRANSITIONS``. Every
+write of a state is a compare-and-set on the state it expects, under the card's lock, so a lost race
+is seen instead of overwritten and no two writers of one card's operations interleave
+(a callback and the recording of the POST's answer included). Only one rule links the two
+machines, and it is written once (``_apply_verdict``): a capture that succeeds captures its
+reservation.
 
-What states mean for the money: an operation in ``HOLDING_OPERATION_STATES`` may still be
-applied by 4WS, so its reservation's hold keeps counting (``held``) and its card is busy
-for every other balance change (``_require_card_idle``).
+What states mean for the money: an operation in ``HOLDING_OPERATION_STATES`` keeps its
+reservation's hold counting (``held``); one in ``CARD_BUSY_STATES`` makes every other
+capture or refund of the card wait in the queue (``_blocker``).
 
 The flows that decide *when* to move are in ``checkout`` and ``settlement``.
 """
@@ -26,12 +28,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from fourws_pay.api.models import GiftCard
-from fourws_pay.errors import CardBusyError, InvalidAmountError, InvalidStateError
+from fourws_pay.errors import InvalidAmountError, InvalidStateError
 from fourws_pay.payments.base import CoreBase
 from fourws_pay.payments.models import (
-    IN_FLIGHT_OPERATION_STATES,
-    OPERATION_TRANSITIONS,
-    RESERVATION_TRANSITIONS,
     Decision,
     Operation,
     OperationKind,
@@ -40,26 +39,26 @@ from fourws_pay.payments.models import (
     ReservationState,
 )
 from fourws_pay.payments.rules import forfeited_amount
+from fourws_pay.payments.states import (
+    CARD_BUSY_STATES,
+    HOLDING_OPERATION_STATES,
+    may_move,
+    may_move_reservation,
+)
 
 if TYPE_CHECKING:
     from fourws_pay.ledger.base import LedgerTransaction
 
-# Operations that may still be applied by 4WS: their hold counts, and their card is busy
-# for any other balance change (invariants 2, 6, 15).
-HOLDING_OPERATION_STATES = IN_FLIGHT_OPERATION_STATES | {OperationState.MANUAL_REVIEW}
-# While one of these is on a card, no other capture or refund of it may be posted: the
-# balance must stay evidence of that operation's outcome (invariant 15).
-CARD_BUSY_STATES = HOLDING_OPERATION_STATES
-
-
-def may_move(current: OperationState, target: OperationState) -> bool:
-    """The one-way operation state machine (invariant 5)."""
-    return target in OPERATION_TRANSITIONS[current]
-
-
-def may_move_reservation(current: ReservationState, target: ReservationState) -> bool:
-    """The one-way reservation state machine (invariant 5)."""
-    return target in RESERVATION_TRANSITIONS[current]
+__all__ = [
+    "CARD_BUSY_STATES",
+    "HOLDING_OPERATION_STATES",
+    "Transitions",
+    "counts_as_held",
+    "live_captures",
+    "may_move",
+    "may_move_reservation",
+    "token_hash",
+]
 
 
 def counts_as_held(reservation: Reservation, now: datetime, pinned: set[str]) -> bool:
@@ -120,41 +119,56 @@ class Transitions(CoreBase):
         )
 
     @staticmethod
-    def _late_captures(tx: LedgerTransaction, barcode: str, since: datetime) -> list[Operation]:
+    def _late_captures(
+        tx: LedgerTransaction, barcode: str, since: datetime, *, ties_reflected: bool = False
+    ) -> list[Operation]:
+        """Captures settled at or after ``since`` (a read's start): maybe not in its balance.
+
+        One settled at the very instant the read started is either side of it: a coarse or
+        frozen clock (the pytest plugin's ``ManualClock``) stamps both alike. ``reserve``
+        counts it and, when that changes its answer, reads again (safe both ways);
+        ``check``, which promises nothing, takes it as shown by the read
+        (``ties_reflected``), or it would count a settled capture twice, once in the
+        balance and once here, on every read of a frozen clock.
+        """
         return [
             op
             for op in tx.operations_settled_since(barcode, since)
             if op.kind is OperationKind.CAPTURE
+            and not (ties_reflected and op.settled_at is not None and op.settled_at <= since)
         ]
 
-    def _require_capturable(
-        self, tx: LedgerTransaction, reservation: Reservation, now: datetime
-    ) -> None:
+    @staticmethod
+    def _require_capturable(reservation: Reservation, now: datetime) -> None:
         if reservation.state is not ReservationState.ACTIVE:
             raise InvalidStateError(f"reservation is {reservation.state.value}, not active")
         if reservation.expires_at <= now:
             raise InvalidStateError("reservation has expired")
-        self._require_card_idle(tx, reservation.barcode)
 
-    def _require_card_idle(self, tx: LedgerTransaction, barcode: str) -> None:
-        """Invariant 15: while an operation of the card may still be applied, nothing else
-        may move its balance, or the balance stops being evidence of either outcome."""
+    @staticmethod
+    def _blocker(tx: LedgerTransaction, barcode: str) -> Operation | None:
+        """What a new capture or refund of ``barcode`` must wait behind, if anything.
+
+        Invariant 15: while an operation of the card may still be applied (or holds the
+        card's claim), nothing else may move its balance, or the balance stops being
+        evidence of either outcome. Invariant 17: and whatever is queued goes first, so the
+        queue keeps its order. The oldest busy operation, else the oldest queued one.
+        """
         busy = tx.operations_for_card(barcode, CARD_BUSY_STATES)
-        if not busy:
-            return
-        blocking = min(busy, key=lambda op: op.created_at)
-        waiting = blocking.state in (OperationState.UNKNOWN, OperationState.MANUAL_REVIEW)
-        raise CardBusyError(
-            f"operation {blocking.id} on this card is {blocking.state.value}; "
-            + (
-                "reconcile or an operator must resolve it first"
-                if waiting
-                else "retry once it has settled"
-            ),
-            retry_after=60.0 if waiting else 2.0,
-            blocking_operation_id=blocking.id,
-            blocking_state=blocking.state.value,
-        )
+        if busy:
+            return min(busy, key=lambda op: (op.created_at, op.id))
+        waiting = tx.operations_for_card(barcode, [OperationState.QUEUED])
+        return min(waiting, key=lambda op: (op.created_at, op.id)) if waiting else None
+
+    @staticmethod
+    def _queue_stamp(tx: LedgerTransaction, barcode: str, now: datetime) -> datetime:
+        """The ``created_at`` of an operation joining the card's queue, which is also its
+        place in it: strictly after every operation already queued on the card, so the
+        order is the order of these writes (all under the card lock) even when the clock
+        stands still (a frozen test clock) or another worker's clock runs ahead."""
+        waiting = tx.operations_for_card(barcode, [OperationState.QUEUED])
+        tail = max((op.created_at for op in waiting), default=None)
+        return now if tail is None or tail < now else tail + timedelta(microseconds=1)
 
     # ----------------------------------------------------------------- reservations
 
@@ -238,19 +252,26 @@ class Transitions(CoreBase):
 
     # ------------------------------------------------------------------- operations
 
-    def _claim(
+    def _new_operation(
         self,
         tx: LedgerTransaction,
         kind: OperationKind,
         reservation: Reservation,
         amount: Decimal,
         now: datetime,
-        token: str,
+        *,
+        token: str | None,
         parent: Operation | None = None,
     ) -> Operation:
-        """Birth of an operation: the claim, written ``prepared`` before the card is read
-        for it (step 1 of ``capture``); from its commit on the card is busy."""
-        claim = Operation(
+        """Birth of an operation, written ahead of everything it will do (invariant 4).
+
+        With a ``token`` it is the *claim* (``prepared``): the card was idle, and from this
+        commit on it is busy; the card is read for the operation next (step 1 of
+        ``capture``). Without one it is ``queued`` behind the card's ``_blocker``; its
+        callback secret is drawn at its turn (``_take_turn``), by whichever worker posts it,
+        since only the secret's hash is ever stored.
+        """
+        operation = Operation(
             id=f"op_{uuid.uuid4().hex}",
             kind=kind,
             reservation_id=reservation.id,
@@ -258,15 +279,42 @@ class Transitions(CoreBase):
             amount=amount,
             currency=reservation.currency,
             entity_code=parent.entity_code if parent is not None else reservation.entity_code,
-            state=OperationState.PREPARED,
+            state=OperationState.PREPARED if token is not None else OperationState.QUEUED,
             created_at=now,
             updated_at=now,
             deadline=now + timedelta(seconds=self.settings.callback_timeout),
-            callback_token_hash=token_hash(token),
+            callback_token_hash=token_hash(token) if token is not None else "",
             parent_id=parent.id if parent is not None else None,
         )
-        tx.insert_operation(claim)
+        if token is None:
+            operation = replace(
+                operation, created_at=self._queue_stamp(tx, reservation.barcode, now)
+            )
+        tx.insert_operation(operation)
+        return operation
+
+    def _take_turn(
+        self, tx: LedgerTransaction, queued: Operation, now: datetime, token: str
+    ) -> Operation:
+        """``queued -> prepared``: the queued operation claims the idle card (the caller
+        checked ``_blocker`` under this lock), with a fresh callback secret and deadline."""
+        claim = replace(
+            queued,
+            state=OperationState.PREPARED,
+            updated_at=now,
+            deadline=now + timedelta(seconds=self.settings.callback_timeout),
+            callback_token_hash=token_hash(token),
+        )
+        if not tx.update_operation(claim, OperationState.QUEUED):
+            raise InvalidStateError("queued operation changed concurrently")
         return claim
+
+    def _give_back_turn(self, claim: Operation, why: str) -> Operation | None:
+        """``prepared -> queued``: a claim that was never sent waits for its next turn
+        instead of failing what the shop was promised (no money moved)."""
+        return self._transition(
+            claim, OperationState.PREPARED, state=OperationState.QUEUED, message=why[:500]
+        )
 
     def _mark_sending(
         self, tx: LedgerTransaction, claim: Operation, card: GiftCard, now: datetime
@@ -290,36 +338,43 @@ class Transitions(CoreBase):
     def _refuse_claim(
         tx: LedgerTransaction, claim: Operation, now: datetime, why: str
     ) -> Operation:
-        """``prepared`` -> ``failed`` under the card lock: the claim is never sent."""
+        """``prepared`` or ``queued`` -> ``failed`` under the card lock: never sent."""
         refused = replace(claim, state=OperationState.FAILED, updated_at=now, message=why[:500])
-        if not tx.update_operation(refused, OperationState.PREPARED):
+        if not tx.update_operation(refused, claim.state):
             raise InvalidStateError("operation changed before it was sent")
         return refused
 
     def _transition(
-        self, operation_id: str, expected: OperationState, **changes: Any
+        self, operation: Operation, expected: OperationState, **changes: Any
     ) -> Operation | None:
-        """CAS one operation; None if it was no longer in ``expected``."""
-        with self.store.transaction() as tx:
-            current = tx.get_operation(operation_id)
+        """CAS one operation under its card's lock; None if it was no longer ``expected``.
+
+        Under the lock, not beside it: a callback settles under the card lock, and a write
+        without it (recording the POST's answer, say) could slip between the callback's read
+        and its compare-and-set and make an authentic callback lose (issue: callbacks
+        answered 409 that 4WS never resends).
+        """
+        with self.writing(operation.barcode) as tx:
+            current = tx.get_operation(operation.id)
             if current is None or current.state is not expected:
                 return None
             updated = replace(current, updated_at=self.clock.now(), **changes)
             if not may_move(current.state, updated.state) and updated.state is not current.state:
                 return None
-            self.cards.evict(current.barcode)
             return updated if tx.update_operation(updated, expected) else None
 
     # -------------------------------------------------------------------- release
 
-    def _record_queue_id(self, operation_id: str, queue_id: str | None) -> Operation:
+    def _record_queue_id(self, operation: Operation, queue_id: str | None) -> Operation:
         """Keep 4WS's queue id on an operation whose callback settled it before the POST's
         answer was recorded; its state (the callback's verdict) is left as it is."""
-        current = self._operation(operation_id)
-        if current.queue_id is None:
-            with self.store.transaction() as tx:
-                tx.update_operation(replace(current, queue_id=queue_id), current.state)
-        return self._operation(operation_id)
+        with self.writing(operation.barcode) as tx:
+            current = tx.get_operation(operation.id)
+            assert current is not None
+            if current.queue_id is None:
+                current = replace(current, queue_id=queue_id)
+                tx.update_operation(current, current.state)
+            return current
 
     def _apply_verdict(
         self,

@@ -184,6 +184,20 @@ class Shop:
         )
 
 
+def undecided(operations: list[Any]) -> list[Any]:
+    """Operations that invariant 6 says should be decided by now: not terminal, not in
+    manual review (an operator decides), and not queued behind one in manual review on the
+    same card (the queue waits for that operator too, invariant 17)."""
+    reviewed = {op.barcode for op in operations if op.state is OperationState.MANUAL_REVIEW}
+    return [
+        op
+        for op in operations
+        if not op.is_terminal
+        and op.state is not OperationState.MANUAL_REVIEW
+        and not (op.state is OperationState.QUEUED and op.barcode in reviewed)
+    ]
+
+
 Moment = str  # "before" or "after" an effect is carried out
 
 

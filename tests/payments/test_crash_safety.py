@@ -106,11 +106,15 @@ class RestartedShop:
         return result.returncode
 
     def later(self) -> None:
-        """4WS drains its queue; then enough time passes for every deadline and window."""
-        self.served.sandbox.run_until_idle()
+        """4WS drains its queue; then enough time passes for every deadline and window.
+
+        Twice: a claim the crash left unsent is given its turn again by the first
+        reconcile, which posts it; the second pass sees its settlement through."""
         s = self.payments.settings
-        self.clock.advance(s.callback_timeout + s.reconcile_window + s.read_timeout + 60)
-        self.payments.reconcile()
+        for _ in range(2):
+            self.served.sandbox.run_until_idle()
+            self.clock.advance(s.callback_timeout + s.reconcile_window + s.read_timeout + 60)
+            self.payments.reconcile()
 
     def audit(self) -> None:
         sandbox = self.served.sandbox

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from fourws_pay import (
     AmbiguousOutcomeError,
     CallbackRejected,
-    CardBusyError,
     CurrencyMismatchError,
     InvalidAmountError,
     InvalidInputError,
@@ -36,12 +35,11 @@ from fourws_pay import (
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
 from fourws_pay.payments import base, checkout, core, settlement, transitions
-from fourws_pay.payments.core import ReadCard
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.sandbox.faults import Fault
-from tests.payments.harness import Shop, run_stepped
+from tests.payments.harness import Shop
 
 
 class Context:
@@ -134,7 +132,7 @@ def one_post_per_operation(ctx: Context) -> None:
 
 def break_one_post_per_operation(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(SQLiteTransaction, "captures_of_reservation", lambda self, rid: [])
-    mp.setattr(core.PaymentsCore, "_require_card_idle", staticmethod(lambda tx, b: None))
+    mp.setattr(core.PaymentsCore, "_blocker", staticmethod(lambda tx, b: None))
 
 
 # --------------------------------------------------------------------------- 4
@@ -218,7 +216,10 @@ def bounded_time(ctx: Context) -> None:
     # An unchanged balance is no proof that 4WS will not still apply it: manual review.
     assert states[unapplied] is OperationState.MANUAL_REVIEW
     assert states[murky] is OperationState.MANUAL_REVIEW
-    assert all(op.is_terminal for op in shop.store.list_operations())
+    assert all(
+        op.is_terminal or op.state is OperationState.MANUAL_REVIEW
+        for op in shop.store.list_operations()
+    )
     shop.audit()
     # The operator asks 4WS and settles what automation could not; the hold is freed.
     (op,) = [o for o in shop.store.list_operations() if o.barcode == unapplied]
@@ -460,29 +461,21 @@ def break_safe_parsing(mp: pytest.MonkeyPatch) -> None:
 
 
 def sound_evidence(ctx: Context) -> None:
-    """Two 30.00 captures on a 100.00 card. The first settles while the second is being
-    prepared (a second worker delivers 4WS's callback right after the second capture's card
-    read); the second POST gets a 503 that 4WS never enqueued. Reconcile must not take the
-    first capture's debit as proof of the second one."""
+    """Two 30.00 captures on a 100.00 card. The second is asked for while the first is in
+    flight, so it is queued; 4WS settles the first, and its callback gives the second its
+    turn, whose POST gets a 503 that 4WS never enqueued. Reconcile must not take the first
+    capture's debit as proof of the second one: the second's evidence is read at its turn,
+    after the first settled."""
     shop = ctx.shop
     card = shop.card(amount="100.00")
     first = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="A")
     second = shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="B")
     shop.payments.capture(first.id)  # enqueued: 4WS has not applied it yet
-
-    def first_settles_after_the_read(moment: str, effect: Any) -> None:
-        if moment == "after" and isinstance(effect, ReadCard):
-            shop.sandbox.run_until_idle()
-
+    queued = shop.payments.capture(second.id)
+    assert queued.state is OperationState.QUEUED
     shop.sandbox.faults.add("update_giftcard", Fault.server_error(503))  # never enqueued
-    attempt = lambda: run_stepped(  # noqa: E731
-        shop.payments, shop.payments.core.capture(second.id, None), first_settles_after_the_read
-    )
-    try:
-        operation = attempt()
-    except CardBusyError:  # the first capture is still in flight: retry once it settled
-        shop.sandbox.run_until_idle()
-        operation = attempt()
+    shop.sandbox.run_until_idle()  # the first settles; its callback posts the second
+    operation = shop.payments.get_operation(queued.id)
     assert operation.state is OperationState.UNKNOWN
     settings = shop.payments.settings
     shop.clock.advance(settings.callback_timeout + settings.reconcile_window + 1)
@@ -548,6 +541,48 @@ def break_no_false_refusal(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core.PaymentsCore, "held", double_counting)
 
 
+
+# -------------------------------------------------------------------------- 17
+
+
+def busy_is_not_a_refusal(ctx: Context) -> None:
+    """Three captures on one card, the second and third asked for while the first waits
+    for 4WS: both are accepted (``queued``, no error), their holds keep counting and do not
+    expire while they wait past their lifetime, and each is posted at its turn, in order,
+    by the callback that settles the one before it."""
+    shop = ctx.shop
+    card = shop.card(amount="100.00")
+    holds = [
+        shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref=f"Q{n}", ttl=60)
+        for n in range(3)
+    ]
+    first = shop.payments.capture(holds[0].id)
+    assert first.state is OperationState.ENQUEUED
+    waiting = [shop.payments.capture(h.id) for h in holds[1:]]
+    assert [op.state for op in waiting] == [OperationState.QUEUED] * 2
+    assert "queued" in shop.recorder.kinds()
+    shop.clock.advance(600)  # past every hold's lifetime
+    assert shop.payments.sweep() == 0
+    assert shop.held(card) == Decimal("90.00")
+    with pytest.raises(PaymentRefused):  # what they wait for is not for sale again
+        shop.payments.reserve(card, amount="20.00", currency="EUR", order_ref="X")
+    shop.sandbox.process_queue()  # the first settles; its callback posts the second
+    states = [shop.payments.get_operation(op.id).state for op in waiting]
+    assert states == [OperationState.ENQUEUED, OperationState.QUEUED]
+    shop.sandbox.run_until_idle()
+    for op in [first, *waiting]:
+        assert shop.payments.get_operation(op.id).state is OperationState.SUCCEEDED
+    assert shop.sandbox.balance(card) == Decimal("10.00")
+    shop.audit()
+
+
+def break_busy_is_not_a_refusal(mp: pytest.MonkeyPatch) -> None:
+    """A queued capture does not pin its hold: it expires while it waits."""
+    unpinned = transitions.HOLDING_OPERATION_STATES - {OperationState.QUEUED}
+    mp.setattr(transitions, "HOLDING_OPERATION_STATES", unpinned)
+    mp.setattr(settlement, "HOLDING_OPERATION_STATES", unpinned)
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -564,6 +599,7 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     13: (safe_parsing, break_safe_parsing),
     15: (sound_evidence, break_sound_evidence),
     16: (no_false_refusal, break_no_false_refusal),
+    17: (busy_is_not_a_refusal, break_busy_is_not_a_refusal),
 }
 
 

@@ -56,20 +56,22 @@ def manual_review_keeps_the_card_busy(shop: Shop) -> None:
         OperationState.MANUAL_REVIEW
     ]
     shop.sandbox.faults.add("update_giftcard", Fault.server_error(503))  # never enqueued
-    with pytest.raises(CardBusyError) as busy:
-        shop.payments.capture(second.id)
-    assert busy.value.blocking_state == "manual_review"
-    assert busy.value.retry_after > 0
+    posts = len(shop.sandbox.requests_to("update_giftcard"))
+    waiting = shop.payments.capture(second.id)
+    assert waiting.state is OperationState.QUEUED  # accepted, not posted
+    assert len(shop.sandbox.requests_to("update_giftcard")) == posts
     shop.sandbox.run_until_idle()  # 4WS applies the first capture, late; its callback is lost
     shop.clock.advance(settings.callback_timeout + settings.reconcile_window + 1)
-    shop.payments.reconcile()
+    shop.payments.reconcile()  # the card is still in review: the queue does not move
+    assert shop.payments.get_operation(waiting.id).state is OperationState.QUEUED
     shop.audit()
     # The operator unblocks the card (having asked 4WS), and the second capture goes through.
     (review,) = shop.store.list_operations([OperationState.MANUAL_REVIEW])
-    shop.payments.resolve(review.id, applied=True, note="4WS support: applied on 12 May")
     shop.sandbox.faults.clear()
-    assert shop.payments.capture(second.id).state is OperationState.ENQUEUED
+    shop.payments.resolve(review.id, applied=True, note="4WS support: applied on 12 May")
+    assert shop.payments.get_operation(waiting.id).state is OperationState.ENQUEUED
     shop.settle()
+    assert shop.payments.get_operation(waiting.id).state is OperationState.SUCCEEDED
     shop.audit()
     assert shop.sandbox.balance(card) == Decimal("20.00")
 
@@ -189,19 +191,27 @@ def test_a_lost_read_race_is_retryable_never_a_refusal_reason(
     assert shop.payments.reserve(card, amount="30.00", currency="EUR", order_ref="B").amount == 30
 
 
-def test_capture_while_another_is_in_flight_is_busy_and_writes_nothing(shop: Shop) -> None:
+def test_capture_while_another_is_in_flight_is_queued_and_posts_nothing(shop: Shop) -> None:
+    """The second capture is written ``queued`` (its hold pinned) and posts nothing until
+    the first settles; the first's callback gives it its turn."""
     card = shop.card(amount="100.00")
     first = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="A")
     second = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref="B")
     first_op = shop.payments.capture(first.id)
-    before = shop.store.list_operations()
-    with pytest.raises(CardBusyError) as busy:
-        shop.payments.capture(second.id)
-    assert busy.value.blocking_operation_id == first_op.id
-    assert busy.value.blocking_state == "enqueued"
-    assert shop.store.list_operations() == before
+    posts = len(shop.sandbox.requests_to("update_giftcard"))
+    queued = shop.payments.capture(second.id)
+    assert queued.state is OperationState.QUEUED
+    assert queued.balance_before is None
+    assert queued.callback_token_hash == ""
+    assert len(shop.sandbox.requests_to("update_giftcard")) == posts
+    (event,) = [e for e in shop.recorder.events if e.kind.value == "queued"]
+    assert event.details["blocking_operation_id"] == first_op.id
+    assert shop.payments.capture(second.id) == queued  # a retry finds it, writes nothing
+    shop.sandbox.process_queue()
+    assert shop.payments.get_operation(queued.id).state is OperationState.ENQUEUED
     shop.settle()
-    assert shop.payments.capture(second.id).state is OperationState.ENQUEUED
+    assert shop.payments.get_operation(queued.id).state is OperationState.SUCCEEDED
+    shop.audit()
 
 
 def test_a_failed_evidence_read_abandons_the_claim(shop: Shop) -> None:

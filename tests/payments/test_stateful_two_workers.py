@@ -9,6 +9,11 @@ someone spends on the card in a shop. After every rule the books must balance ag
 sandbox's (invariants 1, 3, 5); a granted hold must fit the card (2); a refusal to capture
 a granted hold must be explained by an in-shop spend (16).
 
+Captures and refunds that meet a busy card are queued (invariant 17) and posted at their
+turn by whoever settles the operation before them: a callback delivered by 4WS's queue, B's
+reconcile, or A itself. Every POST is checked as it leaves, A's between its steps and every
+other one (a turn given inside a callback, B's) by the clients' wrapper.
+
 Before the fix of the stale-evidence, busy-card and false-refusal races, this machine found
 each of them (a capture reconciled as succeeded on another capture's debit; a capture
 refused with ``insufficient_balance`` on a card that could pay it).
@@ -47,7 +52,7 @@ from fourws_pay.payments.models import (
     ReservationState,
 )
 from fourws_pay.sandbox.faults import Fault
-from tests.payments.harness import Shop, run_stepped
+from tests.payments.harness import Shop, run_stepped, undecided
 
 CARDS = ("7200000000001", "7200000000002")
 AMOUNTS = st.sampled_from(["10.00", "20.00", "30.00", "33.33", "60.00"])
@@ -88,6 +93,13 @@ class TwoWorkers(RuleBasedStateMachine):
             clock=self.shop.clock,
             plugin_manager=make_plugin_manager(load_entrypoints=False),
         )
+        self.shop.payments.client.update_giftcard = self.checked(  # type: ignore[method-assign]
+            self.shop.payments.client.update_giftcard
+        )
+        self.b.client.update_giftcard = self.checked(  # type: ignore[method-assign]
+            self.b.client.update_giftcard
+        )
+        self.stepping_post = False  # A's own POST, checked by ``world``'s ``between``
         self.spends: Counter[str] = Counter()
         self.order: dict[str, int] = {}  # reservation id -> creation rank (ids are random)
         self.spends_at_grant: dict[str, int] = {}
@@ -120,7 +132,8 @@ class TwoWorkers(RuleBasedStateMachine):
 
         def between(moment: str, effect: Any) -> None:
             if card and moment == "before" and isinstance(effect, PostUpdate):
-                self.evidence_is_sound(effect, card, spends_at_start)
+                self.evidence_is_sound(effect.update, card, spends_at_start)
+            self.stepping_post = moment == "before" and isinstance(effect, PostUpdate)
             label = f"world {moment} {type(effect).__name__}"
             for action in data.draw(st.lists(WORLD, max_size=2), label=label):
                 self.act(action, data)
@@ -167,17 +180,35 @@ class TwoWorkers(RuleBasedStateMachine):
                 shop.sandbox.spend_in_shop(card, "3.00")
                 self.spends[card] += 1
 
-    def evidence_is_sound(self, effect: PostUpdate, card: str, spends_at_start: int) -> None:
+    def checked(self, post: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Every POST not made by A's stepped flow (A's is checked between its steps): a
+        queue turn given inside a callback, B's captures, refunds and reconciles. Each runs
+        its read and its POST with no world action between, so no spend can explain a
+        difference."""
+
+        def post_checked(update: Any) -> Any:
+            if not self.stepping_post:
+                self.evidence_is_sound(update, update.barcode, self.spends[update.barcode])
+            return post(update)
+
+        return post_checked
+
+    def evidence_is_sound(self, update: Any, card: str, spends_at_start: int) -> None:
         """Invariant 15, as the POST leaves: nothing else of ours may still move the card's
-        balance, and the balance ``reconcile`` will compare against is 4WS's balance now
-        (unless someone spent on the card in a shop meanwhile, which no lock can stop)."""
-        posting = effect.update.payload["operation_id"]
+        balance (queued operations wait and move nothing), and the balance ``reconcile``
+        will compare against is 4WS's balance now (unless someone spent on the card in a
+        shop meanwhile, which no lock can stop)."""
+        posting = update.payload["operation_id"]
         others = [
             op
             for op in self.shop.store.list_operations()
             if op.barcode == card and op.id != posting
         ]
-        unresolved = [op.state.value for op in others if op.state not in FINAL]
+        unresolved = [
+            op.state.value
+            for op in others
+            if op.state not in FINAL and op.state is not OperationState.QUEUED
+        ]
         assert not unresolved, f"posted while {unresolved} may still move the balance (inv. 15)"
         if self.spends[card] == spends_at_start:
             op = self.shop.store.get_operation(posting)
@@ -257,11 +288,14 @@ class TwoWorkers(RuleBasedStateMachine):
         """Past every deadline and window, every operation is decided (invariant 6)."""
         s = self.shop.payments.settings
         self.shop.sandbox.faults.clear()
-        self.shop.sandbox.run_until_idle()
-        self.shop.clock.advance(s.callback_timeout + s.reconcile_window + 600)
-        self.b.reconcile()
-        for op in self.shop.store.list_operations():
-            assert op.is_terminal, f"{op.state.value} after every window (invariant 6)"
+        for _ in range(10):  # each pass may post what was queued behind the last one
+            self.shop.sandbox.run_until_idle()
+            self.shop.clock.advance(s.callback_timeout + s.reconcile_window + 600)
+            self.b.reconcile()
+            if not undecided(self.shop.store.list_operations()):
+                break
+        left = undecided(self.shop.store.list_operations())
+        assert not left, f"{[op.state.value for op in left]} after every window (invariant 6)"
 
     # ------------------------------------------------------------------ the books
 

@@ -1,0 +1,132 @@
+"""The ledger's state machines, in one place: the states, the moves, what each state means.
+
+Like h11's ``_state.py``: the tables are data, every grouping the rest of the code relies on
+is derived here from them, and stores, flows and host integrations import these names
+instead of spelling states or groupings of their own.
+
+Reservations (one-way)::
+
+    active -> captured | released | expired
+
+Operations (a capture or a refund; one-way but for one move back, see below)::
+
+    queued --(its turn)--> prepared -> sending -> enqueued -> succeeded | failed
+      |                       |           |          |
+      +-> failed              +-> failed  +-> unknown <-+   unknown -> succeeded | failed
+                              +-> queued                     | manual_review
+                                                           manual_review -> succeeded | failed
+
+- ``queued``: accepted durably while another operation of the card was unresolved; waits
+  its turn (oldest first). Its hold counts and never expires (invariants 6, 17). At its turn
+  it becomes ``prepared`` (the claim) or, when it can no longer be done (its reservation
+  ended), ``failed``. Nothing was sent.
+- ``prepared``: the card is claimed for this operation; the card is read for its evidence.
+  ``prepared -> queued`` is the only move back: a claim that was never sent (the read
+  failed, or its worker stopped) gives its turn back instead of failing what the shop was
+  promised. No money moved, so nothing about the money goes backwards.
+- ``sending``: committed before the request may leave (invariant 4); ``enqueued``: 4WS took
+  it and will call back; ``unknown``: the outcome is ambiguous (reconcile judges it);
+  ``manual_review``: reconcile could not judge it; an authenticated callback or an
+  operator's ``resolve`` settles it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ReservationState(StrEnum):
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class OperationKind(StrEnum):
+    CAPTURE = "capture"
+    REFUND = "refund"
+
+
+class OperationState(StrEnum):
+    QUEUED = "queued"
+    PREPARED = "prepared"
+    SENDING = "sending"
+    ENQUEUED = "enqueued"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    MANUAL_REVIEW = "manual_review"
+
+
+_R = ReservationState
+_O = OperationState
+
+RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
+    _R.ACTIVE: frozenset({_R.CAPTURED, _R.RELEASED, _R.EXPIRED}),
+    _R.CAPTURED: frozenset(),
+    _R.RELEASED: frozenset(),
+    _R.EXPIRED: frozenset(),
+}
+
+OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
+    _O.QUEUED: frozenset({_O.PREPARED, _O.FAILED}),
+    _O.PREPARED: frozenset({_O.SENDING, _O.FAILED, _O.QUEUED}),
+    _O.SENDING: frozenset({_O.ENQUEUED, _O.FAILED, _O.UNKNOWN, _O.SUCCEEDED}),
+    _O.ENQUEUED: frozenset({_O.SUCCEEDED, _O.FAILED, _O.UNKNOWN}),
+    _O.UNKNOWN: frozenset({_O.SUCCEEDED, _O.FAILED, _O.MANUAL_REVIEW}),
+    _O.MANUAL_REVIEW: frozenset({_O.SUCCEEDED, _O.FAILED}),
+    _O.SUCCEEDED: frozenset(),
+    _O.FAILED: frozenset(),
+}
+
+# ------------------------------------------------------------------ derived groupings
+
+# States nothing leaves: the outcome is final.
+TERMINAL_OPERATION_STATES = frozenset(s for s, moves in OPERATION_TRANSITIONS.items() if not moves)
+TERMINAL_RESERVATION_STATES = frozenset(
+    s for s, moves in RESERVATION_TRANSITIONS.items() if not moves
+)
+# Sent (or possibly sent) and not settled: 4WS may still apply it, so a callback for it is
+# awaited, and the card's balance must stay evidence of its outcome alone (invariant 15).
+MAY_BE_APPLIED_STATES = frozenset({_O.SENDING, _O.ENQUEUED, _O.UNKNOWN, _O.MANUAL_REVIEW})
+# While one of these is on a card, no other capture or refund of that card is claimed: it is
+# queued behind (invariants 15, 17). ``prepared`` holds the card's claim.
+CARD_BUSY_STATES = MAY_BE_APPLIED_STATES | {_O.PREPARED}
+# A capture in one of these keeps its reservation's hold counting past its expiry, and its
+# reservation is never released or swept (invariants 2, 6, 17).
+HOLDING_OPERATION_STATES = CARD_BUSY_STATES | {_O.QUEUED}
+# Claimed and unsettled, before any review: what ``reconcile`` watches for crashed workers
+# and overdue callbacks.
+IN_FLIGHT_OPERATION_STATES = frozenset({_O.PREPARED, _O.SENDING, _O.ENQUEUED, _O.UNKNOWN})
+# Every state an operation can still leave.
+LIVE_OPERATION_STATES = frozenset(OperationState) - TERMINAL_OPERATION_STATES
+LIVE_RESERVATION_STATES = frozenset(ReservationState) - TERMINAL_RESERVATION_STATES
+
+
+def may_move(current: OperationState, target: OperationState) -> bool:
+    """The operation state machine (invariant 5)."""
+    return target in OPERATION_TRANSITIONS[current]
+
+
+def may_move_reservation(current: ReservationState, target: ReservationState) -> bool:
+    """The one-way reservation state machine (invariant 5)."""
+    return target in RESERVATION_TRANSITIONS[current]
+
+
+__all__ = [
+    "CARD_BUSY_STATES",
+    "HOLDING_OPERATION_STATES",
+    "IN_FLIGHT_OPERATION_STATES",
+    "LIVE_OPERATION_STATES",
+    "LIVE_RESERVATION_STATES",
+    "MAY_BE_APPLIED_STATES",
+    "OPERATION_TRANSITIONS",
+    "RESERVATION_TRANSITIONS",
+    "TERMINAL_OPERATION_STATES",
+    "TERMINAL_RESERVATION_STATES",
+    "OperationKind",
+    "OperationState",
+    "ReservationState",
+    "may_move",
+    "may_move_reservation",
+]
