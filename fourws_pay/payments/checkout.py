@@ -8,7 +8,6 @@ state changes themselves are ``transitions``'; this module decides when they hap
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import secrets
@@ -297,10 +296,8 @@ class Checkout(Transitions):
         expires), or settles an operation that was already terminal before step 1.
         """
         reservation = self._reservation(reservation_id)
-        if amount is not None and reservation.state is ReservationState.ACTIVE:
-            with contextlib.suppress(InvalidAmountError):  # raised under the lock below
-                if self._capture_amount(reservation, amount) < reservation.amount:
-                    yield from self._require_divisible(reservation)
+        if self._is_partial(reservation, amount):
+            yield from self._require_divisible(reservation)
         token = secrets.token_urlsafe(32)
         with self.writing(reservation.barcode) as tx:
             now = self.clock.now()
@@ -333,6 +330,16 @@ class Checkout(Transitions):
             return (yield from self._queued(operation, reservation, blocker))
         crash_point("capture.after_prepare")
         return (yield from self._confirm_and_send(operation, reservation, token))
+
+    def _is_partial(self, reservation: Reservation, amount: object | None) -> bool:
+        """Would this capture take part of an active hold? A bad amount says no here: it
+        is refused under the lock, after a retry has had the chance to find its capture."""
+        if amount is None or reservation.state is not ReservationState.ACTIVE:
+            return False
+        try:
+            return self._capture_amount(reservation, amount) < reservation.amount
+        except InvalidAmountError:
+            return False
 
     def _require_divisible(self, reservation: Reservation) -> PaymentFlow[None]:
         """A one-go card (``flgPartiallyUsage = N``) is consumed whole: a partial capture

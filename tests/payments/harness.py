@@ -54,13 +54,14 @@ class Shop:
     tmp: Path
     clock: ManualClock = field(default_factory=ManualClock)
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    ledger: Any = None  # a store of any kind; a SQLite file under ``tmp`` by default
 
     def __post_init__(self) -> None:
         self.sandbox = Sandbox(clock=self.clock)
         self.recorder = EventRecorder()
         self.callback_statuses: list[int] = []
         self.callback_urls: dict[str, str] = {}
-        self.store = SQLiteStore(self.tmp / "ledger.db")
+        self.store = self.ledger or SQLiteStore(self.tmp / "ledger.db")
         self.payments = self.new_provider()
         self.sandbox.set_callback_handler(self.deliver)
 

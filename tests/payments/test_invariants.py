@@ -541,7 +541,6 @@ def break_no_false_refusal(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(core.PaymentsCore, "held", double_counting)
 
 
-
 # -------------------------------------------------------------------------- 17
 
 

@@ -317,7 +317,8 @@ def test_loop_test_fails_when_ledger_work_runs_on_the_loop(
 def test_concurrent_checkouts_on_one_card_are_never_falsely_refused(shop: Shop) -> None:
     """Threads reserve and capture on one card while another thread keeps 4WS settling
     (callbacks landing at the very instants of the reads: the clock does not move). No
-    capture of a granted hold is refused, busy cards are retried, the books balance."""
+    capture of a granted hold is refused, none is retried (a busy card queues it), the
+    books balance."""
     card = shop.card(amount="120.00")  # exactly 12 x 10.00: any double count refuses
     refusals: list[Exception] = []
     captured: list[str] = []
@@ -332,13 +333,7 @@ def test_concurrent_checkouts_on_one_card_are_never_falsely_refused(shop: Shop) 
     def checkout(n: int) -> None:
         try:
             hold = shop.payments.reserve(card, amount="10.00", currency="EUR", order_ref=f"T{n}")
-            for _ in range(20_000):
-                try:
-                    captured.append(shop.payments.capture(hold.id).id)
-                    return
-                except CardBusyError:
-                    pause.wait(0.0005)
-            raise AssertionError("the card stayed busy")
+            captured.append(shop.payments.capture(hold.id).id)  # queued if busy: no retry
         except PaymentRefused as exc:
             refusals.append(exc)
 
@@ -349,6 +344,10 @@ def test_concurrent_checkouts_on_one_card_are_never_falsely_refused(shop: Shop) 
         w.start()
     for w in workers:
         w.join(120)
+    for _ in range(200):  # the queue drains as callbacks land; bounded
+        if all(op.state is OperationState.SUCCEEDED for op in shop.store.list_operations()):
+            break
+        pause.wait(0.01)
     done.set()
     background.join(30)
     shop.sandbox.run_until_idle()
