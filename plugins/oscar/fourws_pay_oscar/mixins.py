@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 from oscar.apps.payment.exceptions import UnableToTakePayment
 from oscar.core.prices import Price
 
-from fourws_pay.errors import CardBusyError, FourWSError, PaymentRefused, ThrottledError
+from fourws_pay.errors import FourWSError, PaymentRefused, ThrottledError
 from fourws_pay.logs import get_logger
 from fourws_pay_oscar import codes, conf, provider, recording
 from fourws_pay_oscar.forms import GiftCardForm
@@ -263,15 +263,13 @@ class GiftCardPaymentDetailsMixin:
 
         The order is already placed, so nothing raised here may reach Oscar (it would show
         the customer an error for an order that exists): a refusal or an unreachable 4WS
-        becomes a payment event and an order note.
+        becomes a payment event and an order note. A card busy with another payment queues
+        the capture in fourws-pay, which posts it at its turn (a note says it waits).
         """
         reservation = self._giftcard_reservation
         self._giftcard_captured = True
         try:
             operation = provider.get_payments().capture(reservation.id)
-        except CardBusyError as exc:
-            recording.record_capture_deferred(order, reservation, str(exc))
-            return
         except PaymentRefused as exc:
             if not order.payment_events.filter(event_type__name=recording.CAPTURE_FAILED):
                 recording.record_capture_problem(

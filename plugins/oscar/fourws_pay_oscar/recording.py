@@ -40,7 +40,6 @@ log = get_logger()
 CAPTURE_REQUESTED = "Capture requested"
 SETTLED = "Settled"
 CAPTURE_FAILED = "Capture failed"
-CAPTURE_DEFERRED = "Capture deferred"
 MANUAL_REVIEW = "Manual review"
 REFUND_REQUESTED = "Refund requested"
 REFUNDED = "Refunded"
@@ -159,35 +158,6 @@ def record_capture_requested(order: Any, operation: Operation) -> None:
         payment_event(order, CAPTURE_REQUESTED, operation.amount, operation.id)
 
 
-def record_capture_deferred(order: Any, reservation: Reservation, why: str) -> None:
-    """The card was busy with another unresolved operation: the capture waits, its hold
-    stays, and ``fourws_pay_reconcile`` posts it once the card is free (see README)."""
-    with transaction.atomic():
-        if payment_event(order, CAPTURE_DEFERRED, reservation.applied_amount, reservation.id):
-            note(
-                order,
-                f"4WS gift card {reservation.masked_barcode}: the capture of "
-                f"{reservation.applied_amount} {order.currency} waits for another payment on "
-                f"the same card to be resolved ({why}). manage.py fourws_pay_reconcile posts "
-                "it once the card is free; nothing was taken yet.",
-                note_type="Warning",
-            )
-
-
-def deferred_captures() -> list[tuple[Any, str]]:
-    """(order, reservation id) of every capture deferred on a busy card and not yet posted."""
-    models = _models()
-    deferred = models["PaymentEvent"].objects.filter(event_type__name=CAPTURE_DEFERRED)
-    pending = []
-    for event in deferred.select_related("order"):
-        posted = event.order.payment_events.filter(
-            event_type__name__in=[CAPTURE_REQUESTED, CAPTURE_FAILED]
-        )
-        if not posted.exists():
-            pending.append((event.order, str(event.reference)))
-    return pending
-
-
 def record_refund_requested(order: Any, operation: Operation) -> None:
     with transaction.atomic():
         payment_event(order, REFUND_REQUESTED, operation.amount, operation.id)
@@ -297,6 +267,7 @@ _HANDLERS = {
     EventKind.CAPTURE_FAILED: _capture_failed,
     EventKind.MANUAL_REVIEW: _capture_failed,
     EventKind.REFUND_FAILED: _refund_failed,
+    EventKind.QUEUED: _informational,  # waits for another payment of the card
     EventKind.RELEASED: _informational,
     EventKind.EXPIRED: _informational,
     EventKind.ALERT: _informational,

@@ -147,30 +147,26 @@ def test_callback_view_is_csrf_exempt_and_settles(placed, sandbox):
     assert _source(placed).amount_debited == Decimal("30.00")
 
 
-def test_capture_on_a_busy_card_waits_and_reconcile_posts_it(payments, sandbox, oscar_product_id):
+def test_capture_on_a_busy_card_is_queued_and_posted_when_the_first_settles(
+    payments, sandbox, oscar_product_id
+):
     """Two orders on one card: the second order's capture meets the first one still in
-    flight (CardBusyError). It is deferred, not lost, and posted by the reconcile command
-    once the card is free; re-running the command posts nothing twice."""
+    flight. fourws-pay queues it (a note tells staff it waits); the first one's callback
+    posts it; nothing for the shop to re-run, and the reconcile command finds nothing to
+    post twice."""
     sandbox.add_giftcard(CARD, amount=Decimal("100.00"))
     assert checkout(Client(), oscar_product_id, CARD).status_code == 302
     assert checkout(Client(), oscar_product_id, CARD).status_code == 302
     first, second = Order.objects.order_by("id")
     assert _events(first, "Capture requested")
-    (deferred,) = _events(second, "Capture deferred")
-    assert not _events(second, "Capture requested")
-    assert "waits for another payment" in second.notes.get().message
-    out = io.StringIO()
-    call_command("fourws_pay_reconcile", stdout=out)
-    assert "deferred_posted=0 deferred_waiting=1" in out.getvalue()
-    sandbox.process_queue()  # 4WS applies the first capture; the card is free
-    out = io.StringIO()
-    call_command("fourws_pay_reconcile", stdout=out)
-    assert "deferred_posted=1 deferred_waiting=0" in out.getvalue()
     (requested,) = _events(second, "Capture requested")
-    assert requested.amount == deferred.amount
-    sandbox.process_queue()
-    assert _source(second).amount_debited == deferred.amount
+    assert "queued" in second.notes.get().message
+    assert _source(second).amount_debited == Decimal("0.00")
+    sandbox.process_queue()  # 4WS applies the first capture; its callback posts the second
+    sandbox.process_queue()  # and then applies the second
+    assert _source(first).amount_debited == requested.amount
+    assert _source(second).amount_debited == requested.amount
     out = io.StringIO()
     call_command("fourws_pay_reconcile", stdout=out)
-    assert "deferred_posted=0 deferred_waiting=0" in out.getvalue()
-    assert sandbox.balance(CARD) == Decimal("100.00") - 2 * deferred.amount
+    assert "queued_posted=0" in out.getvalue()
+    assert sandbox.balance(CARD) == Decimal("100.00") - 2 * requested.amount
