@@ -116,7 +116,9 @@ class SaleorApp:
             self.config, self.store, self.gateway, self.clock, self.channel_gateways
         )
         self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
-        self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
+        self.reporter = SaleorReporter(
+            self.store, self.http, self.clock, self.config, self.handlers.available_actions
+        )
         self.listener = SaleorEventListener(
             self.store,
             self.clock,

@@ -114,6 +114,8 @@ class SaleorTransaction:
     """One ``TransactionItem``: its events, and the amounts Saleor derives from them."""
 
     id: str
+    # ``available_actions``: replaced by each parsed answer or report that lists them.
+    actions: list[str] | None = None
     events: list[Event] = field(default_factory=list)
 
     def amounts(self) -> dict[str, Decimal]:
@@ -221,6 +223,8 @@ class SaleorTransaction:
             return
         if psp:
             request.psp = str(psp)
+        if isinstance(response, dict) and response.get("actions") is not None:
+            self.actions = sorted(set(response["actions"]))
         if result is None:
             request.include = True  # pending under the App's reference
             return
@@ -357,6 +361,8 @@ class FakeSaleor:
                 message=variables.get("message", ""),
             )
         )
+        if variables.get("availableActions") is not None:
+            tx.actions = sorted(set(variables["availableActions"]))
         return None
 
     def asgi(self) -> Starlette:
