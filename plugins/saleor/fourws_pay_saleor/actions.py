@@ -631,9 +631,7 @@ class ActionHandlers(HandlerCore):
         if not parts:
             total = sum([await self._refundable(record, op) for op in captures], Decimal(0))
             if action.amount > total:
-                return self._final(
-                    action, f"Cannot refund {action.amount}: {total} is refundable."
-                )
+                return self._final(action, f"Cannot refund {action.amount}: {total} is refundable.")
         # Links are kept in the order the charges were made; the clock breaks no ties.
         newest_first = sorted(reversed(captures), key=lambda op: op.created_at, reverse=True)
         while not any(part.state is OperationState.FAILED for part in parts):

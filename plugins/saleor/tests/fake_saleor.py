@@ -61,8 +61,7 @@ APP_ID = "QXBwOjQy"
 
 
 PERMISSION_DENIED = {
-    "message": "To access this path, you need one of the following permissions:"
-    " AUTHENTICATED_APP",
+    "message": "To access this path, you need one of the following permissions: AUTHENTICATED_APP",
     "extensions": {"exception": {"code": "PermissionDenied"}},
 }
 

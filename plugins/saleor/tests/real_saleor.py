@@ -44,7 +44,9 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = REPO_ROOT.parent / "shared" / "saleor"
 CACHE_ROOT = Path(os.environ.get("FOURWS_PAY_SALEOR_CACHE", "/var/tmp/fourws-pay-saleor"))
-ADMIN_URL = os.environ.get("FOURWS_PAY_SALEOR_ADMIN_DB", "postgres://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "FOURWS_PAY_SALEOR_ADMIN_DB", "postgres://postgres@127.0.0.1:5432/postgres"
+)
 REDIS = os.environ.get("FOURWS_PAY_SALEOR_REDIS", "redis://127.0.0.1:6379")
 SUPERUSER = ("admin@example.com", "admin")  # what populatedb --createsuperuser creates
 
@@ -285,10 +287,28 @@ def started(build: SaleorBuild, log_dir: Path) -> Iterator[RunningSaleor]:
     try:
         with log.open("ab") as out:
             for command in (
-                [str(build.root / "venv" / "bin" / "uvicorn"), "saleor.asgi:application"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                [str(build.root / "venv" / "bin" / "celery"), "--app", "saleor.celeryconf:app"]
-                + ["worker", "--concurrency", "1", "--queues", queue, "--loglevel", "INFO"],
+                [
+                    str(build.root / "venv" / "bin" / "uvicorn"),
+                    "saleor.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                [
+                    str(build.root / "venv" / "bin" / "celery"),
+                    "--app",
+                    "saleor.celeryconf:app",
+                    "worker",
+                    "--concurrency",
+                    "1",
+                    "--queues",
+                    queue,
+                    "--loglevel",
+                    "INFO",
+                ],
             ):
                 processes.append(
                     subprocess.Popen(
