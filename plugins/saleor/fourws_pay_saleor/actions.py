@@ -100,6 +100,17 @@ def _held(reservation: Reservation) -> Decimal:
     return reservation.applied_amount
 
 
+_SETTLED = frozenset({OperationState.SUCCEEDED, OperationState.FAILED})
+
+
+class _Refused(Exception):
+    """4WS refused a refund part outright: nothing was applied for it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _TooLarge(Exception):
     def __init__(self, most: Decimal) -> None:
         super().__init__(str(most))
@@ -241,7 +252,41 @@ class ActionHandlers(HandlerCore):
                 log.error("saleor.action_failed", psp_reference=psp, error=repr(exc))
             outcome = Outcome(error=str(exc) or type(exc).__name__)
         assert action is not None
-        return self._record(action, outcome)
+        outcome = self._record(action, outcome)
+        if outcome.response is not None and "actions" in outcome.response:
+            outcome.response["actions"] = await self.available_actions(
+                action.api_url, action.transaction_id, outcome.response["actions"]
+            )
+        return outcome
+
+    async def available_actions(
+        self, api_url: str, transaction_id: str, default: list[str]
+    ) -> list[str]:
+        """What staff can still do on the transaction (Saleor's ``availableActions``).
+
+        CHARGE and CANCEL while part of the authorization is still held (authorize 50,
+        charge 20: 30 is), REFUND while some settled charge is not refunded (charge 20, the
+        rest lapses: 20 is). Saleor's Dashboard offers only these; ``default`` is used for
+        a transaction the App does not know.
+        """
+        record = self.store.get_transaction(api_url, transaction_id)
+        if record is None:
+            return default
+        try:
+            actions = []
+            if await self._remaining(record) > 0:
+                actions += [TransactionAction.CHARGE.value, TransactionAction.CANCEL.value]
+            for capture in await self._captures(record):
+                if capture.state is OperationState.SUCCEEDED and (
+                    await self._refundable(record, capture) > 0
+                ):
+                    actions.append(TransactionAction.REFUND.value)
+                    break
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            return default
+        return actions
 
     def _record(self, action: ActionRecord, outcome: Outcome) -> Outcome:
         now = self.clock.now()
@@ -565,26 +610,62 @@ class ActionHandlers(HandlerCore):
         return capture.amount - refunded
 
     async def _refund(self, action: ActionRecord, record: TransactionRecord | None) -> Outcome:
+        """Refund across the charges, newest first, each part posted (and recorded) once.
+
+        Saleor sends one refund for the transaction; after partial charges it may exceed
+        any single charge. The parts are 4WS refunds of the newest charge first, each for
+        what is left of it; every part is recorded on the action (``operation_ids``) as soon
+        as it is posted, so a resumed attempt posts only what is still missing (and adopts
+        a part posted before it could be recorded). Saleor hears one outcome, under its
+        ``pspReference``: the sum refunded, once every part has settled.
+        """
         if record is None:
             return self._final(action, "Nothing was charged on this gift card.")
-        amount = action.amount
         captures = await self._captures(record)
         if not captures:
             return self._final(action, "Nothing was charged on this gift card.")
         if any(op.state is not OperationState.SUCCEEDED for op in captures):
             raise Unavailable("a charge is not settled yet; the refund follows once it is")
-        candidates = [(await self._refundable(record, op), op) for op in captures]
-        fitting = [op for left, op in candidates if left >= amount]
-        if not fitting:
-            total = sum((left for left, _ in candidates), Decimal(0))
-            if amount > total:
-                return self._final(action, f"Cannot refund {amount}: {total} is refundable.")
-            return self._final(
-                action,
-                "A refund is taken from one charge at a time: refund at most "
-                f"{max(left for left, _ in candidates)} in one request.",
-            )
-        capture = fitting[-1]
+        gateway = self._gw(record.channel)
+        parts = [await gateway.get_operation(op_id) for op_id in action.operation_ids]
+        if not parts:
+            total = sum([await self._refundable(record, op) for op in captures], Decimal(0))
+            if action.amount > total:
+                return self._final(action, f"Cannot refund {action.amount}: {total} is refundable.")
+        # Links are kept in the order the charges were made; the clock breaks no ties.
+        newest_first = sorted(reversed(captures), key=lambda op: op.created_at, reverse=True)
+        while not any(part.state is OperationState.FAILED for part in parts):
+            missing = action.amount - sum((part.amount for part in parts), Decimal(0))
+            if missing <= 0:
+                break
+            chosen: tuple[Operation, Decimal] | None = None
+            for capture in newest_first:
+                left = await self._refundable(record, capture)
+                if left > 0:
+                    chosen = (capture, min(left, missing))
+                    break
+            if chosen is None:
+                break  # refunded meanwhile by another request: report what this one did
+            capture, amount = chosen
+            try:
+                operation = await self._post_refund_part(action, record, capture, amount)
+            except _Refused as exc:
+                if not parts:
+                    return self._final(action, exc.message)
+                # Some parts moved money: this request refunds what they did, no more.
+                action.amount = sum((part.amount for part in parts), Decimal(0))
+                action.last_error = exc.message[:500]
+                self.store.save_action(action)
+                break
+            parts.append(operation)
+        if len(parts) == 1 and parts[0].amount == action.amount:
+            # One part: its settlement is reported by the event hook, as any refund.
+            return self._operation_outcome(action, parts[0], REFUND_RESULTS)
+        return self._parts_outcome(action, parts)
+
+    async def _post_refund_part(
+        self, action: ActionRecord, record: TransactionRecord, capture: Operation, amount: Decimal
+    ) -> Operation:
         gateway = self._gw(record.channel)
         if action.state == ActionState.POSTING:
             # A previous attempt may have posted before it could record the refund: adopt
@@ -599,23 +680,55 @@ class ActionHandlers(HandlerCore):
                     and op.amount == amount
                     and (op.state is not OperationState.FAILED)
                 ):
-                    return self._refund_posted(action, record, op)
+                    self._refund_posted(action, record, op)
+                    self.store.save_action(action)
+                    return op
         action.state = ActionState.POSTING
         action.updated_at = self.clock.now()
         self.store.save_action(action)
         try:
             operation = await gateway.refund(capture.id, amount)
         except PaymentRefused as exc:
-            return self._final(action, exc.public_message)
+            raise _Refused(exc.public_message) from exc
         except InvalidInputError as exc:
-            return self._final(action, str(exc))
+            raise _Refused(str(exc)) from exc
         except APIError as exc:
             if is_retryable(exc):
                 raise
             # 4WS refused the POST: nothing was applied (an ambiguous POST does not raise,
             # it comes back as an ``unknown`` operation).
-            return self._final(action, f"4WS refused the refund: {exc}")
-        return await self._refund_recorded(action, record, operation)
+            raise _Refused(f"4WS refused the refund: {exc}") from exc
+        self._refund_posted(action, record, operation)
+        self.store.save_action(action)  # recorded before the next part is posted
+        return await gateway.get_operation(operation.id)
+
+    def _parts_outcome(self, action: ActionRecord, parts: list[Operation]) -> Outcome:
+        """A refund in several parts: one outcome once every part has settled."""
+        if any(part.state not in _SETTLED for part in parts):
+            # Not final yet: the runner looks again each maintenance pass (the event hook
+            # does not report single parts, see ``events.py``).
+            return Outcome(error="refund parts are still settling")
+        refunded = sum(
+            (part.amount for part in parts if part.state is OperationState.SUCCEEDED), Decimal(0)
+        )
+        if refunded == 0:
+            return self._final(action, "The gift-card refund failed at 4WS.")
+        message = (
+            ""
+            if refunded == action.amount
+            else f"Refunded {refunded}; the rest could not be refunded to the gift card."
+        )
+        return Outcome(
+            response=transaction_response(
+                Result.REFUND_SUCCESS,
+                allowed=REFUND_RESULTS,
+                psp_reference=action.psp_reference,
+                amount=refunded,
+                time=self.clock.now(),
+                message=message,
+                actions=[TransactionAction.REFUND],
+            )
+        )
 
     def _refund_posted(
         self, action: ActionRecord, record: TransactionRecord, operation: Operation

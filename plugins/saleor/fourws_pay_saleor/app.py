@@ -116,7 +116,9 @@ class SaleorApp:
             self.config, self.store, self.gateway, self.clock, self.channel_gateways
         )
         self.verifier = JWKSVerifier(self.http, self.clock, ttl=self.config.jwks_ttl)
-        self.reporter = SaleorReporter(self.store, self.http, self.clock, self.config)
+        self.reporter = SaleorReporter(
+            self.store, self.http, self.clock, self.config, self.handlers.available_actions
+        )
         self.listener = SaleorEventListener(
             self.store,
             self.clock,
@@ -198,12 +200,12 @@ class SaleorApp:
         active = True
         if self.config.verify_token_on_register:
             try:
-                status, app_id = await self._app_id(api_url, token)
+                refused, app_id = await self._app_id(api_url, token)
             except httpx.HTTPError:
                 return _error(503, "cannot reach Saleor to confirm the token")
             if app_id is None:
                 existing = self.store.get_installation(api_url)
-                if status != 401 or (existing is not None and existing.active):
+                if not refused or (existing is not None and existing.active):
                     return _error(401, "Saleor did not accept the token")
                 # ``activateAfterInstallation: false``: Saleor refuses an inactive App's
                 # token until it is activated. Keep it, inactive: the App does not act or
@@ -219,7 +221,14 @@ class SaleorApp:
         log.info("saleor.registered", api_url=api_url, app_id=app_id, active=active)
         return JSONResponse({"success": True})
 
-    async def _app_id(self, api_url: str, token: str) -> tuple[int, str | None]:
+    async def _app_id(self, api_url: str, token: str) -> tuple[bool, str | None]:
+        """(Saleor refused the token, the App's id) for ``query { app { id } }``.
+
+        Saleor 3.24 answers an inactive App's token (``activateAfterInstallation: false``)
+        with HTTP 200, ``app: null`` and a ``PermissionDenied`` error: its middleware only
+        authenticates active Apps. HTTP 401 is taken the same way. Anything else without an
+        id (5xx, another error, an unreadable body) is not a refusal of the token.
+        """
         response = await self.http.post(
             api_url,
             json={"query": APP_ID_QUERY},
@@ -227,13 +236,17 @@ class SaleorApp:
             timeout=self.config.http_timeout,
         )
         if response.status_code != 200:
-            return response.status_code, None
+            return response.status_code == 401, None
         try:
             document = response.json()
-            app_id = document["data"]["app"]["id"]
-        except (ValueError, KeyError, TypeError):
-            return response.status_code, None
-        return response.status_code, (str(app_id) if app_id else None)
+        except ValueError:
+            return False, None
+        data = document.get("data") if isinstance(document, dict) else None
+        app = data.get("app") if isinstance(data, dict) else None
+        app_id = app.get("id") if isinstance(app, dict) else None
+        if app_id:
+            return False, str(app_id)
+        return _permission_denied(document), None
 
     async def _verified(self, request: Request, event_name: str) -> tuple[str, bytes]:
         """Authenticate one webhook (installation, signature, event); raises ``_Reject``."""
@@ -501,6 +514,18 @@ class _Reject(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _permission_denied(document: Any) -> bool:
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return False
+    for error in errors:
+        extensions = error.get("extensions") if isinstance(error, dict) else None
+        exception = extensions.get("exception") if isinstance(extensions, dict) else None
+        if isinstance(exception, dict) and exception.get("code") == "PermissionDenied":
+            return True
+    return False
 
 
 def _is_http_url(url: str) -> bool:

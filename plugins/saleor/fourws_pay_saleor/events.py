@@ -24,7 +24,7 @@ from collections.abc import Callable
 from fourws_pay.clock import Clock
 from fourws_pay.hookspecs import hookimpl
 from fourws_pay.logs import get_logger
-from fourws_pay.payments.models import EventKind, OperationKind, PaymentEvent
+from fourws_pay.payments.models import EventKind, Operation, OperationKind, PaymentEvent
 from fourws_pay_saleor.handler_core import request_psp
 from fourws_pay_saleor.store import AppStore, ReportRecord, TransactionState
 
@@ -88,6 +88,11 @@ class SaleorEventListener:
             link = self._store.get_operation_link(operation.id)
             if link is None:
                 return False
+            if operation.kind is OperationKind.REFUND and self._is_refund_part(link.psp, operation):
+                # One part of a refund spread over several charges: the action runner
+                # reports the request once, for the sum, when every part has settled.
+                self._on_enqueued()
+                return False
             success = _SUCCESS_OF.get(report_type)
             if success is not None and self._store.has_report(link.api_url, link.psp, success):
                 report_type = _REVERSAL_OF[success]
@@ -132,3 +137,7 @@ class SaleorEventListener:
                 self._clock.now(),
             )
         return False
+
+    def _is_refund_part(self, psp: str, operation: Operation) -> bool:
+        action = self._store.get_action(psp)
+        return action is not None and operation.amount != action.amount

@@ -15,6 +15,7 @@ marked ``rejected`` for a human to look at.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,17 @@ mutation FourWSTransactionEventReport(
 }
 """.strip()
 
-# What the merchant can do once the reported outcome is known.
+# What the merchant can do once the reported outcome is known, when the App cannot say
+# better (``actions_for``: what is actually still held and refundable, at sending time).
 _AVAILABLE_ACTIONS: dict[str, list[str]] = {
     "CHARGE_SUCCESS": ["REFUND"],
+    "CHARGE_FAILURE": [],
     "REFUND_SUCCESS": ["REFUND"],
+    "REFUND_FAILURE": ["REFUND"],
     "CANCEL_SUCCESS": [],
 }
+
+ActionsFor = Callable[[str, str, list[str]], Awaitable[list[str]]]
 
 PENDING = "pending"
 SENT = "sent"
@@ -86,8 +92,14 @@ class SaleorReporter:
     """Sends queued ``transactionEventReport`` mutations with each Saleor's app token."""
 
     def __init__(
-        self, store: AppStore, http: httpx.AsyncClient, clock: Clock, config: AppConfig
+        self,
+        store: AppStore,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        config: AppConfig,
+        actions_for: ActionsFor | None = None,
     ) -> None:
+        self._actions_for = actions_for
         self._store = store
         self._http = http
         self._clock = clock
@@ -182,7 +194,13 @@ class SaleorReporter:
         return float(min(wait, self._config.report_backoff_max))
 
     async def _send(self, report: ReportRecord, token: str) -> None:
-        body = dumps({"query": REPORT_MUTATION, "variables": self.variables(report)})
+        variables = self.variables(report)
+        if self._actions_for is not None and "availableActions" in variables:
+            # Saleor keeps the list of the latest report: say what is possible now.
+            variables["availableActions"] = await self._actions_for(
+                report.api_url, report.transaction_id, variables["availableActions"]
+            )
+        body = dumps({"query": REPORT_MUTATION, "variables": variables})
         try:
             response = await self._http.post(
                 report.api_url,

@@ -25,9 +25,12 @@ from typing import Any
 from fourws_pay.errors import (
     AmbiguousOutcomeError,
     APIError,
+    AuthenticationError,
+    ConfigurationError,
     InvalidInputError,
     InvalidStateError,
     PaymentRefused,
+    PermissionDeniedError,
     ThrottledError,
     TransportError,
 )
@@ -65,6 +68,9 @@ from fourws_pay_saleor.responses import (
 )
 from fourws_pay_saleor.store import TransactionRecord, TransactionState
 from fourws_pay_saleor.versions import SaleorVersion, too_old
+
+# 4WS errors about the App's own credentials or settings: never a verdict on the card.
+_CONFIGURATION_ERRORS = (AuthenticationError, PermissionDeniedError, ConfigurationError)
 
 log = get_logger(component="saleor.handlers")
 
@@ -435,9 +441,21 @@ class SessionHandlers(HandlerCore):
                 operation = await self._gw(record.channel).capture(record.reservation_id, None)
             except (PaymentRefused, InvalidInputError):
                 raise
-            except APIError as exc:
+            except (APIError, ConfigurationError) as exc:
                 if is_retryable(exc):
                     raise Unavailable(f"capture not possible now: {exc!r}") from exc
+                if isinstance(exc, _CONFIGURATION_ERRORS):
+                    # The App's 4WS credentials or settings, not the shopper's card: say
+                    # "try again" (nothing was applied, the hold is let go) and tell staff.
+                    log.error(
+                        "saleor.fourws_configuration_refused",
+                        transaction_id=record.transaction_id,
+                        error=type(exc).__name__,
+                        status=getattr(exc, "status_code", None),
+                    )
+                    raise Unavailable(
+                        f"4WS refused the App's credentials or configuration ({type(exc).__name__})"
+                    ) from exc
                 raise PaymentRefused(
                     RefusalReason.NOT_A_GIFT_CARD,
                     f"4WS refused the capture: {exc}",

@@ -26,8 +26,10 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
 - ``transactionEventReport`` -- ``deduplicate_event`` (same file): the same reference and
   type again is ``alreadyProcessed`` when the amount matches and an error when it does not;
   a second ``AUTHORIZATION_SUCCESS`` is refused.
-- tokens of an App installed with ``activateAfterInstallation: false`` are refused with
-  HTTP 401 until the App is activated.
+- tokens of an App installed with ``activateAfterInstallation: false`` (and unknown tokens)
+  are anonymous to Saleor until the App is activated: ``query { app { id } }`` gets HTTP 200,
+  ``app: null`` and a ``PermissionDenied`` error (``saleor/graphql/core/...``: the API
+  authenticates active Apps only), not a 401.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ SALEOR_VERSION = "3.24.0-a.0"
 DOMAIN = "saleor.test"
 APP_TOKEN = "app-token-0123456789abcdef"
 APP_ID = "QXBwOjQy"
+
+
+PERMISSION_DENIED = {
+    "message": "To access this path, you need one of the following permissions: AUTHENTICATED_APP",
+    "extensions": {"exception": {"code": "PermissionDenied"}},
+}
+
+
+def _nulls(query: str) -> dict[str, None]:
+    return {"transactionEventReport": None} if "transactionEventReport" in query else {"app": None}
 
 
 _POOL: list[rsa.RSAPrivateKey] = []
@@ -101,6 +113,8 @@ class SaleorTransaction:
     """One ``TransactionItem``: its events, and the amounts Saleor derives from them."""
 
     id: str
+    # ``available_actions``: replaced by each parsed answer or report that lists them.
+    actions: list[str] | None = None
     events: list[Event] = field(default_factory=list)
 
     def amounts(self) -> dict[str, Decimal]:
@@ -208,6 +222,8 @@ class SaleorTransaction:
             return
         if psp:
             request.psp = str(psp)
+        if isinstance(response, dict) and response.get("actions") is not None:
+            self.actions = sorted(set(response["actions"]))
         if result is None:
             request.include = True  # pending under the App's reference
             return
@@ -291,9 +307,9 @@ class FakeSaleor:
         document = loads(await request.body())
         query = document.get("query", "")
         if token not in self.valid_tokens or token in self.inactive_tokens:
-            return JSONResponse(
-                {"data": None, "errors": [{"message": "Invalid token"}]}, status_code=401
-            )
+            # Saleor 3.24 authenticates active Apps only; any other token is anonymous, and
+            # an App query or mutation is then denied with HTTP 200 (seen on real Saleor).
+            return JSONResponse({"data": _nulls(query), "errors": [PERMISSION_DENIED]})
         if "app {" in query or "app{" in query:
             return JSONResponse({"data": {"app": {"id": APP_ID}}})
         if "transactionEventReport" in query:
@@ -344,6 +360,8 @@ class FakeSaleor:
                 message=variables.get("message", ""),
             )
         )
+        if variables.get("availableActions") is not None:
+            tx.actions = sorted(set(variables["availableActions"]))
         return None
 
     def asgi(self) -> Starlette:

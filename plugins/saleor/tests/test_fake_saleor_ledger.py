@@ -12,7 +12,7 @@ D = Decimal
 
 
 def tx(*events: Event) -> dict[str, Decimal]:
-    return SaleorTransaction("t", list(events)).amounts()
+    return SaleorTransaction("t", events=list(events)).amounts()
 
 
 def test_charges_move_amounts_out_of_authorized() -> None:

@@ -1,28 +1,18 @@
-"""Opt-in end-to-end test against a real Saleor 3.24 (marker ``saleor_e2e``).
+"""End-to-end against a real Saleor 3.24 (marker ``saleor_e2e``): flows as Saleor books them.
 
-It is *opt-in*, not a service test: without a Saleor checkout it skips with the reason,
-and ``FOURWS_PAY_REQUIRE_SERVICES=1`` does not turn that skip into a failure (a Saleor
-checkout is not one of the services CI provides). Run it with::
+Saleor comes from ``../shared/saleor/`` (``real_saleor.py``: venv built once per machine,
+a migrated and populated template database, a copy of it per run, uvicorn and a Celery
+worker on loopback). It runs when
 
-    FOURWS_PAY_SALEOR_SRC=/path/to/saleor \
-    FOURWS_PAY_SALEOR_PYTHON=/root/.pyenv/versions/3.12.1/bin/python \
-    pytest plugins/saleor/tests/test_saleor_e2e.py -m saleor_e2e -v
+- ``FOURWS_PAY_SALEOR_E2E=1`` (opt-in anywhere), or
+- ``FOURWS_PAY_REQUIRE_SERVICES=1`` (CI, ``.ci/run``) *and* the tarball is there: then a
+  Saleor that cannot be built or started is a failure, not a skip.
 
-``FOURWS_PAY_SALEOR_SRC`` is a Saleor source tree of the pinned release (3.24.x) whose
-dependencies are installed for ``FOURWS_PAY_SALEOR_PYTHON`` (Python 3.12). PostgreSQL must
-accept ``FOURWS_PAY_SALEOR_DATABASE_URL`` (default
-``postgres://postgres:postgres@127.0.0.1:5432/fourws_saleor_e2e``; the database is
-recreated by ``migrate``). No Celery broker is configured, so Saleor runs its tasks eagerly
-in-process, including the retry of a sync webhook answered >= 500.
-
-What runs: Saleor (uvicorn, ``saleor.asgi``) on a free loopback port with ``populatedb``
-data; the App in this process (uvicorn in a thread) against the 4WS sandbox, behind a small
-proxy that can lose one answer (a 502 after the App did its work, as a timing-out proxy
-would) and records every body it forwards. Then, through Saleor's own GraphQL API:
-install (``appInstall``), ``paymentGatewayInitialize``, ``transactionInitialize``
-(AUTHORIZATION), ``checkoutComplete``, two partial charges (``transactionRequestAction``),
-cancel of the rest, a refund whose answer is lost (Saleor retries it with an empty body),
-and ``transactionInitialize`` (CHARGE). Each step checks the amounts Saleor itself shows.
+Otherwise it skips with the reason. The App runs in this process (uvicorn in a thread)
+against the 4WS sandbox, behind a proxy that can lose one answer (a 502 after the App did
+its work, as a timing-out proxy would) and records every delivery. Every mutation's
+``errors`` is asserted empty; every flow compares what Saleor recorded (events, amounts,
+order status) with the sandbox card's books.
 """
 
 from __future__ import annotations
@@ -30,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -42,50 +34,38 @@ from typing import Any
 import httpx
 import pytest
 
-PINNED_RELEASE = "3.24"
-DEFAULT_PYTHON = "/root/.pyenv/versions/3.12.1/bin/python"
-DEFAULT_DATABASE = "postgres://postgres:postgres@127.0.0.1:5432/fourws_saleor_e2e"
-CARD = "2000000099991"
-STAFF = ("staff@example.com", "e2e-password-1")
+sys.path.insert(0, str(Path(__file__).parent))
 
-pytestmark = pytest.mark.saleor_e2e
+import real_saleor
+
+pytestmark = [pytest.mark.saleor_e2e, pytest.mark.slow]
+
+CHANNEL = "default-channel"
+APP_IDENTIFIER = "fourws-pay.giftcard"
+ADDRESS = {
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "streetAddress1": "1 Main St",
+    "city": "New York",
+    "postalCode": "10001",
+    "country": "US",
+    "countryArea": "NY",
+}
 
 
-def unavailable_reason(environ: Mapping[str, str]) -> str | None:
-    """Why the real-Saleor test cannot run here, or None when it can.
-
-    Deliberately independent of ``FOURWS_PAY_REQUIRE_SERVICES``: this test is opt-in.
-    """
-    source = environ.get("FOURWS_PAY_SALEOR_SRC", "")
-    if not source:
-        return (
-            "real Saleor not available: set FOURWS_PAY_SALEOR_SRC to a Saleor "
-            f"{PINNED_RELEASE} source tree (opt-in, see plugins/saleor/README.md)"
+def run_reason(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str | None]:
+    """(required, why not) for this environment: see the module docstring."""
+    reason = real_saleor.unavailable_reason(environ)
+    required = environ.get("FOURWS_PAY_REQUIRE_SERVICES", "") not in ("", "0")
+    wanted = environ.get("FOURWS_PAY_SALEOR_E2E", "") not in ("", "0")
+    if real_saleor.tarball() is None:
+        return False, reason
+    if not (wanted or required):
+        return False, (
+            "real Saleor e2e is opt-in (minutes): set FOURWS_PAY_SALEOR_E2E=1 "
+            "(CI runs it under FOURWS_PAY_REQUIRE_SERVICES=1)"
         )
-    root = Path(source)
-    if not (root / "manage.py").is_file() or not (root / "saleor" / "__init__.py").is_file():
-        return f"FOURWS_PAY_SALEOR_SRC={source} is not a Saleor source tree"
-    version = _source_version(root)
-    if not version.startswith(PINNED_RELEASE + "."):
-        return f"Saleor at {source} is {version or 'unknown'}, the test pins {PINNED_RELEASE}.x"
-    python = environ.get("FOURWS_PAY_SALEOR_PYTHON", DEFAULT_PYTHON)
-    if not Path(python).is_file():
-        return f"no Python 3.12 for Saleor at {python} (FOURWS_PAY_SALEOR_PYTHON)"
-    return None
-
-
-def _source_version(root: Path) -> str:
-    for line in (root / "saleor" / "__init__.py").read_text().splitlines():
-        if line.startswith("__version__"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    return ""
-
-
-def test_the_opt_in_skip_does_not_depend_on_required_services() -> None:
-    """``FOURWS_PAY_REQUIRE_SERVICES=1`` must not make the missing Saleor a failure."""
-    reason = unavailable_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})
-    assert reason is not None
-    assert "FOURWS_PAY_SALEOR_SRC" in reason
+    return required, reason
 
 
 def _free_port() -> int:
@@ -95,14 +75,18 @@ def _free_port() -> int:
         return port
 
 
-def _wait_for(url: str, timeout: float = 120.0) -> None:
+def eventually(
+    check: Callable[[], Any], what: str, timeout: float = 90.0, interval: float = 0.5
+) -> Any:
+    """Poll a real process (Saleor's Celery worker, the App's maintenance loop) until true."""
     deadline = time.monotonic() + timeout
+    last: Any = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.5)  # waiting for a real server process to boot, not for app logic
-    raise TimeoutError(f"{url} did not come up")
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -111,7 +95,7 @@ class Proxy:
 
     app: Any
     lose_next: set[str] = field(default_factory=set)  # Saleor-Event values
-    seen: list[tuple[str, bytes, int]] = field(default_factory=list)
+    seen: list[tuple[str, bytes, int, bytes]] = field(default_factory=list)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         from starlette.requests import Request
@@ -123,7 +107,7 @@ class Proxy:
         request = Request(scope, receive)
         body = await request.body()
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://app"
+            transport=httpx.ASGITransport(app=self.app), base_url="http://app", timeout=30
         ) as client:
             answer = await client.request(
                 request.method,
@@ -136,7 +120,7 @@ class Proxy:
         if event in self.lose_next:
             self.lose_next.discard(event)
             status = 502
-        self.seen.append((event, body, status))
+        self.seen.append((event, body, status, answer.content))
         response = Response(
             answer.content if status != 502 else b"bad gateway",
             status_code=status,
@@ -145,71 +129,99 @@ class Proxy:
         await response(scope, receive, send)
 
 
+class MutationFailed(AssertionError):
+    pass
+
+
 @dataclass
-class RealSaleor:
+class Saleor:
+    """Saleor's GraphQL API as staff: every mutation's ``errors`` must be empty."""
+
     url: str
     token: str = ""
 
-    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+    def query(self, document: str, **variables: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         response = httpx.post(
-            self.url, json={"query": query, "variables": variables}, headers=headers, timeout=60
+            self.url, json={"query": document, "variables": variables}, headers=headers, timeout=90
         )
-        document: dict[str, Any] = response.json()
-        assert not document.get("errors"), document["errors"]
-        data: dict[str, Any] = document["data"]
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        assert not body.get("errors"), body["errors"]
+        data: dict[str, Any] = body["data"]
         return data
 
+    def mutate(self, document: str, **variables: Any) -> dict[str, Any]:
+        data = self.query(document, **variables)
+        [result] = data.values()
+        if result.get("errors"):
+            raise MutationFailed(result["errors"])
+        assert isinstance(result, dict)
+        return result
 
-@pytest.fixture(scope="module")
-def saleor() -> Iterator[RealSaleor]:
-    reason = unavailable_reason(os.environ)
-    if reason is not None:
-        pytest.skip(reason)
-    source = Path(os.environ["FOURWS_PAY_SALEOR_SRC"])
-    python = os.environ.get("FOURWS_PAY_SALEOR_PYTHON", DEFAULT_PYTHON)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": os.environ.get("FOURWS_PAY_SALEOR_DATABASE_URL", DEFAULT_DATABASE),
-        "SECRET_KEY": "fourws-e2e",
-        "DEBUG": "True",  # generates the RSA key that signs webhooks (JWKS)
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "ALLOWED_CLIENT_HOSTS": "127.0.0.1,localhost",
-        "PUBLIC_URL": f"http://127.0.0.1:{port}/",
-        "HTTP_IP_FILTER_ENABLED": "False",  # the App listens on loopback
-        "HTTP_IP_FILTER_ALLOW_LOOPBACK_IPS": "True",
-        "CELERY_BROKER_URL": "",
-        "DJANGO_SUPERUSER_EMAIL": STAFF[0],
-        "DJANGO_SUPERUSER_PASSWORD": STAFF[1],
-    }
-    manage = [python, "manage.py"]
-    for command in (["migrate", "--noinput"], ["populatedb"]):
-        subprocess.run(manage + command, cwd=source, env=env, check=True)
-    subprocess.run([*manage, "createsuperuser", "--noinput"], cwd=source, env=env, check=False)
-    server = subprocess.Popen(
-        [python, "-m", "uvicorn", "saleor.asgi:application", "--port", str(port)],
-        cwd=source,
-        env=env,
-    )
-    try:
-        real = RealSaleor(f"http://127.0.0.1:{port}/graphql/")
-        _wait_for(real.url.replace("/graphql/", "/health/"))
-        data = real.gql(
-            "mutation($e: String!, $p: String!) { tokenCreate(email: $e, password: $p)"
-            " { token errors { message } } }",
-            e=STAFF[0],
-            p=STAFF[1],
+
+@dataclass
+class E2E:
+    saleor: Saleor
+    running: real_saleor.RunningSaleor
+    proxy: Proxy
+    sandbox: Any
+    state: Any  # the App's SaleorApp
+    app_url: str
+    cards: Iterator[str] = field(default_factory=lambda: iter(range(10**6)))  # type: ignore[arg-type]
+    app_id: str = ""
+
+    def card(self, amount: str, **kwargs: Any) -> str:
+        barcode = f"20000000{next(self.cards):05d}"  # type: ignore[call-overload]
+        self.sandbox.add_giftcard(barcode, Decimal(amount), currency="USD", **kwargs)
+        return barcode
+
+    def books(self, barcode: str) -> tuple[Decimal, Decimal]:
+        """(balance, Σ consumed) of a card as the simulated 4WS holds them."""
+        return self.sandbox.balance(barcode), self.sandbox.total_consumed(barcode)
+
+    def held(self, barcode: str) -> Decimal:
+        from fourws_pay.payments import ReservationState
+
+        store = self.state.gateway.payments.store
+        return sum(
+            (
+                r.amount
+                for r in store.list_reservations()
+                if r.barcode == barcode and r.state is ReservationState.ACTIVE
+            ),
+            Decimal(0),
         )
-        real.token = data["tokenCreate"]["token"]
-        yield real
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def app_proxy(saleor: RealSaleor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    required, reason = run_reason(os.environ)
+    if reason is not None:
+        if required:
+            pytest.fail(f"{reason} (FOURWS_PAY_REQUIRE_SERVICES=1)", pytrace=False)
+        pytest.skip(reason)
+    archive = real_saleor.tarball()
+    assert archive is not None
+    folder = tmp_path_factory.mktemp("saleor-e2e")
+    build = real_saleor.SaleorBuild.of(archive)
+    with real_saleor.started(build, folder) as running, _app(running, folder) as world:
+        staff = Saleor(running.url)
+        staff.token = staff.mutate(
+            "mutation($e: String!, $p: String!) { tokenCreate(email: $e, password: $p)"
+            " { token errors { field message code } } }",
+            e=real_saleor.SUPERUSER[0],
+            p=real_saleor.SUPERUSER[1],
+        )["token"]
+        world.saleor = staff
+        # populatedb makes a refund reason reference REQUIRED: this shop does not use one.
+        staff.mutate("mutation { refundReasonReferenceClear { errors { field message code } } }")
+        yield world
+        print(f"Saleor {build.version} log: {running.log}")
+
+
+@contextlib.contextmanager
+def _app(running: real_saleor.RunningSaleor, folder: Path) -> Iterator[E2E]:
     import uvicorn
     from fourws_pay_saleor import AppConfig, create_app
     from fourws_pay_saleor.cli import _SandboxGateway
@@ -220,23 +232,21 @@ def app_proxy(saleor: RealSaleor, tmp_path_factory: pytest.TempPathFactory) -> I
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    folder = tmp_path_factory.mktemp("saleor-e2e")
     config = AppConfig(
         app_url=base,
         store_path=str(folder / "app.db"),
-        allowed_saleor_api_urls=(saleor.url,),
+        allowed_saleor_api_urls=(running.url,),
         maintenance_interval=1.0,
     )
     settings = sandbox_settings(callback_base_url=config.url(config.callback_path))
-    sandbox = Sandbox(settings=settings, seed="demo")
-    sandbox.add_giftcard(CARD, Decimal("1000.00"), currency="USD")
+    sandbox = Sandbox(settings=settings)
     payments = AsyncGiftCardPayments(
         settings=settings,
         client=sandbox.async_client(),
         store=open_store(f"sqlite:///{folder / 'ledger.db'}"),
     )
-    # The App's maintenance loop (every second) lets the sandbox settle and reports.
-    app = create_app(config, _SandboxGateway(payments, sandbox))
+    gateway = _SandboxGateway(payments, sandbox)
+    app = create_app(config, gateway)
 
     async def deliver(url: str, body: bytes) -> int:
         async with httpx.AsyncClient(
@@ -246,159 +256,445 @@ def app_proxy(saleor: RealSaleor, tmp_path_factory: pytest.TempPathFactory) -> I
 
     sandbox.set_callback_handler(deliver)
     proxy = Proxy(app)
-    server = uvicorn.Server(uvicorn.Config(proxy, host="127.0.0.1", port=port, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(proxy, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait_for(base + "/api/manifest")
+    eventually(lambda: server.started, "the App to start", timeout=30, interval=0.1)
     try:
-        yield proxy
+        yield E2E(Saleor(running.url), running, proxy, sandbox, app.state.saleor, base)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
 
 
-def _amounts(saleor: RealSaleor, transaction_id: str) -> dict[str, Decimal]:
-    data = saleor.gql(
-        "query($id: ID!) { transaction(id: $id) { authorizedAmount { amount }"
-        " chargedAmount { amount } canceledAmount { amount } refundedAmount { amount }"
-        " chargePendingAmount { amount } refundPendingAmount { amount } } }",
-        id=transaction_id,
+# -- Saleor documents ------------------------------------------------------------------------
+
+ERRORS = "errors { field message code }"
+TX_FIELDS = (
+    "id pspReference actions"
+    " authorizedAmount { amount } chargedAmount { amount } canceledAmount { amount }"
+    " refundedAmount { amount } authorizePendingAmount { amount }"
+    " chargePendingAmount { amount } refundPendingAmount { amount }"
+    " cancelPendingAmount { amount }"
+    " events { type pspReference message amount { amount } }"
+)
+
+
+def transaction(e2e: E2E, tx: str) -> dict[str, Any]:
+    data: dict[str, Any] = e2e.saleor.query(
+        f"query($id: ID!) {{ transaction(id: $id) {{ {TX_FIELDS} }} }}", id=tx
     )["transaction"]
-    return {key: Decimal(str(value["amount"])) for key, value in data.items()}
+    return data
 
 
-def _eventually(saleor: RealSaleor, tx: str, field_name: str, wanted: Decimal) -> None:
-    """Poll Saleor until the App's loop (sandbox settlement, reports) got it there."""
-    deadline = time.monotonic() + 60
-    while _amounts(saleor, tx)[field_name] != wanted:
-        assert time.monotonic() < deadline, (field_name, _amounts(saleor, tx))
-        time.sleep(0.5)  # real processes at work; the outcome is polled, not assumed
-
-
-def test_real_saleor_flows(saleor: RealSaleor, app_proxy: Proxy) -> None:
-    installed = saleor.gql(
-        'mutation($url: String!) { appInstall(input: {appName: "4WS gift cards",'
-        " manifestUrl: $url, activateAfterInstallation: true, permissions: [HANDLE_PAYMENTS]})"
-        " { appInstallation { id status } errors { field message code } } }",
-        url=app_proxy.app.state.saleor.config.url("/api/manifest"),
-    )["appInstall"]
-    assert installed["errors"] == [], installed
-
-    variant = saleor.gql(
-        '{ products(first: 1, channel: "default-channel") { edges { node { variants { id } } } } }'
-    )["products"]["edges"][0]["node"]["variants"][0]["id"]
-    address = {
-        "firstName": "Ada",
-        "lastName": "Lovelace",
-        "streetAddress1": "1 Main St",
-        "city": "New York",
-        "postalCode": "10001",
-        "country": "US",
-        "countryArea": "NY",
+def amounts(e2e: E2E, tx: str) -> dict[str, Decimal]:
+    data = transaction(e2e, tx)
+    return {
+        key.removesuffix("Amount"): Decimal(str(value["amount"]))
+        for key, value in data.items()
+        if key.endswith("Amount")
     }
-    checkout = saleor.gql(
-        "mutation($v: ID!, $a: AddressInput!) { checkoutCreate(input: {channel:"
-        ' "default-channel", email: "ada@example.com", lines: [{quantity: 1, variantId: $v}],'
+
+
+def events(e2e: E2E, tx: str) -> list[tuple[str, Decimal]]:
+    return [
+        (event["type"], Decimal(str(event["amount"]["amount"])))
+        for event in transaction(e2e, tx)["events"]
+    ]
+
+
+def wait_amounts(e2e: E2E, tx: str, **wanted: str) -> dict[str, Decimal]:
+    expected = {key: Decimal(value) for key, value in wanted.items()}
+
+    def check() -> dict[str, Decimal] | None:
+        now = amounts(e2e, tx)
+        return now if all(now[k] == v for k, v in expected.items()) else None
+
+    found: dict[str, Decimal] = eventually(check, f"{tx} to reach {wanted}")
+    return found
+
+
+def set_flow(e2e: E2E, strategy: str) -> None:
+    """The channel's defaultTransactionFlowStrategy: what a storefront's initialize asks."""
+    channel = e2e.saleor.query(f'{{ channel(slug: "{CHANNEL}") {{ id }} }}')["channel"]["id"]
+    e2e.saleor.mutate(
+        "mutation($id: ID!, $s: TransactionFlowStrategyEnum!) { channelUpdate(id: $id, input:"
+        f" {{paymentSettings: {{defaultTransactionFlowStrategy: $s}}}}) {{ {ERRORS} }} }}",
+        id=channel,
+        s=strategy,
+    )
+
+
+def new_checkout(e2e: E2E, quantity: int = 1) -> tuple[str, Decimal]:
+    variant = e2e.saleor.query(
+        f'{{ products(first: 1, channel: "{CHANNEL}", where: {{isAvailable: true}})'
+        " { edges { node { variants { id } } } } }"
+    )["products"]["edges"][0]["node"]["variants"][0]["id"]
+    checkout = e2e.saleor.mutate(
+        "mutation($v: ID!, $a: AddressInput!, $q: Int!) { checkoutCreate(input: {channel:"
+        f' "{CHANNEL}", email: "ada@example.com", lines: [{{quantity: $q, variantId: $v}}],'
         " shippingAddress: $a, billingAddress: $a}) { checkout { id shippingMethods { id } }"
-        " errors { message } } }",
+        f" {ERRORS} }} }}",
         v=variant,
-        a=address,
-    )["checkoutCreate"]["checkout"]
-    saleor.gql(
-        "mutation($id: ID!, $m: ID!) { checkoutDeliveryMethodUpdate(id: $id, deliveryMethodId: $m)"
-        " { errors { message } } }",
+        a=ADDRESS,
+        q=quantity,
+    )["checkout"]
+    e2e.saleor.mutate(
+        "mutation($id: ID!, $m: ID!) { checkoutDeliveryMethodUpdate(id: $id,"
+        f" deliveryMethodId: $m) {{ {ERRORS} }} }}",
         id=checkout["id"],
         m=checkout["shippingMethods"][0]["id"],
     )
-    total = Decimal(
-        str(
-            saleor.gql(
-                "query($id: ID!) { checkout(id: $id) { totalPrice { gross { amount } } } }",
-                id=checkout["id"],
-            )["checkout"]["totalPrice"]["gross"]["amount"]
-        )
-    )
-    gateway = {"id": "fourws-pay.giftcard", "data": {"code": CARD}}
-    offer = saleor.gql(
-        "mutation($id: ID!, $g: [PaymentGatewayToInitialize!]) { paymentGatewayInitialize("
-        "id: $id, paymentGateways: $g) { gatewayConfigs { id data errors { message } } } }",
+    total = e2e.saleor.query(
+        "query($id: ID!) { checkout(id: $id) { totalPrice { gross { amount } } } }",
         id=checkout["id"],
-        g=[gateway],
-    )["paymentGatewayInitialize"]["gatewayConfigs"][0]
-    assert offer["data"]["ok"] is True, offer
+    )["checkout"]["totalPrice"]["gross"]["amount"]
+    return checkout["id"], Decimal(str(total))
 
-    started = saleor.gql(
-        "mutation($id: ID!, $g: PaymentGatewayToInitialize!, $amount: PositiveDecimal) {"
-        " transactionInitialize(id: $id, action: AUTHORIZATION, amount: $amount,"
-        " paymentGateway: $g) { transaction { id } transactionEvent { type message }"
-        " errors { message } } }",
-        id=checkout["id"],
-        g=gateway,
-        amount=str(total),
-    )["transactionInitialize"]
+
+def gateway_init(e2e: E2E, checkout: str, card: str, amount: Decimal | None = None) -> Any:
+    config = e2e.saleor.mutate(
+        "mutation($id: ID!, $g: [PaymentGatewayToInitialize!], $a: PositiveDecimal) {"
+        " paymentGatewayInitialize(id: $id, paymentGateways: $g, amount: $a) {"
+        f" gatewayConfigs {{ id data errors {{ message }} }} {ERRORS} }} }}",
+        id=checkout,
+        g=[{"id": APP_IDENTIFIER, "data": {"code": card}}],
+        a=None if amount is None else str(amount),
+    )["gatewayConfigs"]
+    [mine] = [c for c in config if c["id"] == APP_IDENTIFIER]
+    assert mine["errors"] == [], mine
+    return mine["data"]
+
+
+def initialize(e2e: E2E, checkout: str, card: str, amount: Decimal) -> dict[str, Any]:
+    """transactionInitialize as a storefront does it: no ``action`` (no HANDLE_PAYMENTS)."""
+    result = e2e.saleor.mutate(
+        "mutation($id: ID!, $g: PaymentGatewayToInitialize!, $a: PositiveDecimal) {"
+        " transactionInitialize(id: $id, amount: $a, paymentGateway: $g) {"
+        " transaction { id } transactionEvent { type message pspReference }"
+        f" data {ERRORS} }} }}",
+        id=checkout,
+        g={"id": APP_IDENTIFIER, "data": {"code": card}},
+        a=str(amount),
+    )
+    return result
+
+
+def complete(e2e: E2E, checkout: str) -> str:
+    order = e2e.saleor.mutate(
+        f"mutation($id: ID!) {{ checkoutComplete(id: $id) {{ order {{ id }} {ERRORS} }} }}",
+        id=checkout,
+    )["order"]
+    order_id: str = order["id"]
+    return order_id
+
+
+def order_status(e2e: E2E, order: str) -> tuple[str, str]:
+    data = e2e.saleor.query(
+        "query($id: ID!) { order(id: $id) { chargeStatus authorizeStatus } }", id=order
+    )["order"]
+    return data["chargeStatus"], data["authorizeStatus"]
+
+
+def request_action(e2e: E2E, tx: str, action: str, amount: Decimal | None = None) -> None:
+    e2e.saleor.mutate(
+        "mutation($id: ID!, $t: TransactionActionEnum!, $a: PositiveDecimal) {"
+        f" transactionRequestAction(id: $id, actionType: $t, amount: $a) {{ {ERRORS} }} }}",
+        id=tx,
+        t=action,
+        a=None if amount is None else str(amount),
+    )
+
+
+def actions_after(e2e: E2E, tx: str, *wanted: str) -> None:
+    eventually(
+        lambda: sorted(transaction(e2e, tx)["actions"]) == sorted(wanted),
+        f"availableActions {sorted(wanted)} on {tx}: {transaction(e2e, tx)['actions']}",
+        timeout=30,
+    )
+
+
+def installation(e2e: E2E) -> Any:
+    return e2e.state.store.get_installation(e2e.saleor.url)
+
+
+def app_installed(e2e: E2E) -> dict[str, Any] | None:
+    apps = e2e.saleor.query("{ apps(first: 50) { edges { node { id identifier isActive } } } }")[
+        "apps"
+    ]["edges"]
+    mine = [edge["node"] for edge in apps if edge["node"]["identifier"] == APP_IDENTIFIER]
+    return mine[0] if mine else None
+
+
+def install(e2e: E2E, *, active: bool) -> str:
+    """appInstall and wait for Celery's install task; a leftover install is removed first."""
+    for failed in e2e.saleor.query("{ appsInstallations { id status } }")["appsInstallations"]:
+        e2e.saleor.mutate(
+            f"mutation($id: ID!) {{ appDeleteFailedInstallation(id: $id) {{ {ERRORS} }} }}",
+            id=failed["id"],
+        )
+    if (existing := app_installed(e2e)) is not None:  # a run on a database used before
+        e2e.saleor.mutate(
+            f"mutation($id: ID!) {{ appDelete(id: $id) {{ {ERRORS} }} }}", id=existing["id"]
+        )
+    pending = e2e.saleor.mutate(
+        "mutation($url: String!, $active: Boolean!) { appInstall(input: {appName:"
+        ' "4WS gift cards", manifestUrl: $url, activateAfterInstallation: $active,'
+        f" permissions: [HANDLE_PAYMENTS]}}) {{ appInstallation {{ id status }} {ERRORS} }} }}",
+        url=e2e.app_url + "/api/manifest",
+        active=active,
+    )["appInstallation"]
+    assert pending["status"] in ("PENDING", "INSTALLED"), pending
+
+    def done() -> dict[str, Any] | None:
+        states = e2e.saleor.query("{ appsInstallations { id status message } }")
+        failed = [i for i in states["appsInstallations"] if i["status"] == "FAILED"]
+        assert not failed, failed
+        return app_installed(e2e)
+
+    app: dict[str, Any] = eventually(done, "the App's installation")
+    assert app["isActive"] is active, app
+    return str(app["id"])
+
+
+# -- flows -----------------------------------------------------------------------------------
+
+
+def test_install_inactive_then_activate(e2e: E2E) -> None:
+    e2e.app_id = install(e2e, active=False)
+    stored = installation(e2e)
+    assert stored is not None
+    assert stored.active is False  # kept, but does not act
+    e2e.saleor.mutate(
+        f"mutation($id: ID!) {{ appActivate(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id
+    )
+    eventually(lambda: installation(e2e).active, "APP_STATUS_CHANGED to reach the App")
+
+
+def test_reinstall_active_on_the_same_database(e2e: E2E) -> None:
+    e2e.app_id = install(e2e, active=True)  # removes the first install: "already installed" no more
+    assert installation(e2e).active
+
+
+def test_partial_card_authorizes_what_it_holds(e2e: E2E) -> None:
+    set_flow(e2e, "AUTHORIZATION")
+    checkout, total = new_checkout(e2e)
+    usable = (total / 3).quantize(Decimal("0.01"))
+    card = e2e.card(str(usable))
+    offer = gateway_init(e2e, checkout, card, total)
+    assert offer["ok"] is True, offer
+    assert offer["coversFullAmount"] is False, offer
+    assert Decimal(str(offer["usableAmount"])) == usable
+    started = initialize(e2e, checkout, card, usable)
     assert started["transactionEvent"]["type"] == "AUTHORIZATION_SUCCESS", started
     tx = started["transaction"]["id"]
-    order = saleor.gql(
-        "mutation($id: ID!) { checkoutComplete(id: $id) { order { id } errors { message } } }",
-        id=checkout["id"],
-    )["checkoutComplete"]
-    assert order["errors"] == [], order
+    assert amounts(e2e, tx)["authorized"] == usable
+    assert e2e.held(card) == usable
+    assert e2e.books(card) == (usable, Decimal(0))
+    authorize_status = e2e.saleor.query(
+        "query($id: ID!) { checkout(id: $id) { authorizeStatus } }", id=checkout
+    )["checkout"]["authorizeStatus"]
+    assert authorize_status == "PARTIAL"
+    request_action(e2e, tx, "CANCEL")
+    wait_amounts(e2e, tx, authorized="0", canceled=str(usable))
+    assert e2e.held(card) == 0
+    assert e2e.books(card) == (usable, Decimal(0))
 
-    # Two partial charges of one authorization, then the rest cancelled.
-    part = (total / 4).quantize(Decimal("0.01"))
-    for times in (1, 2):
-        saleor.gql(
-            "mutation($id: ID!, $a: PositiveDecimal) { transactionRequestAction(id: $id,"
-            " actionType: CHARGE, amount: $a) { errors { message code } } }",
-            id=tx,
-            a=str(part),
+
+def test_expired_card_is_refused(e2e: E2E) -> None:
+    checkout, total = new_checkout(e2e)
+    card = e2e.card("500.00", expiration_date=datetime.now(UTC) - timedelta(days=1))
+    offer = gateway_init(e2e, checkout, card, total)
+    assert offer["ok"] is False, offer
+    assert "usableAmount" not in offer, offer
+    started = initialize(e2e, checkout, card, total)
+    assert started["transactionEvent"]["type"] == "AUTHORIZATION_FAILURE", started
+    assert amounts(e2e, started["transaction"]["id"])["authorized"] == 0
+    assert e2e.held(card) == 0
+    assert e2e.books(card) == (Decimal("500.00"), Decimal(0))
+
+
+def test_authorize_charge_in_parts_cancel_refund_across_charges(e2e: E2E) -> None:
+    set_flow(e2e, "AUTHORIZATION")
+    checkout, total = new_checkout(e2e, quantity=2)
+    card = e2e.card("1000.00")
+    assert gateway_init(e2e, checkout, card, total)["coversFullAmount"] is True
+    started = initialize(e2e, checkout, card, total)
+    assert started["transactionEvent"]["type"] == "AUTHORIZATION_SUCCESS", started
+    tx = started["transaction"]["id"]
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order) == ("NONE", "FULL")
+
+    first = (total * Decimal("0.4")).quantize(Decimal("0.01"))
+    second = (total * Decimal("0.3")).quantize(Decimal("0.01"))
+    rest = total - first - second
+    request_action(e2e, tx, "CHARGE", first)
+    wait_amounts(e2e, tx, charged=str(first), authorized=str(total - first), chargePending="0")
+    actions_after(e2e, tx, "CHARGE", "CANCEL", "REFUND")  # the rest is still held
+    assert order_status(e2e, order)[0] == "PARTIAL"
+    request_action(e2e, tx, "CHARGE", second)
+    wait_amounts(e2e, tx, charged=str(first + second), authorized=str(rest))
+    assert e2e.books(card) == (Decimal("1000.00") - first - second, first + second)
+    assert e2e.held(card) == rest
+
+    request_action(e2e, tx, "CANCEL")
+    wait_amounts(e2e, tx, authorized="0", canceled=str(rest), cancelPending="0")
+    actions_after(e2e, tx, "REFUND")
+    assert e2e.held(card) == 0
+
+    # One refund larger than either charge: the App refunds across both (newest first).
+    spread = second + (first / 2).quantize(Decimal("0.01"))
+    request_action(e2e, tx, "REFUND", spread)
+    wait_amounts(e2e, tx, refunded=str(spread), refundPending="0")
+    assert e2e.books(card)[0] == Decimal("1000.00") - first - second + spread
+
+    # A refund whose answer is lost: Saleor retries with an empty body; nothing failed shows.
+    remainder = first + second - spread
+    e2e.proxy.lose_next.add("transaction_refund_requested")
+    request_action(e2e, tx, "REFUND", remainder)
+    wait_amounts(e2e, tx, refunded=str(first + second), refundPending="0", charged="0")
+    print("refund deliveries (body length, status):", refunds_of(e2e))
+    assert refunds_of(e2e)[1][1] == 502  # the spread refund was answered, this one lost
+    eventually(
+        lambda: any(length == 0 for length, _ in refunds_of(e2e)), "Saleor's empty-body retry"
+    )
+    assert e2e.books(card) == (Decimal("1000.00"), first + second)
+    assert order_status(e2e, order)[0] == "NONE"
+    time.sleep(2)  # let Saleor book its answer to the retry
+    booked = events(e2e, tx)
+    print("events after the empty-body retry:", booked)
+    if "REFUND_FAILURE" in [kind for kind, _ in booked]:
+        pytest.xfail(
+            "issue 17 item 5 not done: Saleor books the App's error answer to its "
+            "empty-body retry as a REFUND_FAILURE (not counted; money is right)"
         )
-        _eventually(saleor, tx, "chargedAmount", times * part)
-    amounts = _amounts(saleor, tx)
-    assert amounts["chargedAmount"] == 2 * part
-    assert amounts["authorizedAmount"] == total - 2 * part
-    saleor.gql(
-        "mutation($id: ID!) { transactionRequestAction(id: $id, actionType: CANCEL)"
-        " { errors { message code } } }",
-        id=tx,
-    )
-    _eventually(saleor, tx, "canceledAmount", total - 2 * part)
-    amounts = _amounts(saleor, tx)
-    assert (amounts["authorizedAmount"], amounts["canceledAmount"]) == (
-        Decimal(0),
-        total - 2 * part,
-    )
-
-    # A refund whose answer is lost: Saleor retries (empty body); the outcome still lands.
-    app_proxy.lose_next.add("transaction_refund_requested")
-    saleor.gql(
-        "mutation($id: ID!, $a: PositiveDecimal) { transactionRequestAction(id: $id,"
-        " actionType: REFUND, amount: $a) { errors { message code } } }",
-        id=tx,
-        a=str(part),
-    )
-    _eventually(saleor, tx, "refundedAmount", part)
-    refunds = [(body, status) for event, body, status in app_proxy.seen if "refund" in event]
-    print("refund deliveries (body length, status):", [(len(b), s) for b, s in refunds])
-    assert refunds[0][1] == 502
-    amounts = _amounts(saleor, tx)
-    assert amounts["refundedAmount"] == part
-    assert amounts["refundPendingAmount"] == 0
 
 
-def test_a_checkout_of_another_release_is_refused_with_its_version(tmp_path: Path) -> None:
-    (tmp_path / "saleor").mkdir()
-    (tmp_path / "manage.py").write_text("")
-    (tmp_path / "saleor" / "__init__.py").write_text('__version__ = "3.22.1"\n')
-    reason = unavailable_reason({"FOURWS_PAY_SALEOR_SRC": str(tmp_path)})
+def refunds_of(e2e: E2E) -> list[tuple[int, int]]:
+    return [(len(b), s) for ev, b, s, _ in e2e.proxy.seen if ev == "transaction_refund_requested"]
+
+
+def test_charge_at_initialize_then_full_refund(e2e: E2E) -> None:
+    set_flow(e2e, "CHARGE")
+    checkout, total = new_checkout(e2e)
+    card = e2e.card("300.00")
+    started = initialize(e2e, checkout, card, total)
+    assert started["transactionEvent"]["type"] in ("CHARGE_REQUEST", "CHARGE_SUCCESS"), started
+    tx = started["transaction"]["id"]
+    wait_amounts(e2e, tx, charged=str(total), chargePending="0")
+    actions_after(e2e, tx, "REFUND")
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order)[0] == "FULL"
+    assert e2e.books(card) == (Decimal("300.00") - total, total)
+    request_action(e2e, tx, "REFUND", total)
+    wait_amounts(e2e, tx, refunded=str(total), charged="0")
+    actions_after(e2e, tx)
+    assert e2e.books(card) == (Decimal("300.00"), total)
+    assert order_status(e2e, order)[0] == "NONE"
+
+
+def test_authorization_outliving_a_short_lifetime_is_canceled(e2e: E2E) -> None:
+    set_flow(e2e, "AUTHORIZATION")
+    handlers = e2e.state.handlers
+    original = handlers.config
+    handlers.config = original.model_copy(update={"authorization_ttl": 3.0})
+    try:
+        checkout, total = new_checkout(e2e)
+        card = e2e.card("200.00")
+        started = initialize(e2e, checkout, card, total)
+    finally:
+        handlers.config = original
+    assert started["transactionEvent"]["type"] == "AUTHORIZATION_SUCCESS", started
+    tx = started["transaction"]["id"]
+    assert e2e.held(card) == total
+    wait_amounts(e2e, tx, authorized="0", canceled=str(total))  # the maintenance loop's sweep
+    assert e2e.held(card) == 0
+    assert e2e.books(card) == (Decimal("200.00"), Decimal(0))
+    actions_after(e2e, tx)
+
+
+def test_two_checkouts_on_one_card_at_once(e2e: E2E) -> None:
+    set_flow(e2e, "CHARGE")
+    first, first_total = new_checkout(e2e)
+    second, second_total = new_checkout(e2e, quantity=2)
+    balance = first_total + second_total
+    card = e2e.card(str(balance))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda c: initialize(e2e, c[0], card, c[1]),
+                [(first, first_total), (second, second_total)],
+            )
+        )
+    kinds = [answer["transactionEvent"]["type"] for answer in answers]
+    print("two checkouts at once, initialize answered:", kinds)
+    charged = Decimal(0)
+    for answer, total in zip(answers, (first_total, second_total), strict=True):
+        tx = answer["transaction"]["id"]
+        if answer["transactionEvent"]["type"] == "CHARGE_FAILURE":
+            assert amounts(e2e, tx)["charged"] == 0
+            continue
+        wait_amounts(e2e, tx, charged=str(total), chargePending="0")
+        charged += total
+    # Money is consistent whatever the App answered: 4WS took exactly what Saleor shows.
+    assert e2e.books(card) == (balance - charged, charged)
+    assert e2e.held(card) == 0
+    if charged != balance:
+        pytest.xfail(
+            "the second capture met the busy card and was answered CHARGE_FAILURE "
+            "('try again'); both succeed once the core's card queue (busy is not a refusal) "
+            f"lands: {kinds}"
+        )
+    for checkout in (first, second):
+        order = complete(e2e, checkout)
+        assert order_status(e2e, order)[0] == "FULL"
+
+
+def test_4ws_fault_is_resolved_by_the_maintenance_loop(e2e: E2E) -> None:
+    from fourws_pay.sandbox import Fault
+
+    set_flow(e2e, "AUTHORIZATION")
+    checkout, total = new_checkout(e2e)
+    card = e2e.card("400.00")
+    tx = initialize(e2e, checkout, card, total)["transaction"]["id"]
+    order = complete(e2e, checkout)
+    e2e.sandbox.faults.add("update_giftcard", Fault.server_error(503, after_enqueue=True))
+    request_action(e2e, tx, "CHARGE", total)
+    charged = wait_amounts(e2e, tx, charged=str(total), chargePending="0", authorized="0")
+    print("after a 503 on the capture POST:", charged, events(e2e, tx))
+    assert e2e.books(card) == (Decimal("400.00") - total, total)
+    assert order_status(e2e, order)[0] == "FULL"
+
+
+def test_app_deleted(e2e: E2E) -> None:
+    e2e.saleor.mutate(f"mutation($id: ID!) {{ appDelete(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id)
+    eventually(lambda: installation(e2e) is None, "APP_DELETED to reach the App")
+    assert app_installed(e2e) is None
+
+
+# -- the gate itself (always runs) -----------------------------------------------------------
+
+
+def test_without_the_tarball_it_skips_even_when_services_are_required(tmp_path: Path) -> None:
+    reason = real_saleor.unavailable_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"}, tmp_path)
     assert reason is not None
-    assert "3.22.1" in reason
-    (tmp_path / "saleor" / "__init__.py").write_text('__version__ = "3.24.0-a.0"\n')
-    python = tmp_path / "python3.12"
-    python.write_text("")
-    assert (
-        unavailable_reason(
-            {"FOURWS_PAY_SALEOR_SRC": str(tmp_path), "FOURWS_PAY_SALEOR_PYTHON": str(python)}
-        )
-        is None
-    )
+    assert "saleor-*.tar.gz" in reason
+
+
+def test_with_the_tarball_it_is_opt_in_unless_services_are_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(real_saleor, "tarball", lambda shared=tmp_path: tmp_path / "s.tar.gz")
+    monkeypatch.setattr(real_saleor, "python312", lambda: Path(sys.executable))
+    required, reason = run_reason({})
+    assert not required
+    assert reason is not None
+    assert "FOURWS_PAY_SALEOR_E2E=1" in reason
+    assert run_reason({"FOURWS_PAY_SALEOR_E2E": "1"}) == (False, None)
+    assert run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"}) == (True, None)
+    monkeypatch.setattr(real_saleor, "python312", lambda: None)
+    required, reason = run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})
+    assert required
+    assert reason is not None

@@ -126,3 +126,25 @@ async def test_requested_actions_are_pending_while_4ws_is_down_and_finished_late
         ("CHARGE_SUCCESS", down.json()["pspReference"]),
         ("REFUND_SUCCESS", pending.json()["pspReference"]),
     ]
+
+
+async def test_4ws_refusing_the_apps_credentials_is_not_an_invalid_card(
+    world: World, caplog: Any
+) -> None:
+    """Issue 17, item 7: a credential/configuration error says "try again", not "invalid"."""
+    world.sandbox.faults.add("update_giftcard", Fault.http_status(403, "Forbidden"))
+    payload = session_payload("tx-f9", Decimal("10.00"), "CHARGE", CARD, idempotency_key="f9")
+    body = await init(world, payload)
+    assert body["result"] == "CHARGE_FAILURE"
+    assert "temporarily unavailable" in body["message"]
+    assert "could not be charged" not in body["message"]
+    logged = caplog.text
+    assert "not_a_gift_card" not in logged
+    assert "saleor.fourws_configuration_refused" in logged
+    assert world.payments.store.list_reservations(order_ref="tx-f9")[0].state.value != "active"
+    assert world.sandbox.balance(CARD) == CARD_BALANCE
+    world.sandbox.faults.clear()  # the operator fixed the credentials: the shopper retries
+    again = await init(world, payload)
+    assert again["result"] == "CHARGE_REQUEST"
+    await world.settle()
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("10.00")

@@ -237,3 +237,60 @@ async def test_without_split_a_rest_that_cannot_be_held_again_is_reported(world:
     assert "could not be kept" in lost["message"]
     late = await action(world, CHARGE, "tx-p12", "30.00", "2026-01-01T12:02:00Z")
     assert late["result"] == "CHARGE_FAILURE"
+
+
+async def test_one_refund_spread_over_two_partial_charges(world: World) -> None:
+    """Issue 17, item 3: Saleor sends one refund; the App takes it from the newest charge
+    first, each part exactly once, and reports it once under Saleor's pspReference."""
+    await authorize(world, "tx-p10", "50.00")
+    await action(world, CHARGE, "tx-p10", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    await action(world, CHARGE, "tx-p10", "30.00", "2026-01-01T12:02:00Z")
+    await settle(world)
+    refund = await action(world, REFUND, "tx-p10", "40.00", "2026-01-01T12:03:00Z")
+    assert set(refund) == {"pspReference"}  # pending: the parts settle at 4WS
+    await settle(world)
+    await settle(world)  # a further pass posts nothing more
+    values = world.saleor.transaction("tx-p10").amounts()
+    assert (values["charged"], values["refunded"]) == (Decimal("10.00"), Decimal("40.00"))
+    assert values["refund_pending"] == 0
+    reports = [r for r in world.saleor.reports_of("tx-p10") if r["type"].startswith("REFUND")]
+    assert [(r["type"], r["pspReference"], Decimal(str(r["amount"]))) for r in reports] == [
+        ("REFUND_SUCCESS", refund["pspReference"], Decimal("40.00"))
+    ]
+    refunds = [r.amount for r in world.sandbox.applied_operations(CARD) if r.amount > 0]
+    assert refunds == [Decimal("30.00"), Decimal("10.00")]  # newest charge first
+    assert world.sandbox.balance(CARD) == CARD_BALANCE - Decimal("10.00")
+    # The rest of both charges can still be refunded, from the older one.
+    await action(world, REFUND, "tx-p10", "10.00", "2026-01-01T12:04:00Z")
+    await settle(world)
+    assert world.saleor.transaction("tx-p10").amounts()["refunded"] == Decimal("50.00")
+    assert world.sandbox.balance(CARD) == CARD_BALANCE
+    too_much = await action(world, REFUND, "tx-p10", "0.01", "2026-01-01T12:05:00Z")
+    assert too_much["result"] == "REFUND_FAILURE"
+
+
+async def test_available_actions_follow_what_is_held_and_refundable(world: World) -> None:
+    """Issue 17, item 6: the Dashboard offers only what Saleor's availableActions lists."""
+    await authorize(world, "tx-p11", "50.00")
+    actions = lambda: world.saleor.transaction("tx-p11").actions  # noqa: E731
+    assert actions() == ["CANCEL", "CHARGE"]
+    await action(world, CHARGE, "tx-p11", "20.00", "2026-01-01T12:01:00Z")
+    await settle(world)
+    assert actions() == ["CANCEL", "CHARGE", "REFUND"]  # 30 still held, 20 charged
+    canceled = await action(world, CANCEL, "tx-p11", "30.00", "2026-01-01T12:02:00Z")
+    assert canceled["actions"] == ["REFUND"]
+    await action(world, REFUND, "tx-p11", "20.00", "2026-01-01T12:03:00Z")
+    await settle(world)
+    assert actions() == []  # nothing held, nothing left to refund
+
+
+async def test_after_the_rest_lapses_the_charge_can_still_be_refunded(world: World) -> None:
+    await authorize(world, "tx-p12", "50.00")
+    await action(world, CHARGE, "tx-p12", "20.00", "2026-01-01T12:04:00Z")
+    await settle(world)
+    world.clock.advance(world.state.config.authorization_ttl + 1)
+    await world.state.maintain()  # the rest lapses
+    await world.flush()
+    assert amounts(world, "tx-p12") == (Decimal("0"), Decimal("20.00"), Decimal("30.00"))
+    assert world.saleor.transaction("tx-p12").actions == ["REFUND"]  # the charge stays
