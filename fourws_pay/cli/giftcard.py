@@ -28,6 +28,7 @@ from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
 from fourws_pay.cli.receiver import CallbackListener
 from fourws_pay.errors import (
+    AmbiguousOutcomeError,
     APIFailure,
     InvalidInputError,
     InvalidStateError,
@@ -224,9 +225,13 @@ def activate(
             try:
                 body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
             except RequestTimeout as exc:
-                raise RequestTimeout(
-                    f"the activation was queued (queue id {queued.queue_id}) but {exc}; "
-                    "check the card with `fourws-pay giftcard show` before retrying"
+                # 4WS has the update: a re-run would load the card twice, so this is
+                # ambiguous (exit 9), never "retry later" (exit 8).
+                raise AmbiguousOutcomeError(
+                    f"the activation was queued (queue id {queued.queue_id}) but {exc}; it "
+                    "may still be applied: check the card with `fourws-pay giftcard show` "
+                    "before running it again",
+                    endpoint="update_giftcard",
                 ) from None
         outcome = parse_model(
             UpdateGiftCardResult, _callback_json(body, "activate"), endpoint="update_giftcard"
