@@ -315,14 +315,8 @@ class Checkout(Transitions):
             remainder = None
             if keep_remainder and to_capture < reservation.amount:
                 reservation, remainder = self._split(tx, reservation, to_capture, now)
-            blocker = self._blocker(tx, reservation.barcode)
-            operation = self._new_operation(
-                tx,
-                OperationKind.CAPTURE,
-                reservation,
-                to_capture,
-                now,
-                token=None if blocker is not None else token,
+            operation, blocker = self._claim_or_queue(
+                tx, OperationKind.CAPTURE, reservation, to_capture, now, token
             )
         if remainder is not None:
             self.emit(EventKind.RESERVED, reservation=remainder, split_from=reservation.id)
@@ -661,15 +655,8 @@ class Checkout(Transitions):
                 raise InvalidAmountError(
                     f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
                 )
-            blocker = self._blocker(tx, parent.barcode)
-            operation = self._new_operation(
-                tx,
-                OperationKind.REFUND,
-                reservation,
-                to_refund,
-                now,
-                token=None if blocker is not None else token,
-                parent=parent,
+            operation, blocker = self._claim_or_queue(
+                tx, OperationKind.REFUND, reservation, to_refund, now, token, parent=parent
             )
         if blocker is not None:
             return (yield from self._queued(operation, reservation, blocker))

@@ -293,6 +293,31 @@ class Transitions(CoreBase):
         tx.insert_operation(operation)
         return operation
 
+    def _claim_or_queue(
+        self,
+        tx: LedgerTransaction,
+        kind: OperationKind,
+        reservation: Reservation,
+        amount: Decimal,
+        now: datetime,
+        token: str,
+        parent: Operation | None = None,
+    ) -> tuple[Operation, Operation | None]:
+        """The operation's birth under the card lock: the claim (``prepared``, with
+        ``token``) if the card is idle, else ``queued`` behind its ``_blocker``, which is
+        returned beside it (None for a claim)."""
+        blocker = self._blocker(tx, reservation.barcode)
+        operation = self._new_operation(
+            tx,
+            kind,
+            reservation,
+            amount,
+            now,
+            token=None if blocker is not None else token,
+            parent=parent,
+        )
+        return operation, blocker
+
     def _take_turn(
         self, tx: LedgerTransaction, queued: Operation, now: datetime, token: str
     ) -> Operation:
