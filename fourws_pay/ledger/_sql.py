@@ -35,6 +35,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.payments.models import (
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -45,6 +47,7 @@ from fourws_pay.payments.models import (
 Row = dict[str, Any]
 RES_COLUMNS = tuple(f.name for f in fields(Reservation))
 OP_COLUMNS = tuple(f.name for f in fields(Operation))
+CARD_COLUMNS = tuple(f.name for f in fields(IssuedCard))
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
@@ -104,6 +107,7 @@ class SQLTransaction(Generic[C]):
         self._conn = conn
         self._res = f"{prefix}reservations"
         self._ops = f"{prefix}operations"
+        self._cards = f"{prefix}issued_cards"
 
     # Dialect hooks.
 
@@ -124,7 +128,7 @@ class SQLTransaction(Generic[C]):
 
     # Row <-> dataclass mapping.
 
-    def _row(self, obj: Reservation | Operation, columns: Sequence[str]) -> list[Any]:
+    def _row(self, obj: Reservation | Operation | IssuedCard, columns: Sequence[str]) -> list[Any]:
         return [self._param(getattr(obj, c)) for c in columns]
 
     def _reservation(self, row: Row) -> Reservation:
@@ -137,6 +141,11 @@ class SQLTransaction(Generic[C]):
         values["state"] = OperationState(values["state"])
         values["kind"] = OperationKind(values["kind"])
         return Operation(**values)
+
+    def _issued_card(self, row: Row) -> IssuedCard:
+        values = self._decode(row)
+        values["state"] = IssuedCardState(values["state"])
+        return IssuedCard(**values)
 
     # LedgerTransaction.
 
@@ -217,7 +226,36 @@ class SQLTransaction(Generic[C]):
         values = self._row(operation, OP_COLUMNS)
         return self._update(self._ops, OP_COLUMNS, values, expected.value)
 
+    def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        rows = self._rows(f"SELECT * FROM {self._cards} WHERE id = %s", [card_id])  # noqa: S608
+        return self._issued_card(rows[0]) if rows else None
+
+    def issued_cards_for_order(self, order_ref: str) -> list[IssuedCard]:
+        return self._list_issued_cards(None, order_ref)
+
+    def insert_issued_card(self, card: IssuedCard) -> None:
+        self._insert(self._cards, CARD_COLUMNS, self._row(card, CARD_COLUMNS))
+
+    def update_issued_card(self, card: IssuedCard, expected: IssuedCardState) -> bool:
+        values = self._row(card, CARD_COLUMNS)
+        return self._update(self._cards, CARD_COLUMNS, values, expected.value)
+
     # Listings (used by the store outside any transaction).
+
+    def _list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None, order_ref: str | None
+    ) -> list[IssuedCard]:
+        query = f"SELECT * FROM {self._cards} WHERE TRUE"  # noqa: S608
+        params: list[Any] = []
+        if states is not None:
+            in_marks, values = marks(s.value for s in states)
+            query += f" AND state IN ({in_marks})"
+            params += values
+        if order_ref is not None:
+            query += " AND order_ref = %s"
+            params.append(order_ref)
+        rows = self._rows(query + " ORDER BY created_at, line_id, line_index", params)
+        return [self._issued_card(r) for r in rows]
 
     def _list_reservations(
         self, states: Iterable[ReservationState] | None, order_ref: str | None
@@ -429,6 +467,16 @@ class SQLStore(Generic[C, T]):
     ) -> list[Operation]:
         with self._reader() as reader:
             return reader._list_operations(states, kind)
+
+    def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        with self._reader() as reader:
+            return reader.get_issued_card(card_id)
+
+    def list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None = None, order_ref: str | None = None
+    ) -> list[IssuedCard]:
+        with self._reader() as reader:
+            return reader._list_issued_cards(states, order_ref)
 
     def close(self) -> None:
         """Close the idle connections (a later call opens new ones)."""

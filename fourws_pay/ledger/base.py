@@ -1,4 +1,4 @@
-"""The ledger store protocol: durable reservations and operations.
+"""The ledger store protocol: durable reservations, operations and sold cards.
 
 The provider needs very little from a store, and says exactly what:
 
@@ -25,6 +25,8 @@ from datetime import datetime
 from typing import Protocol
 
 from fourws_pay.payments.models import (
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -71,6 +73,21 @@ class LedgerTransaction(Protocol):
         """Write ``operation`` if its stored state is still ``expected``; say if it did."""
         ...
 
+    def get_issued_card(self, card_id: str) -> IssuedCard | None: ...
+
+    def issued_cards_for_order(self, order_ref: str) -> list[IssuedCard]:
+        """The order's sold cards, oldest first (line, then index, for equal times)."""
+        ...
+
+    def insert_issued_card(self, card: IssuedCard) -> None:
+        """Raises ``LedgerConflict`` when a card with this id exists (issuing is idempotent
+        per id, so callers look first under the order's issuing lock)."""
+        ...
+
+    def update_issued_card(self, card: IssuedCard, expected: IssuedCardState) -> bool:
+        """Write ``card`` if its stored state is still ``expected``; say if it did."""
+        ...
+
 
 class LedgerStore(Protocol):
     """A durable home for reservations and operations."""
@@ -100,5 +117,11 @@ class LedgerStore(Protocol):
         states: Iterable[OperationState] | None = None,
         kind: OperationKind | None = None,
     ) -> list[Operation]: ...
+
+    def get_issued_card(self, card_id: str) -> IssuedCard | None: ...
+
+    def list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None = None, order_ref: str | None = None
+    ) -> list[IssuedCard]: ...
 
     def close(self) -> None: ...

@@ -96,6 +96,34 @@ CREATE TABLE IF NOT EXISTS {p}operations (
 ) """
     + _TABLE_OPTIONS,
     """
+CREATE TABLE IF NOT EXISTS {p}issued_cards (
+    id VARCHAR(191) NOT NULL PRIMARY KEY,
+    order_ref VARCHAR(191) NOT NULL,
+    line_id VARCHAR(191) NOT NULL,
+    line_index INT NOT NULL,
+    amount VARCHAR(64) NOT NULL,
+    currency VARCHAR(16) NOT NULL,
+    decimals INT NOT NULL,
+    item_code VARCHAR(191) NOT NULL,
+    entity_code VARCHAR(191) NOT NULL,
+    state VARCHAR(32) NOT NULL,
+    created_at DATETIME(6) NOT NULL,
+    updated_at DATETIME(6) NOT NULL,
+    barcode VARCHAR(191) NULL,
+    start_validity DATETIME(6) NULL,
+    end_validity DATETIME(6) NULL,
+    generate_op_id VARCHAR(191) NULL,
+    activate_op_id VARCHAR(191) NULL,
+    refund_of VARCHAR(191) NULL,
+    reclaim_reservation_id VARCHAR(191) NULL,
+    delivered_at DATETIME(6) NULL,
+    deliveries INT NOT NULL,
+    message TEXT NULL,
+    KEY {p}issued_cards_order (order_ref),
+    KEY {p}issued_cards_state (state)
+) """
+    + _TABLE_OPTIONS,
+    """
 CREATE TABLE IF NOT EXISTS {p}card_locks (
     barcode VARCHAR(191) NOT NULL PRIMARY KEY
 ) """
@@ -281,7 +309,9 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
         p = self.table_prefix
         with self._mapped(), self._pool.borrow() as conn:
             self._execute(
-                conn, f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}card_locks"
+                conn,
+                f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}issued_cards, "
+                f"{p}card_locks",
             )
         self._known_cards.clear()
 

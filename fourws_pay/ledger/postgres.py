@@ -81,6 +81,32 @@ CREATE INDEX IF NOT EXISTS {p}operations_card ON {p}operations (barcode, state);
 CREATE INDEX IF NOT EXISTS {p}operations_state ON {p}operations (state);
 CREATE INDEX IF NOT EXISTS {p}operations_reservation ON {p}operations (reservation_id);
 CREATE INDEX IF NOT EXISTS {p}operations_parent ON {p}operations (parent_id);
+CREATE TABLE IF NOT EXISTS {p}issued_cards (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    line_id TEXT NOT NULL,
+    line_index INTEGER NOT NULL,
+    amount NUMERIC NOT NULL,
+    currency TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    item_code TEXT NOT NULL,
+    entity_code TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    barcode TEXT,
+    start_validity TIMESTAMPTZ,
+    end_validity TIMESTAMPTZ,
+    generate_op_id TEXT,
+    activate_op_id TEXT,
+    refund_of TEXT,
+    reclaim_reservation_id TEXT,
+    delivered_at TIMESTAMPTZ,
+    deliveries INTEGER NOT NULL,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS {p}issued_cards_order ON {p}issued_cards (order_ref);
+CREATE INDEX IF NOT EXISTS {p}issued_cards_state ON {p}issued_cards (state);
 """
 
 
@@ -198,7 +224,9 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
         """Drop this prefix's tables (tests use a throw-away prefix per run)."""
         p = self.table_prefix
         with self._mapped(), self._pool.borrow() as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {p}operations, {p}reservations".encode())
+            conn.execute(
+                f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}issued_cards".encode()
+            )
 
 
 def open_store(url: str, **options: Any) -> PostgresStore:

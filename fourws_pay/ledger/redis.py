@@ -62,22 +62,37 @@ from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.ledger._sql import split_options
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.models import (
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
     Reservation,
     ReservationState,
 )
-from fourws_pay.payments.states import LIVE_OPERATION_STATES, LIVE_RESERVATION_STATES
+from fourws_pay.payments.states import (
+    LIVE_OPERATION_STATES,
+    LIVE_RESERVATION_STATES,
+    issue_lock_key,
+)
 
 _DECIMALS = ("amount", "forfeited", "balance_before")
-_TIMES = ("created_at", "expires_at", "updated_at", "deadline", "settled_at")
+_TIMES = (
+    "created_at",
+    "expires_at",
+    "updated_at",
+    "deadline",
+    "settled_at",
+    "start_validity",
+    "end_validity",
+    "delivered_at",
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-Record = TypeVar("Record", Reservation, Operation)
-Kind = Literal["r", "o"]
+Record = TypeVar("Record", Reservation, Operation, IssuedCard)
+Kind = Literal["r", "o", "i"]
 
 _RELEASE = """
 local released = 0
@@ -211,7 +226,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _encode(record: Reservation | Operation) -> str:
+def _encode(record: Reservation | Operation | IssuedCard) -> str:
     data = {f.name: _plain(getattr(record, f.name)) for f in fields(record)}
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -240,16 +255,39 @@ def _operation(raw: str) -> Operation:
     return Operation(**data)
 
 
+def _issued_card(raw: str) -> IssuedCard:
+    data = _values(raw)
+    data["state"] = IssuedCardState(data["state"])
+    return IssuedCard(**data)
+
+
 def _decode(kind: Kind, raw: str) -> Any:
+    if kind == "i":
+        return _issued_card(raw)
     return _reservation(raw) if kind == "r" else _operation(raw)
 
 
 def _order(records: Iterable[Record]) -> list[Record]:
-    return sorted(records, key=lambda r: (r.created_at, r.id))
+    return sorted(
+        records,
+        key=lambda r: (
+            (r.created_at, r.line_id, r.line_index, r.id)
+            if isinstance(r, IssuedCard)
+            else (r.created_at, "", 0, r.id)
+        ),
+    )
+
+
+def _lock_key(kind: Kind, record: Any) -> str:
+    """The lock that guards a record: its card's, or for a sold card its order's issuing
+    lock (its barcode arrives later, and its order's lock is what issuing holds)."""
+    return issue_lock_key(record.order_ref) if kind == "i" else str(record.barcode)
 
 
 def _set_members(kind: Kind, record: Any) -> set[str]:
     """The index sets (key suffixes) that list ``record``."""
+    if kind == "i":
+        return {f"is:{record.state.value}", f"io:{record.order_ref}"}
     if kind == "r":
         members = {
             f"rs:{record.state.value}",
@@ -299,6 +337,8 @@ class _Card:
         return bool(times) and since > min(times)
 
     def find(self, kind: Kind, record_id: str) -> Any:
+        if kind == "i":
+            return None  # sold cards are never part of a card image
         if kind == "r":
             return self.reservations.get(record_id)
         return self.operations.get(record_id) or self.settled.get(record_id)
@@ -329,10 +369,10 @@ class RedisTransaction:
         self._records = records
         self._read_only = read_only
         self._cards: dict[str, _Card] = {}
-        self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}}
+        self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}, "i": {}}
         self._locks: dict[str, str] = {}
         self._by_reservation: dict[str, set[str]] = {}
-        self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending()}
+        self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending(), "i": _Pending()}
 
     # -- reads -------------------------------------------------------------------------
 
@@ -419,6 +459,9 @@ class RedisTransaction:
         known = self._known(kind, record_id)
         if known is not None:
             return known
+        if kind == "i":
+            raw = self._records.client.get(self._records.key("i:", record_id))
+            return None if raw is None else self._adopt("i", [str(raw)])[record_id]
         loaded = self._records.load_record(kind, record_id)
         if loaded is None:
             return None
@@ -454,6 +497,15 @@ class RedisTransaction:
         found = self._adopt("o", self._records.fetch_sets("o", [f"opi:{operation_id}"]))
         return self._merged("o", found, lambda o: o.parent_id == operation_id and o.kind is kind)
 
+    def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        with _mapped():
+            found: IssuedCard | None = self._get("i", card_id)
+        return found
+
+    def issued_cards_for_order(self, order_ref: str) -> list[IssuedCard]:
+        found = self._adopt("i", self._records.fetch_sets("i", [f"io:{order_ref}"]))
+        return self._merged("i", found, lambda c: c.order_ref == order_ref)
+
     # -- writes ------------------------------------------------------------------------
 
     def _writable(self) -> None:
@@ -472,8 +524,8 @@ class RedisTransaction:
             card.locked = True
             self._cards[barcode] = card
             self._by_reservation.clear()
-            for fetched in self._fetched.values():  # read before the lock: may be stale now
-                for stale in [i for i, r in fetched.items() if r.barcode == barcode]:
+            for kind, fetched in self._fetched.items():  # read before the lock: may be stale
+                for stale in [i for i, r in fetched.items() if _lock_key(kind, r) == barcode]:
                     del fetched[stale]
 
     def _stored(self, kind: Kind, record_id: str, barcode: str) -> Any:
@@ -483,33 +535,35 @@ class RedisTransaction:
         record = None if card is None or not card.locked else card.find(kind, record_id)
         if record is None:
             record = self._records.get(kind, record_id)
-            if record is not None and record.barcode != barcode and self._records.locking:
-                self._lock(record.barcode)
+            if record is not None and _lock_key(kind, record) != barcode and self._records.locking:
+                self._lock(_lock_key(kind, record))
                 record = self._records.get(kind, record_id)
         return record
 
-    def _insert(self, kind: Kind, record: Reservation | Operation) -> None:
+    def _insert(self, kind: Kind, record: Reservation | Operation | IssuedCard) -> None:
         self._writable()
         _encode(record)  # refuses naive times now rather than at commit
         pending = self._pending[kind]
-        self._lock(record.barcode)
+        self._lock(_lock_key(kind, record))
         if record.id in pending.new or self._known(kind, record.id) is not None:
             raise LedgerConflict(f"id {record.id} already exists")
         pending.base[record.id] = None
         pending.new[record.id] = record
 
-    def _update(self, kind: Kind, record: Reservation | Operation, expected: Enum) -> bool:
+    def _update(
+        self, kind: Kind, record: Reservation | Operation | IssuedCard, expected: Enum
+    ) -> bool:
         self._writable()
         _encode(record)
         pending = self._pending[kind]
         if record.id in pending.new:
             current = pending.new[record.id]
         else:
-            current = self._stored(kind, record.id, record.barcode)
+            current = self._stored(kind, record.id, _lock_key(kind, record))
         if current is None or current.state != expected:
             return False
         pending.base.setdefault(record.id, current)
-        self._lock(record.barcode)
+        self._lock(_lock_key(kind, record))
         pending.new[record.id] = record
         return True
 
@@ -524,6 +578,12 @@ class RedisTransaction:
 
     def update_operation(self, operation: Operation, expected: OperationState) -> bool:
         return self._update("o", operation, expected)
+
+    def insert_issued_card(self, card: IssuedCard) -> None:
+        self._insert("i", card)
+
+    def update_issued_card(self, card: IssuedCard, expected: IssuedCardState) -> bool:
+        return self._update("i", card, expected)
 
     # -- begin and end (called by RedisStore) ------------------------------------------
 
@@ -779,7 +839,9 @@ class RedisStore:
 
     def _listed(self, kind: Kind, unions: list[list[str]]) -> list[Any]:
         """Records in each of the unions of index sets (all of them when there is none)."""
-        states = ReservationState if kind == "r" else OperationState
+        states: type[Enum] = {"r": ReservationState, "o": OperationState, "i": IssuedCardState}[
+            kind
+        ]
         unions = unions or [[f"{kind}s:{s.value}" for s in states]]
         if not all(unions):  # an empty union: e.g. states=[]
             return []
@@ -827,6 +889,29 @@ class RedisStore:
             o
             for o in records
             if (wanted is None or o.state in wanted) and (kind is None or o.kind is kind)
+        )
+
+    def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        with _mapped():
+            found: IssuedCard | None = self._records.get("i", card_id)
+        return found
+
+    def list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None = None, order_ref: str | None = None
+    ) -> list[IssuedCard]:
+        wanted = None if states is None else {IssuedCardState(s) for s in states}
+        unions: list[list[str]] = []
+        if wanted is not None:
+            unions.append([f"is:{s.value}" for s in wanted])
+        if order_ref is not None:
+            unions.append([f"io:{order_ref}"])
+        with _mapped():
+            records: list[IssuedCard] = self._listed("i", unions)
+        return _order(
+            c
+            for c in records
+            if (wanted is None or c.state in wanted)
+            and (order_ref is None or c.order_ref == order_ref)
         )
 
     def drop(self) -> None:

@@ -43,6 +43,8 @@ from fourws_pay.errors import ConfigurationError
 from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.ledger._sql import Row, SQLTransaction, param
 from fourws_pay.payments.models import (
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -93,6 +95,32 @@ CREATE INDEX IF NOT EXISTS operations_state ON operations (state);
 CREATE INDEX IF NOT EXISTS operations_reservation ON operations (reservation_id);
 DROP INDEX IF EXISTS operations_parent;
 CREATE INDEX IF NOT EXISTS operations_child ON operations (parent_id) WHERE parent_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS issued_cards (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    line_id TEXT NOT NULL,
+    line_index INTEGER NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    item_code TEXT NOT NULL,
+    entity_code TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    barcode TEXT,
+    start_validity TEXT,
+    end_validity TEXT,
+    generate_op_id TEXT,
+    activate_op_id TEXT,
+    refund_of TEXT,
+    reclaim_reservation_id TEXT,
+    delivered_at TEXT,
+    deliveries INTEGER NOT NULL,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS issued_cards_order ON issued_cards (order_ref);
+CREATE INDEX IF NOT EXISTS issued_cards_state ON issued_cards (state);
 """
 
 
@@ -108,7 +136,17 @@ def _time_or_none(value: str | None) -> datetime | None:
 _DECODERS: dict[str, Any] = {
     **dict.fromkeys(("amount", "forfeited", "balance_before"), _decimal_or_none),
     **dict.fromkeys(
-        ("created_at", "expires_at", "updated_at", "deadline", "settled_at"), _time_or_none
+        (
+            "created_at",
+            "expires_at",
+            "updated_at",
+            "deadline",
+            "settled_at",
+            "start_validity",
+            "end_validity",
+            "delivered_at",
+        ),
+        _time_or_none,
     ),
 }
 
@@ -133,7 +171,7 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     datetime: _ts,
     **{
         enum: operator.attrgetter("value")
-        for enum in (ReservationState, OperationState, OperationKind)
+        for enum in (ReservationState, OperationState, OperationKind, IssuedCardState)
     },
 }
 
@@ -308,6 +346,16 @@ class SQLiteStore:
     ) -> list[Operation]:
         with self._mapped():
             return SQLiteTransaction(self._conn())._list_operations(states, kind)
+
+    def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        with self._mapped():
+            return SQLiteTransaction(self._conn()).get_issued_card(card_id)
+
+    def list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None = None, order_ref: str | None = None
+    ) -> list[IssuedCard]:
+        with self._mapped():
+            return SQLiteTransaction(self._conn())._list_issued_cards(states, order_ref)
 
     def close(self) -> None:
         with self._all_lock:

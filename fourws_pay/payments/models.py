@@ -22,9 +22,11 @@ from typing import Any
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.states import (
     IN_FLIGHT_OPERATION_STATES,
+    ISSUED_CARD_TRANSITIONS,
     OPERATION_TRANSITIONS,
     RESERVATION_TRANSITIONS,
     TERMINAL_OPERATION_STATES,
+    IssuedCardState,
     OperationKind,
     OperationState,
     ReservationState,
@@ -108,11 +110,18 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Operation:
-    """One balance-changing call to 4WS (a capture or a refund) and what became of it.
+    """One call to 4WS with a callback (capture, refund, generate, activate) and what
+    became of it.
 
     ``callback_token_hash`` is the SHA-256 of the secret in the callback URL; the secret
     itself is never stored. ``balance_before`` is the card balance read just before the
     POST: the evidence ``reconcile`` compares against.
+
+    Issuing (``issuing``) reuses the record: an ``activate`` operation's ``reservation_id``
+    is the sold card's id (``IssuedCard.id``) and its ``barcode`` the new card; a
+    ``generate`` operation's ``barcode`` is the order's issuing lock key
+    (``states.issue_lock_key``), its ``reservation_id`` the first card it generates for and
+    its ``amount`` the total value of the cards it generates (it loads nothing).
     """
 
     id: str
@@ -140,12 +149,53 @@ class Operation:
 
     @property
     def signed_amount(self) -> Decimal:
-        """The amount as posted to 4WS: negative for a capture, positive for a refund."""
+        """The amount as posted to 4WS: negative for a capture, positive for a refund or an
+        activation."""
         return -self.amount if self.kind is OperationKind.CAPTURE else self.amount
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_OPERATION_STATES
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """A gift card sold on an order line: one per (``order_ref``, ``line_id``,
+    ``line_index``), which is also its id's seed, so issuing is idempotent per card.
+
+    ``barcode`` arrives with generateGiftcards' callback; until then it is None. The ledger
+    keeps no personal data: whom to deliver to is the host's order line, which the delivery
+    hook looks up by ``order_ref`` and ``line_id``. ``refund_of`` names the capture a
+    store-credit card refunds (``refund(…, to_new_card=True)``); ``reclaim_reservation_id``
+    the hold through which a cancelled sale's unspent balance is taken back.
+    """
+
+    id: str
+    order_ref: str
+    line_id: str
+    line_index: int
+    amount: Decimal
+    currency: str
+    decimals: int
+    item_code: str
+    entity_code: str
+    state: IssuedCardState
+    created_at: datetime
+    updated_at: datetime
+    barcode: str | None = field(default=None, repr=False)
+    start_validity: datetime | None = None
+    end_validity: datetime | None = None
+    generate_op_id: str | None = None
+    activate_op_id: str | None = None
+    refund_of: str | None = None
+    reclaim_reservation_id: str | None = None
+    delivered_at: datetime | None = None
+    deliveries: int = 0
+    message: str | None = None
+
+    @property
+    def masked_barcode(self) -> str | None:
+        return mask_barcode(self.barcode) if self.barcode else None
 
 
 class EventKind(StrEnum):
@@ -162,6 +212,10 @@ class EventKind(StrEnum):
     REFUND_FAILED = "refund_failed"
     MANUAL_REVIEW = "manual_review"
     ALERT = "alert"  # something that should not happen: a conflicting callback, say
+    CARD_ISSUED = "card_issued"  # a sold card is active with its paid amount
+    CARD_DELIVERED = "card_delivered"  # the delivery hook took it (or none was installed)
+    ISSUE_FAILED = "issue_failed"  # 4WS refused to generate or activate a sold card
+    SALE_CANCELLED = "sale_cancelled"  # a sold card was cancelled (what was unspent: back)
 
 
 @dataclass(frozen=True)
@@ -174,9 +228,12 @@ class PaymentEvent:
     operation: Operation | None = None
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    issued_card: IssuedCard | None = None
 
     @property
     def order_ref(self) -> str | None:
+        if self.issued_card is not None:
+            return self.issued_card.order_ref
         return self.reservation.order_ref if self.reservation else None
 
 
@@ -218,6 +275,7 @@ class ReconcileReport:
 
 __all__ = [
     "IN_FLIGHT_OPERATION_STATES",
+    "ISSUED_CARD_TRANSITIONS",
     "OPERATION_TRANSITIONS",
     "RESERVATION_TRANSITIONS",
     "TERMINAL_OPERATION_STATES",
@@ -225,6 +283,8 @@ __all__ = [
     "CartSnapshot",
     "Decision",
     "EventKind",
+    "IssuedCard",
+    "IssuedCardState",
     "Operation",
     "OperationKind",
     "OperationState",

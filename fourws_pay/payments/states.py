@@ -32,6 +32,7 @@ Operations (a capture or a refund; one-way but for one move back, see below)::
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 
@@ -43,8 +44,18 @@ class ReservationState(StrEnum):
 
 
 class OperationKind(StrEnum):
+    """What an operation asks 4WS to do.
+
+    ``capture`` and ``refund`` move a paying card's balance (negative and positive
+    updateGiftcard). ``generate`` asks generateGiftcards for the barcodes of sold cards (no
+    money; its "card" is the order's issuing lock key, ``issue_lock_key``). ``activate``
+    loads a sold card with its paid amount (a positive updateGiftcard on the new barcode).
+    """
+
     CAPTURE = "capture"
     REFUND = "refund"
+    GENERATE = "generate"
+    ACTIVATE = "activate"
 
 
 class OperationState(StrEnum):
@@ -58,8 +69,25 @@ class OperationState(StrEnum):
     MANUAL_REVIEW = "manual_review"
 
 
+class IssuedCardState(StrEnum):
+    """Where a sold card is (``issuing``); every change of a sold card is a change of state,
+    so a compare-and-set on the state alone sees every lost race."""
+
+    REQUESTED = "requested"
+    GENERATING = "generating"
+    GENERATED = "generated"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
 _R = ReservationState
 _O = OperationState
+_I = IssuedCardState
 
 RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
     _R.ACTIVE: frozenset({_R.CAPTURED, _R.RELEASED, _R.EXPIRED}),
@@ -77,6 +105,29 @@ OPERATION_TRANSITIONS: dict[OperationState, frozenset[OperationState]] = {
     _O.MANUAL_REVIEW: frozenset({_O.SUCCEEDED, _O.FAILED}),
     _O.SUCCEEDED: frozenset(),
     _O.FAILED: frozenset(),
+}
+
+# Sold cards::
+#
+#     requested -> generating -> generated -> activating -> active -> delivering -> delivered
+#
+# Two moves back, both of an operation that surely moved no money: ``generating ->
+# requested`` (the generation got no callback or was never sent: a new one replaces it, and
+# barcodes the old one may still produce are never activated) and ``activating ->
+# generated`` (the activation was refused before 4WS enqueued it). ``failed``: 4WS refused
+# the generation or the activation. ``cancelling``: cancelled once money may be on the card;
+# what is unspent is taken back (``cancelled`` after). Before that, a cancel is immediate.
+ISSUED_CARD_TRANSITIONS: dict[IssuedCardState, frozenset[IssuedCardState]] = {
+    _I.REQUESTED: frozenset({_I.GENERATING, _I.CANCELLED}),
+    _I.GENERATING: frozenset({_I.GENERATED, _I.REQUESTED, _I.FAILED, _I.CANCELLED}),
+    _I.GENERATED: frozenset({_I.ACTIVATING, _I.CANCELLED}),
+    _I.ACTIVATING: frozenset({_I.ACTIVE, _I.GENERATED, _I.FAILED, _I.CANCELLING}),
+    _I.ACTIVE: frozenset({_I.DELIVERING, _I.CANCELLING}),
+    _I.DELIVERING: frozenset({_I.DELIVERED, _I.ACTIVE, _I.CANCELLING}),
+    _I.DELIVERED: frozenset({_I.DELIVERING, _I.CANCELLING}),
+    _I.CANCELLING: frozenset({_I.CANCELLED}),
+    _I.CANCELLED: frozenset(),
+    _I.FAILED: frozenset(),
 }
 
 # ------------------------------------------------------------------ derived groupings
@@ -101,11 +152,33 @@ IN_FLIGHT_OPERATION_STATES = frozenset({_O.PREPARED, _O.SENDING, _O.ENQUEUED, _O
 # Every state an operation can still leave.
 LIVE_OPERATION_STATES = frozenset(OperationState) - TERMINAL_OPERATION_STATES
 LIVE_RESERVATION_STATES = frozenset(ReservationState) - TERMINAL_RESERVATION_STATES
+TERMINAL_ISSUED_CARD_STATES = frozenset(
+    s for s, moves in ISSUED_CARD_TRANSITIONS.items() if not moves
+)
+# Sold cards the issuing pump still has work for (``delivered`` is done unless resent).
+PENDING_ISSUED_CARD_STATES = (
+    frozenset(IssuedCardState) - TERMINAL_ISSUED_CARD_STATES - {_I.DELIVERED}
+)
+# Money may be on the card (or is about to be): a cancel must take it back.
+LOADED_ISSUED_CARD_STATES = frozenset({_I.ACTIVE, _I.DELIVERING, _I.DELIVERED})
 
 
 def may_move(current: OperationState, target: OperationState) -> bool:
     """The operation state machine (invariant 5)."""
     return target in OPERATION_TRANSITIONS[current]
+
+
+def may_move_issued(current: IssuedCardState, target: IssuedCardState) -> bool:
+    """The sold-card state machine."""
+    return target in ISSUED_CARD_TRANSITIONS[current]
+
+
+def issue_lock_key(order_ref: str) -> str:
+    """The key of an order's issuing lock (``card_transaction`` takes any key). A ``/``
+    never occurs in a barcode (``checkout`` refuses one), so it never names a real card;
+    the digest keeps it short (lock tables index their key) whatever the order ref."""
+    digest = hashlib.sha256(order_ref.encode()).hexdigest()[:40]
+    return f"sale/{digest}"
 
 
 def may_move_reservation(current: ReservationState, target: ReservationState) -> bool:
@@ -117,16 +190,23 @@ __all__ = [
     "CARD_BUSY_STATES",
     "HOLDING_OPERATION_STATES",
     "IN_FLIGHT_OPERATION_STATES",
+    "ISSUED_CARD_TRANSITIONS",
     "LIVE_OPERATION_STATES",
     "LIVE_RESERVATION_STATES",
+    "LOADED_ISSUED_CARD_STATES",
     "MAY_BE_APPLIED_STATES",
     "OPERATION_TRANSITIONS",
+    "PENDING_ISSUED_CARD_STATES",
     "RESERVATION_TRANSITIONS",
+    "TERMINAL_ISSUED_CARD_STATES",
     "TERMINAL_OPERATION_STATES",
     "TERMINAL_RESERVATION_STATES",
+    "IssuedCardState",
     "OperationKind",
     "OperationState",
     "ReservationState",
+    "issue_lock_key",
     "may_move",
+    "may_move_issued",
     "may_move_reservation",
 ]
