@@ -32,7 +32,8 @@ Callers catch the branch that matches what they can do about it::
     │       └── LedgerLockTimeout      a card stayed locked longer than the store waits
     └── PaymentError                   the payments layer (see ``fourws_pay.payments``)
         ├── PaymentRefused             the card cannot pay; ``reason`` is a RefusalReason
-        │   └── CurrencyMismatchError  (see above)
+        │   ├── CurrencyMismatchError  (see above)
+        │   └── SaleAlreadySpentError  a sold card to cancel has nothing left to take back
         ├── CardBusyError              another balance change of this card is unresolved;
         │                              retryable: nothing was written or sent
         ├── ThrottledError             too many failed lookups for this client key
@@ -225,6 +226,11 @@ class PaymentRefused(PaymentError):
 class CurrencyMismatchError(PaymentRefused, InvalidInputError):
     """The order's currency is not the card's: a refusal (``reason`` is
     ``currency_mismatch``) that is also bad input, so either ``except`` clause catches it."""
+
+
+class SaleAlreadySpentError(PaymentRefused):
+    """A sold card cannot be cancelled: nothing of it is left to take back (it was spent,
+    or is held for a checkout). Nothing was written; the card stays as it is."""
 
 
 class CardBusyError(PaymentError):

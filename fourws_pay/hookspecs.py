@@ -6,14 +6,18 @@ Two directions:
   customer codes) and ``fourws_pay_callback_base_url`` (the public URL 4WS can reach);
 - what a **host is told**: ``fourws_pay_payment_event`` for every life-cycle step
   (reserved, captured, settled, capture_failed, released, expired, refunded, refund_failed,
-  manual_review, alert).
+  manual_review, alert, and for sold cards card_issued, card_delivered, issue_failed,
+  sale_cancelled);
+- what a **host does for us**: ``fourws_pay_deliver_giftcards`` hands sold cards to their
+  recipients (e-mail, say).
 
 Payment methods are contributed through ``fourws_pay_register_payment_methods``: the plugin
 calls ``register(name, factory, async_factory=...)``; the gift-card provider is a default
 plugin that runs last, so an installed plugin registering ``"giftcard"`` replaces it. Hosts
 build their provider through ``fourws_pay.plugins.payment_method(name)``.
 
-Hooks are synchronous and must not do network I/O; they run inside payment calls. A hook
+Hooks are synchronous and must not do network I/O, except the delivery hook, whose job is
+I/O (the asyncio provider calls it on a worker thread); they run inside payment calls. A hook
 that raises does not undo a payment step already committed: events are delivered after the
 ledger commit, and errors in event hooks are logged, not propagated.
 
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
-    from fourws_pay.payments.models import CartSnapshot, PaymentEvent
+    from fourws_pay.payments.models import CartSnapshot, IssuedCard, PaymentEvent
 
 PROJECT_NAME = "fourws_pay"
 
@@ -84,6 +88,30 @@ def fourws_pay_payment_event(event: PaymentEvent) -> None:
 
     Every implementation is called; exceptions are logged and swallowed so that a faulty
     listener cannot break a payment.
+    """
+
+
+@hookspec
+def fourws_pay_deliver_giftcards(
+    order_ref: str, cards: list[IssuedCard], pdf_url: str | None
+) -> None:
+    """Hand sold cards to their recipients, once they are active with their paid amount.
+
+    Called once per order with every card of it that became deliverable together (so one
+    message per recipient is possible, not one per card): group ``cards`` by ``line_id``
+    and look the recipient up in the host's own order line; the ledger keeps no personal
+    data. ``cards`` carry the whole barcode (the recipient needs it): never log it.
+
+    Delivery is at least once: the cards are marked delivered after every implementation
+    returned; if one raises, they are offered again by the next ``reconcile`` (the same
+    codes, never new cards), so a mail may be sent twice, a card never loaded twice. With
+    no implementation installed the cards are marked delivered and only recorded (a
+    ``card_delivered`` event each). ``resend_giftcards`` calls it again for staff.
+
+    :param order_ref: the order the cards were sold on.
+    :param cards: the sold cards, state ``delivering``.
+    :param pdf_url: a printable PDF of these cards from 4WS's Gift Card PDF service, or
+        None when 4WS gave no URL (the service may answer later, or failed).
     """
 
 

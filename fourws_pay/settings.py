@@ -117,6 +117,13 @@ class Settings(BaseModel):
     queue_probe_after: float = Field(default=30.0, gt=0)
     check_cache_ttl: float = Field(default=5.0, ge=0)  # 0 disables the check() cache
     forfeit_partial_remainder: bool = False  # flgPartiallyUsage=N: allow spending less
+    # Selling cards (``issue_cards``): the 4WS financial item generated for a sold card,
+    # and the activation's insert-only fields (updateGiftcard; unset ones are not sent).
+    issuing_item_code: str = ""
+    issuing_country: str | None = None
+    issuing_branch_code: str | None = None
+    issuing_price_list: str | None = None
+    delivery_retry_after: float = Field(default=300.0, gt=0)  # a stuck delivery is retried
     ledger_url: str = "sqlite:///fourws-pay-ledger.db"
     throttle_window: float = Field(default=600.0, gt=0)
     throttle_limit: int = Field(default=10, ge=1)

@@ -25,6 +25,7 @@ def test_there_are_hooks() -> None:
     assert set(HOOKS) == {
         "fourws_pay_callback_base_url",
         "fourws_pay_cart_snapshot",
+        "fourws_pay_deliver_giftcards",
         "fourws_pay_payment_event",
         "fourws_pay_register_payment_methods",
     }

@@ -1,12 +1,12 @@
 """``fourws-pay demo``: the documented E-commerce & Gift Card use case, end to end.
 
-The story (``docs/4ws-reference.md`` §12, plus the hold that
-the use case lacks): a customer buys a digital card (generate, activate), gives it to a
-friend, who pays part of an order with it (check, reserve, capture on confirmation, settled
-by 4WS's callback), returns an item (refund), and meets the refusals a checkout must
-explain (expired, inactive, insufficient balance, partial usage N, wrong currency). It ends
-by reconciling every card: 4WS's balance, the sandbox's own books and the balance our
-ledger expects (original - captured + refunded) must agree.
+The story (``docs/4ws-reference.md`` §12, plus the hold that the use case lacks): a
+customer buys a digital card (the shop's issuing API: generate, activate, deliver, each
+settled by 4WS's callback), gives it to a friend, who pays part of an order with it (check,
+reserve, capture on confirmation, settled by 4WS's callback), returns an item (refund), and
+meets the refusals a checkout must explain (expired, inactive, insufficient balance, partial
+usage N, wrong currency). It ends by reconciling every card: 4WS's balance, the sandbox's
+own books and the balance our ledger expects (original - captured + refunded) must agree.
 """
 
 from __future__ import annotations
@@ -19,20 +19,41 @@ from typing import Annotated, Any
 
 import typer
 
-from fourws_pay.api.core import parse_model
-from fourws_pay.api.models import GenerateGiftCardsResult, GiftCardUpdate, UpdateGiftCardResult
 from fourws_pay.cli import exitcodes, output
 from fourws_pay.cli.config import get_state
 from fourws_pay.cli.demo_world import EmbeddedWorld, RemoteWorld, World, temp_ledger_dir
 from fourws_pay.errors import APIFailure, PaymentRefused
+from fourws_pay.hookspecs import hookimpl
 from fourws_pay.money import quantize
-from fourws_pay.payments import OperationKind, OperationState, RefusalReason
-from fourws_pay.sandbox.seed import EXPIRED_CARD, ONE_GO_CARD
+from fourws_pay.payments import (
+    IssuedCard,
+    IssuedCardState,
+    OperationKind,
+    OperationState,
+    RefusalReason,
+)
+from fourws_pay.sandbox.seed import EXPIRED_CARD, NEVER_ACTIVATED_CARD, ONE_GO_CARD
 
 CARD_VALUE = Decimal("100.00")
 ORDER_TOTAL = Decimal("85.00")
 PAID_BY_CARD = Decimal("60.00")
 REFUND = Decimal("10.00")
+SALE_ORDER = "ORD-1000"
+
+
+class DemoMailbox:
+    """The demo's delivery plugin: a shop would e-mail the code; the demo keeps it."""
+
+    def __init__(self) -> None:
+        self.cards: list[IssuedCard] = []
+        self.pdf: str | None = None
+
+    @hookimpl
+    def fourws_pay_deliver_giftcards(
+        self, order_ref: str, cards: list[IssuedCard], pdf_url: str | None
+    ) -> None:
+        self.cards.extend(cards)
+        self.pdf = pdf_url
 
 
 @dataclass
@@ -87,57 +108,41 @@ class Story:
     # ----------------------------------------------------------------- the story
 
     def run(self) -> list[CardCheck]:
-        card, spare = self.generate()
-        self.activate(card)
+        card = self.sell()
         self.pay_part_of_an_order(card)
-        self.refusals(card, spare)
-        return self.reconcile([card, spare, *self.seed_cards()])
+        self.refusals(card)
+        return self.reconcile([card, *self.seed_cards()])
 
-    def generate(self) -> tuple[str, str]:
+    def sell(self) -> str:
+        """The shop sells the card through the issuing API: generated, loaded, delivered."""
         w = self.world
-        queued = w.client.generate_giftcards(self.item_code, 2, w.inbox.url("generate"))
+        mailbox = DemoMailbox()
+        w.payments.plugin_manager.register(mailbox)
+        asked = w.payments.issue_cards(
+            SALE_ORDER, "gift-card", amount=CARD_VALUE, currency="EUR", item_code=self.item_code
+        )
         self.log(
             "generate",
-            f"2 digital cards of {self.item_code}",
-            f"queued ({(queued.queue_id or 'no id')[:8]}...)",
+            f"order {SALE_ORDER} is paid: sell one {CARD_VALUE} EUR card of {self.item_code}",
+            f"generation asked ({asked[0].state.value})",
         )
-        result = parse_model(
-            GenerateGiftCardsResult, _json(w.wait_inbox("generate")), endpoint="generate_giftcards"
-        )
-        if not result.success or len(result.giftcards) < 2:
-            raise APIFailure(result.message or "4WS generated no cards")
-        card, spare = (c.barcode for c in result.giftcards[:2])
-        self.log(
-            "callback",
-            "generated barcodes arrive on our callback URL",
-            f"{self.code(card)}, {self.code(spare)}",
-        )
-        self.originals[spare] = Decimal(0)
-        return card, spare
-
-    def activate(self, card: str) -> None:
-        w = self.world
-        update = GiftCardUpdate(
-            entity_code=w.settings.entity_code or "440",
-            barcode=card,
-            amount=CARD_VALUE,
-            activation_date=w.clock.now().replace(microsecond=0),
-            currency="EUR",
-            currency_symbol="€",
-            callback=w.inbox.url("activate"),
-        )
-        w.client.update_giftcard(update)
-        outcome = parse_model(
-            UpdateGiftCardResult, _json(w.wait_inbox("activate")), endpoint="update_giftcard"
-        )
+        (sold,) = w.wait_issued(SALE_ORDER)
+        if sold.barcode is None:
+            raise APIFailure(sold.message or "4WS generated no card")
+        card = sold.barcode
+        self.log("callback", "4WS's callback brings the generated barcode", self.code(card))
         self.log(
             "activate",
-            f"sell {self.code(card)} loaded with {CARD_VALUE} EUR",
-            "activated" if outcome.success else f"refused: {outcome.message}",
-            outcome.success,
+            f"{self.code(card)} loaded with {CARD_VALUE} EUR (settled by its callback)",
+            sold.state.value,
+            sold.state is IssuedCardState.DELIVERED,
         )
-        if not outcome.success:
-            raise APIFailure(outcome.message or "activation refused")
+        self.log(
+            "deliver",
+            "the delivery hook hands the code to the buyer",
+            f"{len(mailbox.cards)} card, PDF {'yes' if mailbox.pdf else 'no'}",
+            [c.id for c in mailbox.cards] == [sold.id],
+        )
         self.originals[card] = CARD_VALUE
         shown = w.client.get_giftcard(card)
         self.log(
@@ -147,6 +152,7 @@ class Story:
             f"{_cents(shown.amount)} {shown.currency}",
             shown.flg_active and shown.amount == CARD_VALUE,
         )
+        return card
 
     def pay_part_of_an_order(self, card: str) -> None:
         p = self.world.payments
@@ -218,7 +224,7 @@ class Story:
         self.world.payments.release(reservation.id)
         self.log("refuse", detail, "accepted (unexpected)", False)
 
-    def refusals(self, card: str, spare: str) -> None:
+    def refusals(self, card: str) -> None:
         small = Decimal("10.00")
         left = CARD_VALUE - PAID_BY_CARD + REFUND
         if self.world.is_sandbox:  # the seed's special cards exist only in a sandbox
@@ -228,9 +234,13 @@ class Story:
                 EXPIRED_CARD,
                 small,
             )
-        self.refuse(
-            f"never-activated card {self.code(spare)}", RefusalReason.INACTIVE, spare, small
-        )
+        if self.world.is_sandbox:
+            self.refuse(
+                f"never-activated card {self.code(NEVER_ACTIVATED_CARD)}",
+                RefusalReason.INACTIVE,
+                NEVER_ACTIVATED_CARD,
+                small,
+            )
         self.refuse(
             f"{left + 30} EUR on {self.code(card)} (balance {left})",
             RefusalReason.INSUFFICIENT_BALANCE,
@@ -256,10 +266,11 @@ class Story:
     def seed_cards(self) -> list[str]:
         if not self.world.is_sandbox:
             return []
-        for barcode in (EXPIRED_CARD, ONE_GO_CARD):
+        cards = [NEVER_ACTIVATED_CARD, EXPIRED_CARD, ONE_GO_CARD]
+        for barcode in cards:
             balance = self.world.sandbox_balance(barcode)
             self.originals[barcode] = balance if balance is not None else Decimal(0)
-        return [EXPIRED_CARD, ONE_GO_CARD]
+        return cards
 
     # ------------------------------------------------------------ reconciliation
 
@@ -301,12 +312,6 @@ class Story:
             ok,
         )
         return checks
-
-
-def _json(body: bytes) -> Any:
-    from fourws_pay.api import wirejson
-
-    return wirejson.loads(body)
 
 
 def _report(

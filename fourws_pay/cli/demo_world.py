@@ -1,8 +1,7 @@
 """Where the demo runs: the embedded sandbox, or a served sandbox / real 4WS at a URL.
 
 Both worlds give the story the same things: a client, a payments provider on a fresh
-SQLite ledger, an inbox for the generate/activate callbacks, a way to let 4WS work off its
-queue, and (for sandboxes) the sandbox's own view of a card's balance to reconcile against.
+SQLite ledger, a way to let 4WS work off its queue, and (for sandboxes) the sandbox's own view of a card's balance to reconcile against.
 """
 
 from __future__ import annotations
@@ -18,14 +17,13 @@ import httpx
 
 from fourws_pay.api import wirejson
 from fourws_pay.api.client import Client
-from fourws_pay.cli.receiver import CallbackInbox, CallbackListener
+from fourws_pay.cli.receiver import CallbackListener
 from fourws_pay.clock import Clock, ManualClock, SystemClock
-from fourws_pay.errors import CallbackRejected, RequestTimeout
+from fourws_pay.errors import CallbackRejected
 from fourws_pay.ledger import open_store
-from fourws_pay.payments import GiftCardPayments, Operation
+from fourws_pay.payments import GiftCardPayments, IssuedCard, IssuedCardState, Operation
 from fourws_pay.settings import Settings
 
-INBOX_PATH = "/demo-inbox"
 PAY_PATH = "/fourws/callback"
 
 
@@ -34,16 +32,15 @@ class World(Protocol):
     settings: Settings
     client: Client
     payments: GiftCardPayments
-    inbox: CallbackInbox
     clock: Clock
     is_sandbox: bool
 
-    def wait_inbox(self, name: str) -> bytes:
-        """The callback 4WS sent for the call named ``name``."""
-        ...
-
     def wait_settled(self, operation_id: str) -> Operation:
         """The operation once 4WS's callback has settled it (or the timeout passed)."""
+        ...
+
+    def wait_issued(self, order_ref: str) -> list[IssuedCard]:
+        """The order's sold cards once 4WS's callbacks carried them through (or timeout)."""
         ...
 
     def sandbox_balance(self, barcode: str) -> Decimal | None:
@@ -82,28 +79,22 @@ class EmbeddedWorld:
         )
         self.client = self.sandbox.client(self.settings)
         self.payments = _payments(self.settings, self.client, self.clock)
-        self.inbox = CallbackInbox(shop + INBOX_PATH)
         self.sandbox.set_callback_handler(self._route)
 
     def _route(self, url: str, body: bytes) -> int:
         path = urlsplit(url).path
-        if path.startswith(INBOX_PATH):
-            return self.inbox.deliver(path, body)
         try:
             return self.payments.handle_callback(path, body).status_code
         except CallbackRejected as exc:
             return exc.status_code
 
-    def wait_inbox(self, name: str) -> bytes:
-        self.sandbox.run_until_idle()
-        body = self.inbox.get_nowait(name)
-        if body is None:
-            raise RequestTimeout(f"the sandbox sent no {name} callback")
-        return body
-
     def wait_settled(self, operation_id: str) -> Operation:
         self.sandbox.run_until_idle()
         return self.payments.get_operation(operation_id)
+
+    def wait_issued(self, order_ref: str) -> list[IssuedCard]:
+        self.sandbox.run_until_idle()
+        return self.payments.issued_cards(order_ref)
 
     def sandbox_balance(self, barcode: str) -> Decimal | None:
         return self.sandbox.balance(barcode)
@@ -134,8 +125,6 @@ class RemoteWorld:
             listen[0], listen[1], public_url, other_prefix=PAY_PATH, other=self._pay
         )
         base = self.receiver.base_url
-        self.inbox: CallbackInbox = self.receiver
-        self.receiver.base_url = base + INBOX_PATH
         self.settings = Settings.build(
             **{
                 **settings.model_dump(),
@@ -171,17 +160,6 @@ class RemoteWorld:
         if self.is_sandbox:
             self._sandbox_call("POST", "process")
 
-    def wait_inbox(self, name: str) -> bytes:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            self._nudge()
-            body = self.inbox.get_nowait(name)
-            if body is not None:
-                return body
-            if time.monotonic() >= deadline:
-                raise RequestTimeout(f"no {name} callback within {self.timeout:g}s")
-            time.sleep(0.05)
-
     def wait_settled(self, operation_id: str) -> Operation:
         deadline = time.monotonic() + self.timeout
         while True:
@@ -189,6 +167,19 @@ class RemoteWorld:
             operation = self.payments.get_operation(operation_id)
             if operation.is_terminal or time.monotonic() >= deadline:
                 return operation
+            time.sleep(0.05)
+
+    def wait_issued(self, order_ref: str) -> list[IssuedCard]:
+        """Until the order's cards are delivered or failed (4WS calls back each step)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self._nudge()
+            cards = self.payments.issued_cards(order_ref)
+            done = all(
+                c.state in (IssuedCardState.DELIVERED, IssuedCardState.FAILED) for c in cards
+            )
+            if done or time.monotonic() >= deadline:
+                return cards
             time.sleep(0.05)
 
     def sandbox_balance(self, barcode: str) -> Decimal | None:

@@ -1,10 +1,13 @@
-"""Gift-card payments: check, reserve, capture, settle, release, refund, reconcile."""
+"""Gift-card payments: check, reserve, capture, settle, release, refund, reconcile, and
+selling cards (issue, activate, deliver, cancel)."""
 
 from fourws_pay.payments.models import (
     CallbackResult,
     CartSnapshot,
     Decision,
     EventKind,
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -23,6 +26,8 @@ __all__ = [
     "Decision",
     "EventKind",
     "GiftCardPayments",
+    "IssuedCard",
+    "IssuedCardState",
     "Operation",
     "OperationKind",
     "OperationState",

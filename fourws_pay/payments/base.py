@@ -25,6 +25,8 @@ from fourws_pay.payments.effects import PaymentFlow, ReadCard
 from fourws_pay.payments.models import (
     CartSnapshot,
     EventKind,
+    IssuedCard,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -77,6 +79,7 @@ class CoreBase:
         *,
         reservation: Reservation | None = None,
         operation: Operation | None = None,
+        issued_card: IssuedCard | None = None,
         message: str = "",
         **details: Any,
     ) -> None:
@@ -96,14 +99,18 @@ class CoreBase:
             else None,
             message=message,
             details=details,
+            issued_card=replace(issued_card, barcode=issued_card.masked_barcode)
+            if issued_card is not None
+            else None,
         )
-        subject = reservation or operation
+        subject = reservation or operation or issued_card
         barcode = subject.barcode if subject is not None else None
         log.info(
             f"fourws_pay.payments.{kind.value}",
             barcode=mask_barcode(barcode) if barcode else None,
             reservation_id=reservation.id if reservation else None,
             operation_id=operation.id if operation else None,
+            issued_card_id=issued_card.id if issued_card else None,
             state=operation.state.value if operation else None,
             message=message,
         )
@@ -164,6 +171,9 @@ class CoreBase:
     # ---------------------------------------------------------------------- check
 
     def _emit_settlement(self, operation: Operation) -> None:
+        if operation.kind in (OperationKind.GENERATE, OperationKind.ACTIVATE):
+            self._emit_issuing_settlement(operation)
+            return
         reservation = self.store.get_reservation(operation.reservation_id)
         capture = operation.kind is OperationKind.CAPTURE
         if operation.state is OperationState.SUCCEEDED:
@@ -175,5 +185,22 @@ class CoreBase:
         self.emit(
             kind, reservation=reservation, operation=operation, message=operation.message or ""
         )
+
+    def _emit_issuing_settlement(self, operation: Operation) -> None:
+        """A generation or activation settled: say what it means for its sold card."""
+        sold = self.store.get_issued_card(operation.reservation_id)
+        if operation.state is OperationState.MANUAL_REVIEW:
+            kind = EventKind.MANUAL_REVIEW
+        elif operation.kind is OperationKind.GENERATE:
+            if operation.state is not OperationState.FAILED:
+                return  # the barcodes are in; the activation is the event that matters
+            kind = EventKind.ISSUE_FAILED
+        elif sold is not None and sold.state is IssuedCardState.ACTIVE:
+            kind = EventKind.CARD_ISSUED
+        elif operation.state is OperationState.FAILED:
+            kind = EventKind.ISSUE_FAILED
+        else:
+            return
+        self.emit(kind, operation=operation, issued_card=sold, message=operation.message or "")
 
     # ------------------------------------------------------------ sweep, reconcile

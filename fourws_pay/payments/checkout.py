@@ -32,9 +32,11 @@ from fourws_pay.money import positive_amount, to_decimal
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.crash import crash_point
 from fourws_pay.payments.effects import PaymentFlow, PostUpdate
+from fourws_pay.payments.issuing import Issuing
 from fourws_pay.payments.models import (
     Decision,
     EventKind,
+    IssuedCard,
     Operation,
     OperationKind,
     OperationState,
@@ -43,7 +45,7 @@ from fourws_pay.payments.models import (
     ReservationState,
 )
 from fourws_pay.payments.rules import UNIFORM_REASONS, PaymentRequest, evaluate, refuse
-from fourws_pay.payments.transitions import Transitions, _total, live_captures
+from fourws_pay.payments.transitions import _total, live_captures
 
 if TYPE_CHECKING:
     from fourws_pay.ledger.base import LedgerTransaction
@@ -96,7 +98,7 @@ def _requested_amount(amount: object) -> Decimal:
     return value
 
 
-class Checkout(Transitions):
+class Checkout(Issuing):
     """The flows that take money: the shop's side of a payment."""
 
     def _request(
@@ -631,30 +633,13 @@ class Checkout(Transitions):
         """Post money back to the card: claim (or queue), read, confirm, POST, as
         ``capture`` does, so that a refund's ``balance_before`` is sound evidence too
         (invariant 15). The refundable amount counts every refund of the capture that did
-        not fail, queued ones included, under the card lock: concurrent refunds never
-        exceed the capture."""
-        parent = self._operation(operation_id)
-        if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
-            raise InvalidStateError("only a settled capture can be refunded")
-        reservation = self._reservation(parent.reservation_id)
-        requested = None if amount is None else positive_amount(amount, reservation.decimals)
-
+        not fail, queued ones and store-credit cards included, under the card lock:
+        concurrent refunds never exceed the capture."""
+        parent, reservation, requested = self._refund_request(operation_id, amount)
         token = secrets.token_urlsafe(32)
         with self.writing(parent.barcode) as tx:
             now = self.clock.now()
-            refunds = [
-                op
-                for op in tx.children_of(parent.id, OperationKind.REFUND)
-                if op.state is not OperationState.FAILED
-            ]
-            refundable = parent.amount - _total(refunds)
-            to_refund = refundable if requested is None else requested
-            if to_refund <= 0:
-                raise InvalidAmountError("nothing left to refund on this capture")
-            if to_refund > refundable:
-                raise InvalidAmountError(
-                    f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
-                )
+            to_refund = self._refundable(tx, parent, reservation, requested)
             operation, blocker = self._claim_or_queue(
                 tx, OperationKind.REFUND, reservation, to_refund, now, token, parent=parent
             )
@@ -662,5 +647,58 @@ class Checkout(Transitions):
             return (yield from self._queued(operation, reservation, blocker))
         crash_point("refund.after_prepare")
         return (yield from self._confirm_and_send(operation, reservation, token))
+
+    def refund_to_new_card(
+        self, operation_id: str, amount: object | None
+    ) -> PaymentFlow[IssuedCard]:
+        """Refund a settled capture as store credit: a new sold card of the refunded amount
+        (when the original card expired, say), issued like any sold card (``issuing``).
+
+        The new card is written under the capture's card lock, where the refundable amount
+        is counted (invariant 18: refunds and store credit together never exceed the
+        capture), in the same transaction. Each call is a new refund, as ``refund`` is;
+        a failed issuance stops counting and can be refunded again."""
+        parent, reservation, requested = self._refund_request(operation_id, amount)
+        with self.writing(parent.barcode) as tx:
+            now = self.clock.now()
+            to_refund = self._refundable(tx, parent, reservation, requested)
+            card = self._store_credit(tx, parent, reservation, to_refund, now)
+        yield from self.advance_issuance(card.order_ref)
+        return self._issued_card(card.id)
+
+    def _refund_request(
+        self, operation_id: str, amount: object | None
+    ) -> tuple[Operation, Reservation, Decimal | None]:
+        parent = self._operation(operation_id)
+        if parent.kind is not OperationKind.CAPTURE or parent.state is not OperationState.SUCCEEDED:
+            raise InvalidStateError("only a settled capture can be refunded")
+        reservation = self._reservation(parent.reservation_id)
+        requested = None if amount is None else positive_amount(amount, reservation.decimals)
+        return parent, reservation, requested
+
+    def _refundable(
+        self,
+        tx: LedgerTransaction,
+        parent: Operation,
+        reservation: Reservation,
+        requested: Decimal | None,
+    ) -> Decimal:
+        """What this refund takes, checked under the capture's card lock against what is
+        left: the capture less its refunds that did not fail and its store credit."""
+        refunds = [
+            op
+            for op in tx.children_of(parent.id, OperationKind.REFUND)
+            if op.state is not OperationState.FAILED
+        ]
+        credit = self._store_credits(tx, parent, reservation.order_ref)
+        refundable = parent.amount - _total(refunds) - credit
+        to_refund = refundable if requested is None else requested
+        if to_refund <= 0:
+            raise InvalidAmountError("nothing left to refund on this capture")
+        if to_refund > refundable:
+            raise InvalidAmountError(
+                f"cannot refund {to_refund}: only {refundable} of the capture is refundable"
+            )
+        return to_refund
 
     # ------------------------------------------------------------------- callbacks

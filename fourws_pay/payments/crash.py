@@ -19,6 +19,11 @@ CRASH_POINTS = (
     "refund.after_prepare",
     "refund.after_sending",
     "refund.after_post",
+    "generate.after_sending",
+    "generate.after_post",
+    "activate.after_prepare",
+    "activate.after_sending",
+    "activate.after_post",
 )
 
 

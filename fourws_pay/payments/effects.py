@@ -2,7 +2,7 @@
 
 A flow is a generator: it yields an effect, the driver (``GiftCardPayments`` or
 ``AsyncGiftCardPayments``) makes the call and sends the result back in, or throws the call's
-typed error into the flow. Only these two calls exist, so the twins stay thin.
+typed error into the flow. Only these calls exist, so the twins stay thin.
 """
 
 from __future__ import annotations
@@ -31,5 +31,22 @@ class PostUpdate:
     update: GiftCardUpdate
 
 
-Effect = ReadCard | PostUpdate
+@dataclass(frozen=True)
+class PostGenerate:
+    """Effect: generateGiftcards (``count`` barcodes of ``item_code``, answered on
+    ``callback``). Answered with a ``QueuedOperation``."""
+
+    item_code: str
+    count: int
+    callback: str
+
+
+@dataclass(frozen=True)
+class RequestPdf:
+    """Effect: Gift Card PDF Generation for ``barcodes``. Answered with a ``GiftCardPdf``."""
+
+    barcodes: tuple[str, ...]
+
+
+Effect = ReadCard | PostUpdate | PostGenerate | RequestPdf
 PaymentFlow = Generator[Effect, Any, T]

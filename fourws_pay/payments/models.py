@@ -271,6 +271,8 @@ class ReconcileReport:
     # queued operations given their turn: posted (enqueued, unknown), failed at the
     # re-check, or given back (4WS unreachable)
     advanced: list[Operation] = field(default_factory=list)
+    # sold cards of orders whose issuing pump ran (as they are after it)
+    issuing: list[IssuedCard] = field(default_factory=list)
 
 
 __all__ = [

@@ -34,10 +34,11 @@ from fourws_pay.errors import FourWSError
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.callbacks import CallbackApp
 from fourws_pay.payments.core import PaymentsCore
-from fourws_pay.payments.effects import PaymentFlow, PostUpdate, ReadCard
+from fourws_pay.payments.effects import PaymentFlow, PostGenerate, PostUpdate, ReadCard, RequestPdf
 from fourws_pay.payments.models import (
     CallbackResult,
     Decision,
+    IssuedCard,
     Operation,
     OperationState,
     ReconcileReport,
@@ -131,9 +132,15 @@ class GiftCardPayments(_Provider):
             try:
                 if isinstance(effect, ReadCard):
                     value = self._read(effect)
-                else:
-                    assert isinstance(effect, PostUpdate)
+                elif isinstance(effect, PostUpdate):
                     value = self.client.update_giftcard(effect.update)
+                elif isinstance(effect, PostGenerate):
+                    value = self.client.generate_giftcards(
+                        effect.item_code, effect.count, effect.callback
+                    )
+                else:
+                    assert isinstance(effect, RequestPdf)
+                    value = self.client.giftcard_pdf(effect.barcodes)
             except FourWSError as exc:
                 error = exc
 
@@ -270,6 +277,60 @@ class GiftCardPayments(_Provider):
         """Operations, oldest first, optionally only in ``states``."""
         return self.store.list_operations(states)
 
+    # ------------------------------------------------------------- selling cards
+
+    def issue_cards(
+        self,
+        order_ref: str,
+        line_id: str,
+        *,
+        amount: Decimal | int | str,
+        currency: str,
+        count: int = 1,
+        item_code: str | None = None,
+        decimals: int = 2,
+    ) -> list[IssuedCard]:
+        """Sell ``count`` gift cards of ``amount`` on an order line, once the order is paid.
+
+        Idempotent per (order, line, index): calling again returns the same cards. 4WS
+        generates the barcodes (callback), then each card is activated with ``amount``
+        (callback), then delivered through ``fourws_pay_deliver_giftcards``; the callbacks
+        and ``reconcile`` carry each step, so this returns as soon as the generation is
+        asked for. ``item_code`` defaults to ``Settings.issuing_item_code``.
+        """
+        return self._run(
+            self.core.issue_cards(order_ref, line_id, amount, currency, count, item_code, decimals)
+        )
+
+    def issued_cards(self, order_ref: str) -> list[IssuedCard]:
+        """The order's sold cards, oldest first (whole barcodes: staff and delivery only)."""
+        return self.core.issued_cards(order_ref)
+
+    def get_issued_card(self, card_id: str) -> IssuedCard:
+        """The sold card with this id (``NotFoundInLedgerError`` if there is none)."""
+        return self.core._issued_card(card_id)
+
+    def cancel_issued_card(self, card_id: str) -> IssuedCard:
+        """Cancel a sold card, taking back only what is unspent; ``SaleAlreadySpentError``
+        when nothing is left (see ``PaymentsCore.cancel_issued_card``). Safe to re-run."""
+        return self._run(self.core.cancel_issued_card(card_id))
+
+    def resend_giftcards(
+        self, order_ref: str, card_ids: list[str] | None = None
+    ) -> list[IssuedCard]:
+        """Deliver the order's delivered cards again (the same codes); returns them."""
+        return self._run(self.core.resend_giftcards(order_ref, card_ids))
+
+    def refund_to_new_card(
+        self, operation_id: str, *, amount: Decimal | int | str | None = None
+    ) -> IssuedCard:
+        """Refund a settled capture (all that is left, or ``amount``) as a new sold card."""
+        return self._run(self.core.refund_to_new_card(operation_id, amount))
+
+    def reclaimed_amount(self, card_id: str) -> Decimal:
+        """What a cancelled sold card gave back: its reclaim captures that settled."""
+        return self.core.reclaimed_amount(card_id)
+
     def callback_app(self) -> CallbackApp:
         """An ASGI app to mount where 4WS posts callbacks (``POST /<op id>/<token>``).
 
@@ -280,9 +341,7 @@ class GiftCardPayments(_Provider):
             return await asyncio.to_thread(self.core.handle_callback, path, body)
 
         async def after(result: CallbackResult) -> None:
-            assert result.operation is not None
-            flow = self.core.advance_queue(result.operation.barcode)
-            await asyncio.to_thread(self._run, flow)
+            await asyncio.to_thread(self._run, self.core.after_callback(result))
 
         return CallbackApp(handle, after)
 
@@ -333,9 +392,15 @@ class AsyncGiftCardPayments(_Provider):
             try:
                 if isinstance(effect, ReadCard):
                     value = await self._read(effect)
-                else:
-                    assert isinstance(effect, PostUpdate)
+                elif isinstance(effect, PostUpdate):
                     value = await self.client.update_giftcard(effect.update)
+                elif isinstance(effect, PostGenerate):
+                    value = await self.client.generate_giftcards(
+                        effect.item_code, effect.count, effect.callback
+                    )
+                else:
+                    assert isinstance(effect, RequestPdf)
+                    value = await self.client.giftcard_pdf(effect.barcodes)
             except FourWSError as exc:
                 error = exc
 
@@ -447,6 +512,52 @@ class AsyncGiftCardPayments(_Provider):
         """See ``GiftCardPayments.list_operations``."""
         return await self._off_loop(self.store.list_operations, states)
 
+    # ------------------------------------------------------------- selling cards
+
+    async def issue_cards(
+        self,
+        order_ref: str,
+        line_id: str,
+        *,
+        amount: Decimal | int | str,
+        currency: str,
+        count: int = 1,
+        item_code: str | None = None,
+        decimals: int = 2,
+    ) -> list[IssuedCard]:
+        """See ``GiftCardPayments.issue_cards`` (the delivery hook runs on a worker thread)."""
+        return await self._run(
+            self.core.issue_cards(order_ref, line_id, amount, currency, count, item_code, decimals)
+        )
+
+    async def issued_cards(self, order_ref: str) -> list[IssuedCard]:
+        """See ``GiftCardPayments.issued_cards``."""
+        return await self._off_loop(self.core.issued_cards, order_ref)
+
+    async def get_issued_card(self, card_id: str) -> IssuedCard:
+        """See ``GiftCardPayments.get_issued_card``."""
+        return await self._off_loop(self.core._issued_card, card_id)
+
+    async def cancel_issued_card(self, card_id: str) -> IssuedCard:
+        """See ``GiftCardPayments.cancel_issued_card``."""
+        return await self._run(self.core.cancel_issued_card(card_id))
+
+    async def resend_giftcards(
+        self, order_ref: str, card_ids: list[str] | None = None
+    ) -> list[IssuedCard]:
+        """See ``GiftCardPayments.resend_giftcards``."""
+        return await self._run(self.core.resend_giftcards(order_ref, card_ids))
+
+    async def refund_to_new_card(
+        self, operation_id: str, *, amount: Decimal | int | str | None = None
+    ) -> IssuedCard:
+        """See ``GiftCardPayments.refund_to_new_card``."""
+        return await self._run(self.core.refund_to_new_card(operation_id, amount))
+
+    async def reclaimed_amount(self, card_id: str) -> Decimal:
+        """See ``GiftCardPayments.reclaimed_amount``."""
+        return await self._off_loop(self.core.reclaimed_amount, card_id)
+
     def callback_app(self) -> CallbackApp:
         """See ``GiftCardPayments.callback_app``."""
 
@@ -454,8 +565,7 @@ class AsyncGiftCardPayments(_Provider):
             return await self._off_loop(self.core.handle_callback, path, body)
 
         async def after(result: CallbackResult) -> None:
-            assert result.operation is not None
-            await self._run(self.core.advance_queue(result.operation.barcode))
+            await self._run(self.core.after_callback(result))
 
         return CallbackApp(handle, after)
 

@@ -33,21 +33,23 @@ from dataclasses import replace
 from datetime import timedelta
 
 from fourws_pay.api import wirejson
-from fourws_pay.api.models import GiftCard, UpdateGiftCardResult
+from fourws_pay.api.models import GenerateGiftCardsResult, GiftCard, UpdateGiftCardResult
 from fourws_pay.errors import CallbackRejected, InvalidInputError, InvalidStateError
+from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.crash import crash_point
 from fourws_pay.payments.effects import PaymentFlow
+from fourws_pay.payments.issuing import Issuing
 from fourws_pay.payments.models import (
     CallbackResult,
     EventKind,
     Operation,
+    OperationKind,
     OperationState,
     ReconcileReport,
     ReservationState,
 )
 from fourws_pay.payments.transitions import (
     HOLDING_OPERATION_STATES,
-    Transitions,
     live_captures,
     token_hash,
 )
@@ -61,8 +63,9 @@ def parse_callback_path(path: str) -> tuple[str, str]:
     return parts[-2], parts[-1]
 
 
-class Settlement(Transitions):
-    """The flows that learn what 4WS did with an operation."""
+class Settlement(Issuing):
+    """The flows that learn what 4WS did with an operation (a sold card's generation and
+    activation included: their callbacks move the sold cards, then the issuing pump)."""
 
     def advance_queue(self, barcode: str) -> PaymentFlow[list[Operation]]:
         """Give the card's queue its turns: ``Checkout.advance_queue`` (a turn is a
@@ -75,9 +78,22 @@ class Settlement(Transitions):
         A host that must answer 4WS first (the ASGI app does) calls ``handle_callback`` and
         ``advance_queue`` itself, in that order."""
         result = self.handle_callback(path, body)
-        if result.applied and result.operation is not None:
-            yield from self.advance_queue(result.operation.barcode)
+        yield from self.after_callback(result)
         return result
+
+    def after_callback(self, result: CallbackResult) -> PaymentFlow[None]:
+        """What an applied callback lets move on (``after_settlement``)."""
+        if result.applied and result.operation is not None:
+            yield from self.after_settlement(result.operation)
+
+    def after_settlement(self, operation: Operation) -> PaymentFlow[None]:
+        """What a settled operation lets move on: its card's queue, and for a sold card's
+        generation or activation, the order's issuing pump (activate, deliver)."""
+        if operation.kind is not OperationKind.GENERATE:
+            yield from self.advance_queue(operation.barcode)
+        order_ref = self.order_of_issuing_operation(operation)
+        if order_ref is not None:
+            yield from self.advance_issuance(order_ref)
 
     # ------------------------------------------------------------------- callbacks
 
@@ -91,7 +107,13 @@ class Settlement(Transitions):
             raise CallbackRejected("unknown operation", status_code=404)
         if not hmac.compare_digest(token_hash(token), operation.callback_token_hash):
             raise CallbackRejected("callback token does not match", status_code=403)
-        result = self._parse_callback(bytes(body), operation_id)
+        generation = operation.kind is OperationKind.GENERATE
+        result: UpdateGiftCardResult | GenerateGiftCardsResult = (
+            self._parse_generate_callback(bytes(body), operation_id)
+            if generation
+            else self._parse_callback(bytes(body), operation_id)
+        )
+        spare: list[str] = []
         with self.writing(operation.barcode) as tx:
             now = self.clock.now()  # inside the lock: stamps follow commit order
             current = tx.get_operation(operation_id)
@@ -105,9 +127,18 @@ class Settlement(Transitions):
                 verdict,
                 now,
                 settled_at=now,
-                callback_id=result.id or result.queue_id,
+                callback_id=None
+                if isinstance(result, GenerateGiftCardsResult)
+                else result.id or result.queue_id,
                 message=None if result.success else (result.message or "failed")[:500],
             )
+            if isinstance(result, GenerateGiftCardsResult):
+                if applied is None:  # late or repeated: what it carries is used by no card
+                    spare = self._unassigned(tx, current, result.giftcards)
+                elif result.success:
+                    spare = self._assign_barcodes(tx, applied, result.giftcards, now)[1]
+                else:
+                    self._refuse_generation(tx, applied, result.message or "failed", now)
             if applied is None and not current.is_terminal:
                 # Every sent, unsettled state may take either verdict and every writer of
                 # an operation holds its card lock (``_transition``), so this cannot happen;
@@ -117,6 +148,14 @@ class Settlement(Transitions):
                 crash_point("callback.before_commit")
         # Terminal already: the same verdict is a duplicate, another is a conflict.
         conflict = None if applied is not None or current.state is verdict else current
+        if spare:
+            self.emit(
+                EventKind.ALERT,
+                operation=applied or current,
+                message=f"{len(spare)} generated barcode(s) not used for any sold card "
+                "(a late, repeated or oversized generation); they are never activated",
+                barcodes=[mask_barcode(code) for code in spare],
+            )
         if applied is not None:
             self._emit_settlement(applied)
             return CallbackResult(200, applied, True, f"operation {applied.state.value}")
@@ -129,6 +168,24 @@ class Settlement(Transitions):
             )
             return CallbackResult(200, conflict, False, "conflicting callback ignored")
         return CallbackResult(200, current, False, "duplicate callback ignored")
+
+    @staticmethod
+    def _parse_generate_callback(body: bytes, operation_id: str) -> GenerateGiftCardsResult:
+        """generateGiftcards' callback: strict on ``success`` and on each barcode's shape;
+        a payload naming another operation is refused as for updates."""
+        try:
+            data = wirejson.loads(body)
+        except (ValueError, RecursionError):
+            raise CallbackRejected("callback body is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+            raise CallbackRejected("callback body has no boolean 'success'")
+        payload = data.get("payload")
+        if isinstance(payload, dict) and payload.get("operation_id") not in (None, operation_id):
+            raise CallbackRejected("callback payload names another operation")
+        try:
+            return GenerateGiftCardsResult.model_validate(data)
+        except ValueError:
+            raise CallbackRejected("callback body does not match the documented shape") from None
 
     @staticmethod
     def _parse_callback(body: bytes, operation_id: str) -> UpdateGiftCardResult:
@@ -177,6 +234,10 @@ class Settlement(Transitions):
             [OperationState.PREPARED, OperationState.SENDING, OperationState.ENQUEUED]
         ):
             if op.state is OperationState.PREPARED and op.updated_at + self.prepared_grace <= now:
+                if op.kind is OperationKind.ACTIVATE:
+                    # Never posted: its sold card goes back to ``generated`` (next pass).
+                    self._activation_not_sent(op, "never sent (its worker stopped before sending)")
+                    continue
                 # Never marked sending, so never posted: it waits for its turn again (the
                 # shop was told it was accepted), re-checked on a fresh read then.
                 self._give_back_turn(op, "never sent (its worker stopped before sending)")
@@ -202,8 +263,11 @@ class Settlement(Transitions):
         compare-and-set, and a second pass finds nothing left to move."""
         report = ReconcileReport()
         for op in [*self.stale_operations(), *self._holding_a_queue()]:
-            read = yield from self.read(op.barcode, cached=False)
-            resolved = self._judge(op, read.card)
+            if op.kind is OperationKind.GENERATE:  # no balance to read: see its judge
+                resolved = self._judge_generation(op)
+            else:
+                read = yield from self.read(op.barcode, cached=False)
+                resolved = self._judge(op, read.card)
             bucket = {
                 OperationState.SUCCEEDED: report.succeeded,
                 OperationState.FAILED: report.failed,
@@ -213,6 +277,8 @@ class Settlement(Transitions):
         waiting = {op.barcode: None for op in self.store.list_operations([OperationState.QUEUED])}
         for barcode in waiting:
             report.advanced.extend((yield from self.advance_queue(barcode)))
+        for order_ref in self.pending_issuing_orders():
+            report.issuing.extend((yield from self.advance_issuance(order_ref)))
         return replace(report, expired_reservations=self.sweep())
 
     def _holding_a_queue(self) -> list[Operation]:
@@ -274,9 +340,10 @@ class Settlement(Transitions):
 
     def resolve(self, operation_id: str, *, applied: bool, note: str) -> PaymentFlow[Operation]:
         """An operator's verdict on an operation in ``manual_review``, then the card's queue
-        gets its turns (the operation no longer keeps the card busy)."""
+        gets its turns (the operation no longer keeps the card busy) and, for a sold card,
+        the issuing pump runs."""
         resolved = self.resolve_only(operation_id, applied=applied, note=note)
-        yield from self.advance_queue(resolved.barcode)
+        yield from self.after_settlement(resolved)
         return resolved
 
     def resolve_only(self, operation_id: str, *, applied: bool, note: str) -> Operation:

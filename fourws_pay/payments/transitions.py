@@ -4,11 +4,12 @@ The states, the allowed moves and what each state means for the money are data i
 ``states``; this module is the only writer of states. Reservations are born ``active``
 (``_hold``); operations are born ``prepared`` (the card was idle) or ``queued`` (it was
 not), both by ``_new_operation``, and move through ``states.OPERATION_TRANSITIONS``. Every
-write of a state is a compare-and-set on the state it expects, under the card's lock, so a lost race
-is seen instead of overwritten and no two writers of one card's operations interleave
-(a callback and the recording of the POST's answer included). Only one rule links the two
-machines, and it is written once (``_apply_verdict``): a capture that succeeds captures its
-reservation.
+write of a state is a compare-and-set on the state it expects, under the card's lock, so a lost
+race is seen instead of overwritten and no two writers of one card's operations interleave
+(a callback and the recording of the POST's answer included). The rules that link the
+machines are written once, in ``_apply_verdict``: a capture that succeeds captures its
+reservation; an activation that settles settles its sold card (``_settle_sold_card``). Sold
+cards' other moves are issuing's (``issuing``), by the same compare-and-set.
 
 What states mean for the money: an operation in ``HOLDING_OPERATION_STATES`` keeps its
 reservation's hold counting (``held``); one in ``CARD_BUSY_STATES`` makes every other
@@ -32,6 +33,7 @@ from fourws_pay.errors import InvalidAmountError, InvalidStateError
 from fourws_pay.payments.base import CoreBase
 from fourws_pay.payments.models import (
     Decision,
+    IssuedCardState,
     Operation,
     OperationKind,
     OperationState,
@@ -419,7 +421,42 @@ class Transitions(CoreBase):
             return None
         if verdict is OperationState.SUCCEEDED and current.kind is OperationKind.CAPTURE:
             self._capture_reservation(tx, current, now)
+        if current.kind is OperationKind.ACTIVATE:
+            self._settle_sold_card(tx, settled, verdict, now, reviewed=current.state)
         return settled
+
+    @staticmethod
+    def _settle_sold_card(
+        tx: LedgerTransaction,
+        activation: Operation,
+        verdict: OperationState,
+        now: datetime,
+        *,
+        reviewed: OperationState,
+    ) -> None:
+        """The activation that settles settles its sold card, in the same transaction:
+        ``active`` (money is on it), ``failed`` (4WS refused it), or back to ``generated``
+        when an operator found it was never applied (``reviewed`` is ``manual_review``):
+        on their word the card is activated again, or the buyer would never get it. A card
+        being cancelled stays ``cancelling``: the issuing pump takes back what the
+        activation loaded. ``manual_review`` leaves it ``activating``."""
+        sold = tx.get_issued_card(activation.reservation_id)
+        if sold is None or sold.state is not IssuedCardState.ACTIVATING:
+            return
+        if sold.activate_op_id != activation.id:
+            return
+        if verdict is OperationState.SUCCEEDED:
+            target = replace(sold, state=IssuedCardState.ACTIVE, updated_at=now)
+        elif verdict is OperationState.FAILED and reviewed is OperationState.MANUAL_REVIEW:
+            target = replace(
+                sold, state=IssuedCardState.GENERATED, updated_at=now, activate_op_id=None
+            )
+        elif verdict is OperationState.FAILED:
+            why = activation.message or "4WS refused the activation"
+            target = replace(sold, state=IssuedCardState.FAILED, updated_at=now, message=why[:500])
+        else:
+            return
+        tx.update_issued_card(target, IssuedCardState.ACTIVATING)
 
     def _settle(
         self, op: Operation, expected: OperationState, verdict: OperationState, why: str

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import httpx
 
+from fourws_pay.api import wirejson
 from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.api.fields import parse_datetime
 from fourws_pay.clock import Clock, ManualClock, SystemClock
@@ -34,6 +35,7 @@ from fourws_pay.sandbox.callbacks import CallbackDelivery, CallbackHandler, Call
 from fourws_pay.sandbox.faults import Fault, FaultPlan
 from fourws_pay.sandbox.queue import (
     ItemKind,
+    PendingCallback,
     QueueConfig,
     QueueItem,
     QueueOutcome,
@@ -166,6 +168,8 @@ class Sandbox:
         self.public_base_url: str | None = None
         self.requests: deque[RequestRecord] = deque(maxlen=history_limit)
         self.dropped_callbacks: list[str] = []
+        # What a dropped callback would have carried, so a test can deliver it late.
+        self.lost_callbacks: list[PendingCallback] = []
         self._voucher_stats: dict[str, dict[str, Any]] = {}
         self._pdfs: dict[str, list[str]] = {}
         self._lock = threading.RLock()
@@ -472,6 +476,14 @@ class Sandbox:
                 and item.callback_fault.kind == "drop"
             ):
                 self.dropped_callbacks.append(item.queue_id)
+                self.lost_callbacks.append(
+                    PendingCallback(
+                        url=item.callback,
+                        body=wirejson.dumps(outcome.callback_body).encode(),
+                        queue_id=item.queue_id,
+                        due_at=now,
+                    )
+                )
             schedule_callback(self.queue, item, outcome, now, self.config)
             log.info(
                 "sandbox.queue.processed",

@@ -27,6 +27,7 @@ from fourws_pay import (
     make_plugin_manager,
 )
 from fourws_pay.payments.core import HOLDING_OPERATION_STATES, ReadCard, counts_as_held
+from fourws_pay.payments.effects import PostGenerate, RequestPdf
 from fourws_pay.payments.models import (
     OperationKind,
     OperationState,
@@ -120,7 +121,7 @@ class Shop:
     def audit(self) -> None:
         """Invariants 1, 3 and 5 against the sandbox's books; raises AssertionError."""
         applied = self.consumption_counts()
-        ops = self.store.list_operations()
+        ops = [o for o in self.store.list_operations() if o.kind is not OperationKind.GENERATE]
         for op in ops:
             times = applied[op.id]
             assert times <= 1, f"{op.id} was applied {times} times by 4WS (invariant 3)"
@@ -227,6 +228,12 @@ def run_stepped(
         try:
             if isinstance(effect, ReadCard):
                 value = payments._read(effect)
+            elif isinstance(effect, PostGenerate):
+                value = payments.client.generate_giftcards(
+                    effect.item_code, effect.count, effect.callback
+                )
+            elif isinstance(effect, RequestPdf):
+                value = payments.client.giftcard_pdf(effect.barcodes)
             else:
                 value = payments.client.update_giftcard(effect.update)
         except FourWSError as exc:

@@ -34,7 +34,7 @@ from fourws_pay import (
 )
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
-from fourws_pay.payments import base, checkout, core, settlement, transitions
+from fourws_pay.payments import base, checkout, core, issuing, settlement, transitions
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
@@ -582,6 +582,47 @@ def break_busy_is_not_a_refusal(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(settlement, "HOLDING_OPERATION_STATES", unpinned)
 
 
+# -------------------------------------------------------------------------- 18
+
+
+def issued_once(ctx: Context) -> None:
+    """Two cards sold on a line; the generation's callback comes three times; the first
+    activation's POST times out after 4WS queued it and its callback is lost; the shop
+    asks again for the same line, then reconciles: each card is loaded exactly once, with
+    exactly its amount, and no other card is loaded."""
+    shop = ctx.shop
+    item = "GIFTCARD_IVA_TAGLIO_100"
+    shop.sandbox.add_product(item, item_type="FINANCIAL")
+    shop.sandbox.faults.add("generate_giftcards", Fault.duplicate_callback(3))
+    shop.sandbox.faults.add("update_giftcard", Fault.hang(after_enqueue=True))
+    shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+    issue = {"amount": "25.00", "currency": "EUR", "count": 2, "item_code": item}
+    shop.payments.issue_cards("SALE-1", "gift", **issue)
+    shop.sandbox.process_queue()  # generated; the activations are posted, one times out
+    shop.payments.issue_cards("SALE-1", "gift", **issue)  # the shop's retry, at once
+    shop.settle()
+    shop.clock.advance(shop.payments.settings.callback_timeout + 1)
+    shop.payments.reconcile()
+    shop.settle()
+    cards = shop.payments.issued_cards("SALE-1")
+    assert [c.state.value for c in cards] == ["delivered", "delivered"]
+    loaded = [r for r in shop.sandbox.applied_operations() if r.amount > 0]
+    assert sorted(r.barcode for r in loaded) == sorted(c.barcode for c in cards)
+    for card in cards:
+        assert shop.sandbox.balance(card.barcode or "") == Decimal("25.00")
+    shop.audit()
+
+
+def break_issued_once(mp: pytest.MonkeyPatch) -> None:
+    """An ambiguous activation is taken for one that never reached 4WS: the card goes
+    back to ``generated`` and is activated again."""
+
+    class NeverRaised(Exception):
+        pass
+
+    mp.setattr(issuing, "AmbiguousOutcomeError", NeverRaised)
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -599,6 +640,7 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     15: (sound_evidence, break_sound_evidence),
     16: (no_false_refusal, break_no_false_refusal),
     17: (busy_is_not_a_refusal, break_busy_is_not_a_refusal),
+    18: (issued_once, break_issued_once),
 }
 
 
