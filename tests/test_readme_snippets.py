@@ -159,6 +159,20 @@ def test_readme_python_blocks_run_as_written(new_user_world: Any, tmp_path: Path
     # 390 - 120 captured + 20 refunded, and 50 consumed by the raw client block
     assert sandbox.balance("2000000001814") == Decimal("240.00")
 
+    # "Selling cards": two cards sold and loaded once; the first cancelled, all of it back
+    for _ in range(3):  # 4WS finishes what the last blocks started
+        sandbox.process_queue()
+    payments.reconcile()
+    kept, cancelled = namespace["sold"][1], namespace["cancelled"]
+    cards = {c.id: c for c in payments.issued_cards("ORD-2001")}
+    assert cards[cancelled.id].state.value == "cancelled"
+    assert payments.reclaimed_amount(cancelled.id) == Decimal("50.00")
+    assert sandbox.balance(cards[cancelled.id].barcode) == Decimal("0.00")
+    assert cards[kept.id].state.value == "delivered"
+    assert sandbox.balance(cards[kept.id].barcode) == Decimal("50.00")
+    loads = [r for r in sandbox.applied_operations() if r.kind == "activation"]
+    assert sorted(r.barcode for r in loads) == sorted(c.barcode for c in cards.values())
+
 
 def run_as_pytest_module(block: Block, tmp_path: Path) -> None:
     folder = tmp_path / f"block_{block.line}"

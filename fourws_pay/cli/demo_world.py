@@ -1,7 +1,8 @@
 """Where the demo runs: the embedded sandbox, or a served sandbox / real 4WS at a URL.
 
 Both worlds give the story the same things: a client, a payments provider on a fresh
-SQLite ledger, a way to let 4WS work off its queue, and (for sandboxes) the sandbox's own view of a card's balance to reconcile against.
+SQLite ledger, a way to let 4WS work off its queue, and (for sandboxes) the sandbox's own
+view of a card's balance to reconcile against.
 """
 
 from __future__ import annotations
