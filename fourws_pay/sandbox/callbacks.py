@@ -9,6 +9,7 @@ asks for (call the handler, or POST), so the two stay the same by construction.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import ipaddress
@@ -163,8 +164,15 @@ class CallbackSender:
             return http.post(cb.url, content=cb.body, headers=_HEADERS).status_code
 
     async def _asend(self, cb: PendingCallback) -> int:
+        """A blocking handler runs on a worker thread: it is the shop's callback endpoint,
+        which may call 4WS (this very server) before it answers, as a shop selling cards
+        does; run on the server's loop it would wait for itself."""
         if self.handler is not None:
-            result = self.handler(cb.url, cb.body)
+            handler = self.handler
+            if inspect.iscoroutinefunction(handler):
+                result = handler(cb.url, cb.body)
+            else:
+                result = await asyncio.to_thread(handler, cb.url, cb.body)
             if inspect.isawaitable(result):
                 result = await result
             return int(result)

@@ -59,6 +59,15 @@ def main() -> None:
         payments.refund(config["operation_id"], amount="10.00")
     elif step == "callback":
         payments.handle_callback(config["path"], config["body"].encode())
+    elif step == "issue":
+        payments.issue_cards(
+            config["order_ref"],
+            "gift",
+            amount="30.00",
+            currency="EUR",
+            count=2,
+            item_code=config["item"],
+        )
     print("completed")
 
 

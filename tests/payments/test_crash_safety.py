@@ -186,6 +186,7 @@ def restarted(
     shop.close()
 
 
+ITEM = "GIFTCARD_IVA_TAGLIO_100"
 CAPTURE_POINTS = [
     "reserve.before_commit",
     "capture.after_prepare",
@@ -265,3 +266,57 @@ def test_crash_test_fails_without_write_ahead(restarted: RestartedShop) -> None:
     restarted.later()
     with pytest.raises(AssertionError):
         restarted.audit()
+
+
+ISSUE_POINTS = ["generate.after_sending", "generate.after_post"]
+ACTIVATE_POINTS = ["activate.after_prepare", "activate.after_sending", "activate.after_post"]
+
+
+def sale(restarted: RestartedShop) -> str:
+    return f"SALE-{restarted.barcode}"  # the served sandbox outlives each test
+
+
+def issued_once_after_restart(restarted: RestartedShop) -> None:
+    """Invariant 18 after ``kill -9``: the restarted shop's callbacks and reconcile (and an
+    operator for what only 4WS knows) carry both sold cards to delivery, each loaded once
+    with its amount, and no barcode outside them is loaded."""
+    sandbox = restarted.served.sandbox
+    for _ in range(3):
+        restarted.later()
+        for op in restarted.store.list_operations([OperationState.MANUAL_REVIEW]):
+            applied = any(
+                isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
+                for r in sandbox.applied_operations()
+            )
+            restarted.payments.resolve(op.id, applied=applied, note="checked with 4WS")
+    cards = restarted.payments.issued_cards(sale(restarted))
+    assert [c.state.value for c in cards] == ["delivered", "delivered"]
+    loads = [r for r in sandbox.applied_operations() if r.kind == "activation"]
+    ours = [
+        r
+        for r in loads
+        if isinstance(r.payload, dict) and r.payload.get("order_ref") == sale(restarted)
+    ]
+    assert sorted(r.barcode for r in ours) == sorted(c.barcode for c in cards)
+    for card in cards:
+        assert sandbox.balance(card.barcode or "") == Decimal("30.00")
+
+
+@pytest.mark.parametrize("point", ISSUE_POINTS)
+def test_issuing_survives_kill_9_while_generating(restarted: RestartedShop, point: str) -> None:
+    restarted.served.sandbox.add_product(ITEM, item_type="FINANCIAL")
+    assert restarted.child("issue", point, item=ITEM, order_ref=sale(restarted)) == -9
+    issued_once_after_restart(restarted)
+
+
+@pytest.mark.parametrize("point", ACTIVATE_POINTS)
+def test_issuing_survives_kill_9_while_activating(restarted: RestartedShop, point: str) -> None:
+    """The generation's callback reaches a process that is killed while it activates."""
+    restarted.served.sandbox.add_product(ITEM, item_type="FINANCIAL")
+    restarted.hold_callbacks = True
+    assert restarted.child("issue", None, item=ITEM, order_ref=sale(restarted)) == 0
+    restarted.served.sandbox.run_until_idle()
+    (path, body), *_ = restarted.held_back
+    restarted.hold_callbacks = False
+    assert restarted.child("callback", point, path=path, body=body.decode()) == -9
+    issued_once_after_restart(restarted)
