@@ -8,6 +8,7 @@ person's verdict once they have asked 4WS.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -192,8 +193,24 @@ def reconcile(
             ("manual_review", review),
         )
     }
+    sold = [
+        {
+            "id": card.id,
+            "order_ref": card.order_ref,
+            "line_id": card.line_id,
+            "state": card.state.value,
+            "barcode": output.show_code(card.barcode, reveal) if card.barcode else None,
+        }
+        for card in report.issuing
+    ]
     if as_json:
-        output.print_json({**sections, "expired_reservations": report.expired_reservations})
+        output.print_json(
+            {
+                **sections,
+                "expired_reservations": report.expired_reservations,
+                "sold_cards": sold,
+            }
+        )
     else:
         _operations_table(f"{len(examined)} operation(s) unknown or overdue", sections["found"])
         for key, title in (
@@ -205,6 +222,10 @@ def reconcile(
             if sections[key]:
                 _operations_table(f"{len(sections[key])} {title}", sections[key])
         typer.echo(f"{report.expired_reservations} reservation(s) expired")
+        if sold:
+            states = Counter(card["state"] for card in sold)
+            summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            typer.echo(f"{len(sold)} sold card(s) carried on: {summary}")
         if not review:
             typer.echo("nothing needs manual review")
     if review:

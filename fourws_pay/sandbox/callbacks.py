@@ -169,6 +169,7 @@ class CallbackSender:
         does; run on the server's loop it would wait for itself."""
         if self.handler is not None:
             handler = self.handler
+            result: int | Awaitable[int]
             if inspect.iscoroutinefunction(handler):
                 result = handler(cb.url, cb.body)
             else:

@@ -124,6 +124,31 @@ def test_reconcile_lists_what_needs_a_person_and_exits_1(
     assert "not in manual review" in twice.output
 
 
+def test_reconcile_carries_sold_cards_on_and_masks_their_codes(
+    invoke: Invoke, payments: GiftCardPayments, sandbox: Sandbox, clock: ManualClock
+) -> None:
+    sandbox.faults.add("generate_giftcards", Fault.success_false())  # refused: not enqueued
+    payments.issue_cards(
+        "SALE-3", "gift", amount=Decimal("15.00"), currency="EUR", item_code="GF440VP15_400_3"
+    )
+    assert payments.issued_cards("SALE-3")[0].state.value == "requested"
+    result = invoke("reconcile", "--json")  # asks 4WS again
+    assert result.exit_code == 0, result.output
+    (sold,) = json.loads(result.stdout)["sold_cards"]
+    assert sold["state"] == "generating"
+    table = invoke("reconcile")  # its answer has not come yet: left to its callback
+    assert table.exit_code == 0, table.output
+    assert "1 sold card(s) carried on: 1 generating" in table.stdout
+    sandbox.run_until_idle()  # the barcode comes, the card is loaded and recorded delivered
+    (card,) = payments.issued_cards("SALE-3")
+    assert card.state.value == "delivered"
+    assert card.barcode is not None
+    revealed = invoke("reconcile", "--json")
+    assert revealed.exit_code == 0, revealed.output
+    assert card.barcode not in revealed.stdout  # delivered: nothing left to carry on
+    assert len(sandbox.requests_to("generate_giftcards")) == 2
+
+
 def test_reconcile_with_nothing_to_do(invoke: Invoke, ledger_url: str) -> None:
     open_store(ledger_url).close()  # the shop's ledger exists, with nothing in it
     result = invoke("reconcile")

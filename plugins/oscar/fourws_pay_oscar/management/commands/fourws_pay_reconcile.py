@@ -26,5 +26,5 @@ class Command(BaseCommand):
             f"succeeded={len(report.succeeded)} failed={len(report.failed)} "
             f"manual_review={len(report.manual_review)} "
             f"still_pending={len(report.still_pending)} expired={report.expired_reservations} "
-            f"queued_posted={len(report.advanced)}"
+            f"queued_posted={len(report.advanced)} sold_cards={len(report.issuing)}"
         )
