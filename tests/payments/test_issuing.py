@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from fourws_pay.payments.effects import PostUpdate, ReadCard
 from fourws_pay.payments.models import EventKind, OperationKind, OperationState
 from fourws_pay.sandbox.faults import Fault
 from tests.payments.harness import Shop, run_stepped
+from tests.services import StoreFactory
 
 ITEM = "GIFTCARD_IVA_TAGLIO_100"
 S = IssuedCardState
@@ -582,3 +584,55 @@ def test_async_twin_sells_the_same_way(seller: Shop) -> None:
     cards = asyncio.run(main())
     assert [c.state for c in cards] == [S.DELIVERED] * 2
     assert_each_loaded_once(seller, "ORD-A", "9.50")
+
+
+# ------------------------------------------------------------------ every store
+
+
+def test_workers_racing_to_sell_one_line_on_every_store(
+    store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    """Four workers (threads, each its own provider on the same ledger) ask for the same
+    line at once and reconcile, while 4WS works its queue and calls back underneath: on
+    every store, one generate request, each card loaded once, one delivery. The locks
+    (the order's issuing lock, each card's lock) are the stores' own here."""
+    shop = Shop(tmp_path, ledger=store_factory(), settings_overrides={"issuing_item_code": ITEM})
+    shop.sandbox.add_product(ITEM, item_type="FINANCIAL")
+    mailbox = Mailbox()
+    workers = [shop.new_provider() for _ in range(4)]
+    for worker in workers:
+        worker.plugin_manager.register(mailbox)
+    shop.payments.plugin_manager.register(mailbox)
+    start = threading.Barrier(len(workers) + 1)
+    errors: list[BaseException] = []
+
+    def sell(worker: Any) -> None:
+        try:
+            start.wait(10)
+            for _ in range(3):
+                worker.issue_cards("ORD-R", "gift", amount="20.00", currency="EUR", count=3)
+                worker.reconcile()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sell, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    start.wait(10)
+    for _ in range(20):  # 4WS, underneath
+        shop.sandbox.process_queue()
+    for thread in threads:
+        thread.join(60)
+    shop.sandbox.run_until_idle()
+    shop.payments.reconcile()
+    try:
+        assert errors == []
+        assert [c.state for c in sold(shop, "ORD-R")] == [S.DELIVERED] * 3
+        assert len(shop.sandbox.requests_to("generate_giftcards")) == 1
+        assert_each_loaded_once(shop, "ORD-R", "20.00")
+        delivered = [c.id for _, cards, _ in mailbox.deliveries for c in cards]
+        assert sorted(delivered) == sorted(c.id for c in sold(shop, "ORD-R"))
+    finally:
+        for worker in workers:
+            worker.client.close()
+        shop.payments.client.close()
