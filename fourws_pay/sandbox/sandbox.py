@@ -73,6 +73,8 @@ def sandbox_settings(base_url: str = IN_PROCESS_URL, **overrides: Any) -> Settin
         "site_id": "500",
         "entity_code": "440",
         "callback_base_url": "http://shop.sandbox.local/fourws/callback",
+        # the demo seed's financial item (seed.FINANCIAL_ITEM): a sandbox sells cards as is
+        "issuing_item_code": "GIFTCARD_IVA_TAGLIO_100",
     }
     values.update(overrides)
     return Settings(**values)

@@ -16,7 +16,8 @@ Fixtures (all function-scoped, so every test starts from a fresh, demo-seeded sa
 ``fourws_payments``      ``GiftCardPayments`` on the sandbox, a temporary SQLite ledger and
                          the same clock, with 4WS callbacks routed to its
                          ``handle_callback``; call ``fourws_sandbox.process_queue()`` to
-                         let 4WS work
+                         let 4WS work. It sells cards too (``issue_cards``: the demo
+                         seed's financial item is the sandbox settings' default)
 ``fourws_served_sandbox`` the sandbox served on a free loopback port (real HTTP)
 
 Example::
