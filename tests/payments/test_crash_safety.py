@@ -283,6 +283,7 @@ def issued_once_after_restart(restarted: RestartedShop) -> None:
     sandbox = restarted.served.sandbox
     for _ in range(3):
         restarted.later()
+        sandbox.run_until_idle()  # staff ask 4WS once its queue is through (not mid-way)
         for op in restarted.store.list_operations([OperationState.MANUAL_REVIEW]):
             applied = any(
                 isinstance(r.payload, dict) and r.payload.get("operation_id") == op.id
