@@ -1,0 +1,213 @@
+"""Oscar sells gift cards: issued only once the order is paid, once, mailed per recipient,
+resent and cancelled by staff (fourws_pay_oscar.selling)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.core import mail
+from django.test import Client, TestCase
+from django.urls import reverse
+from fourws_pay_oscar import selling
+from oscar.apps.order.models import Order
+from oscar.core.loading import get_model
+from oscar_checkout import place_order, submit_code
+
+from fourws_pay.errors import SaleAlreadySpentError
+
+CARD = "2000000001814"
+CODE_RE = re.compile(r"Gift card (\d{6,}): ")
+
+
+@pytest.fixture(autouse=True)
+def _empty_outbox():
+    mail.outbox.clear()
+
+
+@pytest.fixture
+def giftcard_product(oscar_product_id) -> int:
+    """A 25.00 EUR gift-card product (inside the test's rolled-back transaction)."""
+    product_class = selling.setup_product_class()
+    product = get_model("catalogue", "Product").objects.create(
+        title="Gift card 25", upc="TEST-GIFTCARD-25", product_class=product_class
+    )
+    get_model("partner", "StockRecord").objects.create(
+        product=product,
+        partner=get_model("partner", "Partner").objects.get(name="Test partner"),
+        partner_sku="TEST-GIFTCARD-25",
+        price_currency="EUR",
+        price=Decimal("25.00"),
+        num_in_stock=None,
+    )
+    return int(product.pk)
+
+
+def settle(sandbox, clock) -> None:
+    """4WS works its queue and calls back, the shop's committed work runs, until nothing
+    is left (each round's callbacks may issue cards, whose generation is the next round)."""
+    for _ in range(20):
+        with TestCase.captureOnCommitCallbacks(execute=True) as ran:
+            sandbox.run_until_idle()
+        clock.advance(1)
+        if not ran and not sandbox.pending():
+            return
+    raise AssertionError("the queue never emptied")
+
+
+def buy(client: Client, lines: list[tuple[int, int, dict[str, str]]], code: str | None) -> Order:
+    """A guest checkout of ``lines`` (product id, quantity, options); the card pays what
+    it can, the shop's "Invoice" method (allocated, not debited) the rest."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        for product_id, quantity, options in lines:
+            response = client.post(
+                reverse("basket:add", kwargs={"pk": product_id}),
+                {"quantity": quantity, **options},
+            )
+            assert response.status_code == 302
+        response = client.post(
+            reverse("checkout:index"), {"username": "buyer@example.com", "options": "anonymous"}
+        )
+        assert response.status_code == 302
+        response = client.get(reverse("checkout:payment-details"), follow=True)
+        assert response.status_code == 200
+        preview = submit_code(client, code or "")
+        assert preview.status_code == 200, preview.content[:3000]
+        assert place_order(client, preview).status_code == 302
+    return Order.objects.latest("pk")
+
+
+def giftcard_mails() -> list:
+    """The gift-card messages sent (Oscar also mails its order confirmation)."""
+    return [m for m in mail.outbox if "gift card" in m.subject.lower()]
+
+
+def codes_in(message) -> list[str]:
+    return CODE_RE.findall(message.body)
+
+
+def to(email: str) -> dict[str, str]:
+    return {selling.RECIPIENT_EMAIL: email, selling.RECIPIENT_NAME: "Bob"}
+
+
+def test_cards_are_issued_only_once_the_gift_card_payment_settled(
+    payments, sandbox, clock, giftcard_product
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(Client(), [(giftcard_product, 1, to("bob@example.com"))], CARD)
+
+    # placed, capture posted, 4WS has not settled it: not paid, nothing issued
+    assert selling.paid_amount(order) == Decimal("0.00")
+    assert payments.issued_cards(f"oscar-{order.number}") == []
+    assert not sandbox.requests_to("generate_giftcards")
+    assert giftcard_mails() == []
+
+    settle(sandbox, clock)
+
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+    assert card.state.value == "delivered"
+    assert card.amount == Decimal("25.00")
+    assert sandbox.balance(card.barcode) == Decimal("25.00")
+    (message,) = giftcard_mails()
+    assert message.to == ["bob@example.com"]
+    assert codes_in(message) == [card.barcode]
+    assert "Dear Bob" in message.body
+    assert card.barcode not in "".join(n.message for n in order.notes.all())
+
+
+def test_an_order_only_authorised_is_never_issued_until_it_is_debited(
+    payments, sandbox, clock, giftcard_product
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("10.00"))
+    order = buy(Client(), [(giftcard_product, 1, {})], CARD)  # 10 by card, 15 invoiced
+    settle(sandbox, clock)
+
+    assert selling.paid_amount(order) == Decimal("10.00")  # the invoice is only allocated
+    assert payments.issued_cards(f"oscar-{order.number}") == []
+    assert not sandbox.requests_to("generate_giftcards")
+
+    invoice = order.sources.get(source_type__name="Invoice")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        invoice.debit(Decimal("15.00"), reference="bank transfer")  # the buyer paid it
+    settle(sandbox, clock)
+
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+    assert card.state.value == "delivered"
+    (message,) = giftcard_mails()
+    assert message.to == ["buyer@example.com"]  # no recipient: the buyer
+
+
+def test_issuing_twice_finds_the_same_cards(payments, sandbox, clock, giftcard_product):
+    sandbox.add_giftcard(CARD, amount=Decimal("60.00"))
+    order = buy(Client(), [(giftcard_product, 2, {})], CARD)
+    settle(sandbox, clock)
+    first = payments.issued_cards(f"oscar-{order.number}")
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        again = selling.issue_paid_order(order)
+        order.sources.get().save()  # the signal path runs again too
+    settle(sandbox, clock)
+
+    assert sorted(c.id for c in again) == sorted(c.id for c in first)
+    assert len(payments.issued_cards(f"oscar-{order.number}")) == 2
+    assert len(sandbox.requests_to("generate_giftcards")) == 1
+    assert len(giftcard_mails()) == 1
+
+
+def test_one_mail_per_recipient_with_all_their_codes(payments, sandbox, clock, giftcard_product):
+    sandbox.add_giftcard(CARD, amount=Decimal("100.00"))
+    order = buy(
+        Client(),
+        [
+            (giftcard_product, 2, to("bob@example.com")),
+            (giftcard_product, 1, to("carol@example.com")),
+            (giftcard_product, 1, to("BOB@example.com")),
+        ],
+        CARD,
+    )
+    settle(sandbox, clock)
+
+    cards = payments.issued_cards(f"oscar-{order.number}")
+    assert len(cards) == 4
+    assert sorted(m.to[0].lower() for m in giftcard_mails()) == [
+        "bob@example.com",
+        "carol@example.com",
+    ]
+    bob = next(m for m in giftcard_mails() if m.to[0].lower() == "bob@example.com")
+    assert len(codes_in(bob)) == 3
+    delivered = sorted(code for m in giftcard_mails() for code in codes_in(m))
+    assert delivered == sorted(c.barcode for c in cards)
+
+
+def test_resend_mails_the_same_codes_again(payments, sandbox, clock, giftcard_product):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(Client(), [(giftcard_product, 1, to("bob@example.com"))], CARD)
+    settle(sandbox, clock)
+    (first,) = giftcard_mails()
+
+    selling.resend(order)
+
+    assert len(giftcard_mails()) == 2
+    assert codes_in(giftcard_mails()[1]) == codes_in(first)
+    assert len(sandbox.requests_to("generate_giftcards")) == 1
+
+
+def test_cancel_takes_back_only_what_is_unspent(payments, sandbox, clock, giftcard_product):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(Client(), [(giftcard_product, 2, {})], CARD)
+    settle(sandbox, clock)
+    partly, spent = payments.issued_cards(f"oscar-{order.number}")
+    sandbox.spend_in_shop(partly.barcode, "10.00")
+    sandbox.spend_in_shop(spent.barcode, "25.00")
+
+    result = selling.cancel_card(order, partly.id)
+    settle(sandbox, clock)
+
+    assert result.card.state.value == "cancelled"
+    assert "15.00" in (result.card.message or "")
+    assert payments.reclaimed_amount(partly.id) == Decimal("15.00")
+    assert sandbox.balance(partly.barcode) == Decimal("0.00")
+    with pytest.raises(SaleAlreadySpentError):
+        selling.cancel_card(order, spent.id)
+    assert payments.get_issued_card(spent.id).state.value == "delivered"
