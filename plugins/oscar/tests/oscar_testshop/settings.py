@@ -1,5 +1,6 @@
 """Oscar test project settings (the minimal set Oscar 4.2 needs, plus fourws_pay_oscar)."""
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,10 +54,12 @@ TEMPLATES = [
     }
 ]
 
-# One file per xdist worker, kept between runs (migrate then only checks, like --keepdb).
+# One file per checkout and xdist worker, kept between runs (migrate then only checks, like
+# --keepdb); two checkouts tested at once on one machine never share one.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_CHECKOUT = hashlib.sha256(os.path.abspath(__file__).encode()).hexdigest()[:8]
 _DB = os.environ.get("FOURWS_PAY_OSCAR_TEST_DB") or os.path.join(
-    tempfile.gettempdir(), f"fourws-pay-oscar-tests-{_WORKER}.sqlite3"
+    tempfile.gettempdir(), f"fourws-pay-oscar-tests-{_CHECKOUT}-{_WORKER}.sqlite3"
 )
 DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _DB, "TEST": {"NAME": _DB}}
