@@ -256,6 +256,7 @@ class CancelResult:
 
     card: IssuedCard
     reclaimed: Decimal
+    taking_back: Decimal  # held on the card for the reclaim: what will come back
 
 
 def cancel_card(order: Any, card_id: str) -> CancelResult:
@@ -277,7 +278,17 @@ def cancel_card(order: Any, card_id: str) -> CancelResult:
         f"{card.message or card.state.value}. Refund the buyer what is taken back.",
         note_type="Info",
     )
-    return CancelResult(card=card, reclaimed=payments.reclaimed_amount(card_id))
+    taking_back = sum(
+        (
+            hold.applied_amount
+            for hold in payments.list_reservations(order_ref=card_id)
+            if hold.state.value in ("active", "captured")
+        ),
+        Decimal(0),
+    )
+    return CancelResult(
+        card=card, reclaimed=payments.reclaimed_amount(card_id), taking_back=taking_back
+    )
 
 
 def display_code(card: IssuedCard, *, reveal: bool) -> str:

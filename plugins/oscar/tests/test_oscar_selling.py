@@ -56,7 +56,13 @@ def settle(sandbox, clock) -> None:
     raise AssertionError("the queue never emptied")
 
 
-def buy(client: Client, lines: list[tuple[int, int, dict[str, str]]], code: str | None) -> Order:
+def buy(
+    client: Client,
+    lines: list[tuple[int, int, dict[str, str]]],
+    code: str | None,
+    *,
+    signed_in: bool = False,
+) -> Order:
     """A guest checkout of ``lines`` (product id, quantity, options); the card pays what
     it can, the shop's "Invoice" method (allocated, not debited) the rest."""
     with TestCase.captureOnCommitCallbacks(execute=True):
@@ -66,10 +72,12 @@ def buy(client: Client, lines: list[tuple[int, int, dict[str, str]]], code: str 
                 {"quantity": quantity, **options},
             )
             assert response.status_code == 302
-        response = client.post(
-            reverse("checkout:index"), {"username": "buyer@example.com", "options": "anonymous"}
-        )
-        assert response.status_code == 302
+        if not signed_in:
+            response = client.post(
+                reverse("checkout:index"),
+                {"username": "buyer@example.com", "options": "anonymous"},
+            )
+            assert response.status_code == 302
         response = client.get(reverse("checkout:payment-details"), follow=True)
         assert response.status_code == 200
         preview = submit_code(client, code or "")
@@ -210,4 +218,92 @@ def test_cancel_takes_back_only_what_is_unspent(payments, sandbox, clock, giftca
     assert sandbox.balance(partly.barcode) == Decimal("0.00")
     with pytest.raises(SaleAlreadySpentError):
         selling.cancel_card(order, spent.id)
+    assert payments.get_issued_card(spent.id).state.value == "delivered"
+
+
+# ------------------------------------------------------------------ order pages, staff
+
+
+@pytest.fixture
+def buyer_client() -> Client:
+    user = get_model("auth", "User").objects.create_user(
+        "member", "member@example.com", "pw-of-the-member"
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_client() -> Client:
+    user = get_model("auth", "User").objects.create_user(
+        "staff", "staff@example.com", "pw-of-staff", is_staff=True, is_superuser=True
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_buyer_sees_the_code_staff_see_it_masked(
+    payments, sandbox, clock, giftcard_product, buyer_client, staff_client
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(buyer_client, [(giftcard_product, 1, {})], CARD, signed_in=True)
+    settle(sandbox, clock)
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+
+    mine = buyer_client.get(reverse("customer:order", kwargs={"order_number": order.number}))
+    assert mine.status_code == 200
+    assert card.barcode in mine.content.decode()
+
+    dashboard = staff_client.get(reverse("dashboard:order-detail", kwargs={"number": order.number}))
+    assert dashboard.status_code == 200
+    page = dashboard.content.decode()
+    assert card.barcode not in page
+    assert card.masked_barcode in page
+    assert "resend-giftcards" in page
+
+
+def test_staff_resend_from_the_dashboard(
+    payments, sandbox, clock, giftcard_product, buyer_client, staff_client
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(Client(), [(giftcard_product, 1, to("bob@example.com"))], CARD)
+    settle(sandbox, clock)
+    url = reverse("fourws_pay_oscar:giftcards-resend", kwargs={"number": order.number})
+
+    assert buyer_client.post(url).status_code == 403
+    assert len(giftcard_mails()) == 1
+    response = staff_client.post(url, follow=True)
+
+    assert response.status_code == 200
+    assert "e-mailed again" in response.content.decode()
+    first, again = giftcard_mails()
+    assert again.to == ["bob@example.com"]
+    assert codes_in(again) == codes_in(first)
+
+
+def test_staff_cancel_shows_what_is_taken_back_and_refuses_a_spent_card(
+    payments, sandbox, clock, giftcard_product, staff_client
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(Client(), [(giftcard_product, 2, {})], CARD)
+    settle(sandbox, clock)
+    partly, spent = payments.issued_cards(f"oscar-{order.number}")
+    sandbox.spend_in_shop(partly.barcode, "10.00")
+    sandbox.spend_in_shop(spent.barcode, "25.00")
+
+    def cancel(card):
+        url = reverse(
+            "fourws_pay_oscar:giftcard-cancel", kwargs={"number": order.number, "card_id": card.id}
+        )
+        return staff_client.post(url, follow=True).content.decode()
+
+    page = cancel(partly)
+    assert "15.00 EUR taken back" in page
+    refused = cancel(spent)
+    assert "already been spent in full" in refused
+    assert "Traceback" not in refused
+    settle(sandbox, clock)
+    assert payments.reclaimed_amount(partly.id) == Decimal("15.00")
     assert payments.get_issued_card(spent.id).state.value == "delivered"

@@ -38,7 +38,7 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "templates"],  # the order pages show sold gift cards
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
