@@ -307,3 +307,19 @@ def test_staff_cancel_shows_what_is_taken_back_and_refuses_a_spent_card(
     settle(sandbox, clock)
     assert payments.reclaimed_amount(partly.id) == Decimal("15.00")
     assert payments.get_issued_card(spent.id).state.value == "delivered"
+
+
+def test_a_staff_buyer_sees_the_whole_code_only_on_their_account_page(
+    payments, sandbox, clock, giftcard_product, staff_client
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("50.00"))
+    order = buy(staff_client, [(giftcard_product, 1, {})], CARD, signed_in=True)
+    settle(sandbox, clock)
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+
+    mine = staff_client.get(reverse("customer:order", kwargs={"order_number": order.number}))
+    dashboard = staff_client.get(reverse("dashboard:order-detail", kwargs={"number": order.number}))
+
+    assert card.barcode in mine.content.decode()
+    assert card.barcode not in dashboard.content.decode()
+    assert card.masked_barcode in dashboard.content.decode()
