@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import Q as models_q
 from django.template.loader import render_to_string
 from oscar.core.loading import get_model
 
@@ -142,6 +143,37 @@ def issue_paid_order(order: Any) -> list[IssuedCard]:
                 f"{str(exc)[:300]}",
             )
     provider.after_balance_change()
+    return issued
+
+
+def issue_missed_orders(days: int = 30) -> int:
+    """Issue paid orders of the last ``days`` whose gift-card lines have fewer sold cards
+    than their quantity: the check after a ``Source`` commit never ran (the process died
+    between the commit and it). ``fourws_pay_reconcile`` calls this; returns the number of
+    orders it issued."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    order_model = get_model("order", "Order")
+    slug = conf.get("GIFTCARD_PRODUCT_CLASS")
+    recent = order_model.objects.filter(
+        date_placed__gte=timezone.now() - timedelta(days=days)
+    ).filter(
+        models_q(lines__product__product_class__slug=slug)
+        | models_q(lines__product__parent__product_class__slug=slug)
+    )
+    payments = provider.get_payments()
+    issued = 0
+    for order in recent.distinct().order_by("pk"):
+        wanted = sum(line.quantity for line in giftcard_lines(order))
+        sold = [
+            c
+            for c in payments.issued_cards(conf.order_ref(order.number))
+            if not c.line_id.startswith("refund:")
+        ]
+        if len(sold) < wanted and is_paid(order) and issue_paid_order(order):
+            issued += 1
     return issued
 
 
@@ -311,6 +343,7 @@ __all__ = [
     "giftcard_lines",
     "is_giftcard_line",
     "is_paid",
+    "issue_missed_orders",
     "issue_paid_order",
     "line_id",
     "order_cards",

@@ -3,11 +3,13 @@ resent and cancelled by staff (fourws_pay_oscar.selling)."""
 
 from __future__ import annotations
 
+import io
 import re
 from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.core.management import call_command
 from django.test import Client, TestCase
 from django.urls import reverse
 from fourws_pay_oscar import selling
@@ -323,3 +325,26 @@ def test_a_staff_buyer_sees_the_whole_code_only_on_their_account_page(
     assert card.barcode in mine.content.decode()
     assert card.barcode not in dashboard.content.decode()
     assert card.masked_barcode in dashboard.content.decode()
+
+
+def test_reconcile_issues_a_paid_order_whose_check_never_ran(
+    payments, sandbox, clock, giftcard_product
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("10.00"))
+    order = buy(Client(), [(giftcard_product, 1, {})], CARD)  # 10 by card, 15 invoiced
+    settle(sandbox, clock)
+    # paid, but the after-commit check is lost (as if the process died right after it)
+    order.sources.get(source_type__name="Invoice").debit(Decimal("15.00"), reference="bank")
+    assert payments.issued_cards(f"oscar-{order.number}") == []
+
+    out = io.StringIO()
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        call_command("fourws_pay_reconcile", stdout=out)
+    settle(sandbox, clock)
+
+    assert "giftcard_orders_issued=1" in out.getvalue()
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+    assert card.state.value == "delivered"
+    out = io.StringIO()
+    call_command("fourws_pay_reconcile", stdout=out)
+    assert "giftcard_orders_issued=0" in out.getvalue()
