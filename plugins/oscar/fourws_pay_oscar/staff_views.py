@@ -82,6 +82,17 @@ def cancel(request: HttpRequest, number: str, card_id: str) -> HttpResponse:
         log.warning("fourws_pay_oscar.cancel_failed", order=number, error=type(exc).__name__)
         messages.error(request, _("The gift card could not be cancelled now: %s") % exc)
         return _back(number)
+    card = result.card
+    if card.state.value == "cancelling":
+        messages.info(
+            request,
+            _(
+                "Gift card %(card)s is being cancelled: what is unspent is taken back once "
+                "4WS has finished loading it. The order notes will say how much."
+            )
+            % {"card": card.masked_barcode or card.id},
+        )
+        return _back(number)
     messages.success(
         request,
         _(
@@ -89,9 +100,9 @@ def cancel(request: HttpRequest, number: str, card_id: str) -> HttpResponse:
             "unspent). Refund the buyer this amount."
         )
         % {
-            "card": result.card.masked_barcode or result.card.id,
+            "card": card.masked_barcode or card.id,
             "amount": result.taking_back,
-            "currency": result.card.currency,
+            "currency": card.currency,
         },
     )
     return _back(number)

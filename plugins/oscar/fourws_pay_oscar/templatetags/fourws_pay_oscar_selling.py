@@ -18,7 +18,8 @@ from fourws_pay_oscar import selling
 register = template.Library()
 log = get_logger()
 
-_CANCELLABLE = {"active", "delivering", "delivered"}
+# before it is loaded a cancel simply drops the card; once loaded it takes back what is unspent
+_CANCELLABLE = {"requested", "generating", "generated", "active", "delivering", "delivered"}
 
 
 def reveals_codes(request: Any, order: Any, *, staff: bool) -> bool:
