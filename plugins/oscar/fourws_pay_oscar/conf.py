@@ -23,6 +23,8 @@ Keys (all optional)::
         "GIFTCARD_PRODUCT_CLASS": "gift-card",
         # the 4WS FINANCIAL item sold cards are generated from; None: FOURWS_ISSUING_ITEM_CODE.
         "GIFTCARD_ITEM_CODE": None,
+        # (min, max) of an amount the buyer types (products with selling.allow_free_amount).
+        "GIFTCARD_AMOUNT_LIMITS": ("10.00", "500.00"),
     }
 
 The ledger location is a URL precisely so that a PostgreSQL or MariaDB store plugs in by
@@ -46,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_REF_PREFIX": "oscar-",
     "GIFTCARD_PRODUCT_CLASS": "gift-card",
     "GIFTCARD_ITEM_CODE": None,
+    "GIFTCARD_AMOUNT_LIMITS": ("10.00", "500.00"),
 }
 
 BACKENDS = ("http",)

@@ -6,7 +6,8 @@
   not a smaller card); a list of amounts is a list of products or child variants, each
   with its price. The recipient's name, e-mail and message are Oscar product options, so
   Oscar's add-to-basket form asks for them and keeps them on the basket and order line
-  (``line.attributes``).
+  (``line.attributes``). A product may instead let the buyer type the amount, within
+  limits (``allow_free_amount`` and ``fourws_pay_oscar.strategy``).
 - **When it is issued**: once the order is *paid*, that is when what its payment sources
   were debited (less what was refunded) covers the order total (``is_paid``). A gift-card
   payment counts once 4WS settled it (``Source.debit`` on the callback), the shop's own
@@ -48,6 +49,7 @@ log = get_logger()
 RECIPIENT_NAME = "giftcard-recipient-name"
 RECIPIENT_EMAIL = "giftcard-recipient-email"
 RECIPIENT_MESSAGE = "giftcard-recipient-message"
+AMOUNT = "giftcard-amount"  # a free amount, on products that offer one (allow_free_amount)
 OPTIONS = (
     (RECIPIENT_NAME, "Recipient's name"),
     (RECIPIENT_EMAIL, "Recipient's e-mail"),
@@ -71,15 +73,34 @@ def setup_product_class(name: str = "Gift card") -> Any:
     return product_class
 
 
+def allow_free_amount(product: Any) -> None:
+    """Let the buyer type the card's amount on ``product`` (within
+    ``GIFTCARD_AMOUNT_LIMITS``; blank: the product's price). Needs
+    ``fourws_pay_oscar.strategy.GiftCardAmountMixin`` in the shop's strategy."""
+    option, _ = get_model("catalogue", "Option").objects.get_or_create(
+        code=AMOUNT, defaults={"name": "Gift card amount", "type": "text", "required": False}
+    )
+    product.product_options.add(option)
+
+
+def typed_amount(line: Any) -> str:
+    """The amount typed on a basket line, or ``""``."""
+    for attribute in line.attributes.all():
+        if attribute.option is not None and attribute.option.code == AMOUNT:
+            return str(attribute.value or "").strip()
+    return ""
+
+
 def line_id(line: Any) -> str:
     """The fourws-pay ``line_id`` of an Oscar order line."""
     return f"line-{line.pk}"
 
 
 def is_giftcard_line(line: Any) -> bool:
-    product = line.product
-    if product is None:
-        return False
+    return line.product is not None and is_giftcard_product(line.product)
+
+
+def is_giftcard_product(product: Any) -> bool:
     product_class = product.get_product_class()
     return bool(product_class and product_class.slug == conf.get("GIFTCARD_PRODUCT_CLASS"))
 
@@ -331,17 +352,20 @@ def display_code(card: IssuedCard, *, reveal: bool) -> str:
 
 
 __all__ = [
+    "AMOUNT",
     "OPTIONS",
     "RECIPIENT_EMAIL",
     "RECIPIENT_MESSAGE",
     "RECIPIENT_NAME",
     "CancelResult",
     "Recipient",
+    "allow_free_amount",
     "cancel_card",
     "deliver",
     "display_code",
     "giftcard_lines",
     "is_giftcard_line",
+    "is_giftcard_product",
     "is_paid",
     "issue_missed_orders",
     "issue_paid_order",
@@ -351,4 +375,5 @@ __all__ = [
     "recipients",
     "resend",
     "setup_product_class",
+    "typed_amount",
 ]

@@ -348,3 +348,53 @@ def test_reconcile_issues_a_paid_order_whose_check_never_ran(
     out = io.StringIO()
     call_command("fourws_pay_reconcile", stdout=out)
     assert "giftcard_orders_issued=0" in out.getvalue()
+
+
+# ------------------------------------------------------------------ a typed amount
+
+
+@pytest.fixture
+def free_amount_product(giftcard_product) -> int:
+    product = get_model("catalogue", "Product").objects.get(pk=giftcard_product)
+    selling.allow_free_amount(product)
+    return giftcard_product
+
+
+def test_a_typed_amount_within_the_limits_is_the_cards_value(
+    payments, sandbox, clock, free_amount_product
+):
+    sandbox.add_giftcard(CARD, amount=Decimal("100.00"))
+    order = buy(Client(), [(free_amount_product, 2, {selling.AMOUNT: "40"})], CARD)
+    settle(sandbox, clock)
+
+    assert order.total_incl_tax == Decimal("80.00")
+    cards = payments.issued_cards(f"oscar-{order.number}")
+    assert [c.amount for c in cards] == [Decimal("40.00")] * 2
+    assert all(sandbox.balance(c.barcode) == Decimal("40.00") for c in cards)
+
+
+def test_a_blank_amount_is_the_products_price(payments, sandbox, clock, free_amount_product):
+    sandbox.add_giftcard(CARD, amount=Decimal("100.00"))
+    order = buy(Client(), [(free_amount_product, 1, {selling.AMOUNT: ""})], CARD)
+    settle(sandbox, clock)
+
+    (card,) = payments.issued_cards(f"oscar-{order.number}")
+    assert card.amount == Decimal("25.00")
+
+
+@pytest.mark.parametrize("typed", ["5.00", "501", "12.345", "lots"])
+def test_an_amount_outside_the_limits_is_never_ordered(payments, free_amount_product, typed):
+    client = Client()
+    response = client.post(
+        reverse("basket:add", kwargs={"pk": free_amount_product}),
+        {"quantity": 1, selling.AMOUNT: typed},
+    )
+    assert response.status_code == 302
+    client.post(
+        reverse("checkout:index"), {"username": "buyer@example.com", "options": "anonymous"}
+    )
+    response = client.get(reverse("checkout:payment-details"), follow=True)
+
+    assert response.request["PATH_INFO"] == reverse("basket:summary")
+    assert "goes from 10.00 to 500.00 EUR" in response.content.decode()
+    assert not Order.objects.exists()
