@@ -29,3 +29,8 @@ class FourWSPayOscarConfig(AppConfig):
             sender=get_model("payment", "Source"),
             dispatch_uid="fourws_pay_oscar.selling",
         )
+        post_save.connect(
+            selling.on_basket_attribute_saved,
+            sender=get_model("basket", "LineAttribute"),
+            dispatch_uid="fourws_pay_oscar.selling.amount",
+        )

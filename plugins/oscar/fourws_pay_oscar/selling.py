@@ -91,6 +91,22 @@ def typed_amount(line: Any) -> str:
     return ""
 
 
+def on_basket_attribute_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """``post_save`` of a basket ``LineAttribute``: a typed amount becomes the price the
+    line records when added, so Oscar's basket does not warn that "the price increased"
+    from the product's price to the typed one."""
+    if not created or instance.option is None or instance.option.code != AMOUNT:
+        return
+    from fourws_pay_oscar.strategy import amount_limits, parse_amount
+
+    amount = parse_amount(str(instance.value or ""))
+    low, high = amount_limits()
+    if amount is not None and low <= amount <= high:
+        type(instance.line).objects.filter(pk=instance.line_id).update(
+            price_excl_tax=amount, price_incl_tax=amount
+        )
+
+
 def line_id(line: Any) -> str:
     """The fourws-pay ``line_id`` of an Oscar order line."""
     return f"line-{line.pk}"

@@ -373,6 +373,20 @@ def test_a_typed_amount_within_the_limits_is_the_cards_value(
     assert all(sandbox.balance(c.barcode) == Decimal("40.00") for c in cards)
 
 
+def test_the_basket_shows_the_typed_amount_without_a_price_change_warning(
+    payments, free_amount_product
+):
+    client = Client()
+    client.post(
+        reverse("basket:add", kwargs={"pk": free_amount_product}),
+        {"quantity": 1, selling.AMOUNT: "40.00"},
+    )
+    page = client.get(reverse("basket:summary")).content.decode()
+
+    assert "40.00" in page
+    assert "has increased" not in page
+
+
 def test_a_blank_amount_is_the_products_price(payments, sandbox, clock, free_amount_product):
     sandbox.add_giftcard(CARD, amount=Decimal("100.00"))
     order = buy(Client(), [(free_amount_product, 1, {selling.AMOUNT: ""})], CARD)
