@@ -1,5 +1,8 @@
 """The sandbox gift cards of the demo, one per situation worth trying at the checkout."""
 
+# The 4WS financial item the shop's own gift-card product is generated from.
+GIFTCARD_ITEM = "GIFTCARD_IVA_TAGLIO_100"
+
 DEMO_CARDS = [
     {"barcode": "4440000000018", "amount": "100.00", "note": "pays any order in full"},
     {"barcode": "4440000000025", "amount": "10.00", "note": "pays 10.00; the rest on delivery"},
@@ -17,6 +20,7 @@ DEMO_CARDS = [
         "note": "single use: only for its whole balance",
     },
     {"barcode": "4440000000063", "amount": "50.00", "currency": "USD", "note": "US dollars"},
+    {"barcode": "4440000000070", "amount": "100.00", "note": "another to pay any order in full"},
 ]
 
 

@@ -14,7 +14,7 @@ import os
 from decimal import Decimal
 from typing import Any
 
-from shop.demo_cards import DEMO_CARDS, sandbox_kwargs
+from shop.demo_cards import DEMO_CARDS, GIFTCARD_ITEM, sandbox_kwargs
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("SHOP_SANDBOX_PORT", "8766"))
@@ -47,5 +47,6 @@ def start() -> Any:
             kwargs = sandbox_kwargs(card)
             kwargs["amount"] = Decimal(str(kwargs["amount"]))
             served.sandbox.add_giftcard(**kwargs)
+        served.sandbox.add_product(GIFTCARD_ITEM, item_type="FINANCIAL")  # cards the shop sells
         _served = served
     return _served

@@ -11,7 +11,9 @@ Environment variables:
   with the ``FOURWS_*`` variables of fourws-pay);
 - ``FOURWS_PAY_LEDGER_URL``: the ledger (default: ``sqlite:///$OSCAR_SHOP_DATA_DIR/fourws-pay-ledger.db``);
 - ``SHOP_PUBLIC_URL``: where 4WS reaches this shop (default ``http://127.0.0.1:8000``);
-- ``SHOP_DEBUG``: ``0`` to turn Django's debug mode off.
+- ``SHOP_DEBUG``: ``0`` to turn Django's debug mode off;
+- ``SHOP_EMAIL_DIR``: write the shop's e-mails (order confirmations, the gift cards it
+  sells) as files in this directory instead of printing them on the console.
 """
 
 import os
@@ -21,6 +23,7 @@ from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403
 
 from shop import demo_sandbox
+from shop.demo_cards import GIFTCARD_ITEM
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("OSCAR_SHOP_DATA_DIR") or BASE_DIR / "var")
@@ -104,6 +107,9 @@ AUTHENTICATION_BACKENDS = (
 )
 HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+if os.environ.get("SHOP_EMAIL_DIR"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["SHOP_EMAIL_DIR"]
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 MEDIA_ROOT = DATA_DIR / "media"
@@ -127,6 +133,8 @@ FOURWS_PAY = {
     "LEDGER_URL": os.environ.get("FOURWS_PAY_LEDGER_URL")
     or f"sqlite:///{DATA_DIR / 'fourws-pay-ledger.db'}",
     "CALLBACK_BASE_URL": f"{SHOP_PUBLIC_URL}/fourws-pay/callback",
+    # the shop sells gift cards too (seed_shop's "4WS gift card, 25 EUR")
+    "GIFTCARD_ITEM_CODE": os.environ.get("SHOP_GIFTCARD_ITEM", GIFTCARD_ITEM),
 }
 
 LOGGING = {

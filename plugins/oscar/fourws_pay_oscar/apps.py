@@ -19,3 +19,18 @@ class FourWSPayOscarConfig(AppConfig):
 
     def ready(self) -> None:
         setting_changed.connect(_settings_changed, dispatch_uid="fourws_pay_oscar.settings")
+        from django.db.models.signals import post_save
+        from oscar.core.loading import get_model
+
+        from fourws_pay_oscar import selling
+
+        post_save.connect(
+            selling.on_source_saved,
+            sender=get_model("payment", "Source"),
+            dispatch_uid="fourws_pay_oscar.selling",
+        )
+        post_save.connect(
+            selling.on_basket_attribute_saved,
+            sender=get_model("basket", "LineAttribute"),
+            dispatch_uid="fourws_pay_oscar.selling.amount",
+        )

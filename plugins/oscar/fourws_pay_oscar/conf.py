@@ -19,6 +19,12 @@ Keys (all optional)::
         "CAPTURE_FAILED_STATUS": None,
         "SOURCE_TYPE": "4WS gift card",
         "ORDER_REF_PREFIX": "oscar-",
+        # slug of the product class whose products are 4WS gift cards (fourws_pay_oscar.selling).
+        "GIFTCARD_PRODUCT_CLASS": "gift-card",
+        # the 4WS FINANCIAL item sold cards are generated from; None: FOURWS_ISSUING_ITEM_CODE.
+        "GIFTCARD_ITEM_CODE": None,
+        # (min, max) of an amount the buyer types (products with selling.allow_free_amount).
+        "GIFTCARD_AMOUNT_LIMITS": ("10.00", "500.00"),
     }
 
 The ledger location is a URL precisely so that a PostgreSQL or MariaDB store plugs in by
@@ -40,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "CAPTURE_FAILED_STATUS": None,
     "SOURCE_TYPE": "4WS gift card",
     "ORDER_REF_PREFIX": "oscar-",
+    "GIFTCARD_PRODUCT_CLASS": "gift-card",
+    "GIFTCARD_ITEM_CODE": None,
+    "GIFTCARD_AMOUNT_LIMITS": ("10.00", "500.00"),
 }
 
 BACKENDS = ("http",)

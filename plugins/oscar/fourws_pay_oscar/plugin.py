@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from fourws_pay.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from fourws_pay.payments.models import CartSnapshot, PaymentEvent
+    from fourws_pay.payments.models import CartSnapshot, IssuedCard, PaymentEvent
 
 _active = False
 
@@ -58,3 +58,17 @@ def fourws_pay_payment_event(event: PaymentEvent) -> None:
     from fourws_pay_oscar import recording
 
     recording.record_event(event)
+
+
+@hookimpl
+def fourws_pay_deliver_giftcards(
+    order_ref: str, cards: list[IssuedCard], pdf_url: str | None
+) -> None:
+    """Mail the cards of an Oscar order, one message per recipient (``selling.deliver``)."""
+    if not _active:
+        return
+    from fourws_pay_oscar import recording, selling
+
+    order = recording.order_for_ref(order_ref)
+    if order is not None:
+        selling.deliver(order, cards, pdf_url)

@@ -6,10 +6,16 @@ fourws-pay appends ``/<operation id>/<token>``).
 
 from django.urls import path
 
-from fourws_pay_oscar import views
+from fourws_pay_oscar import staff_views, views
 
 app_name = "fourws_pay_oscar"
 
 urlpatterns = [
     path("callback/<str:operation_id>/<str:token>", views.callback, name="callback"),
+    path("giftcards/<str:number>/resend", staff_views.resend, name="giftcards-resend"),
+    path(
+        "giftcards/<str:number>/cancel/<str:card_id>",
+        staff_views.cancel,
+        name="giftcard-cancel",
+    ),
 ]

@@ -44,6 +44,7 @@ from fourws_pay.sandbox import Sandbox  # noqa: E402
 from fourws_pay.settings import Settings  # noqa: E402
 
 CALLBACK_BASE_URL = "http://testserver/fourws-pay/callback"
+GIFTCARD_ITEM = "GIFTCARD_IVA_TAGLIO_100"  # the 4WS financial item sold cards are made from
 
 
 def _seed_catalogue() -> int:
@@ -135,7 +136,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def sandbox(clock):
-    return Sandbox(clock=clock)
+    sandbox = Sandbox(clock=clock)
+    sandbox.add_product(GIFTCARD_ITEM, item_type="FINANCIAL")
+    return sandbox
 
 
 @pytest.fixture
@@ -162,6 +165,7 @@ def payments(sandbox, clock, ledger_dir, event_log):
             **dict(sandbox.settings),
             "callback_base_url": CALLBACK_BASE_URL,
             "check_cache_ttl": 0,
+            "issuing_item_code": GIFTCARD_ITEM,
             "ledger_url": f"sqlite:///{ledger_dir / 'ledger.db'}",
         }
     )

@@ -47,6 +47,8 @@ CHROMIUM_ARGS = [
 REPO = Path(__file__).resolve().parents[3]
 SHOP = REPO / "examples" / "oscar_shop"
 CARD = "4440000000018"  # 100.00 EUR demo card (shop/demo_cards.py)
+BUYER_CARD = "4440000000070"  # another 100.00 EUR one, buys the shop's gift card
+GIFTCARD_ITEM = "GIFTCARD_IVA_TAGLIO_100"  # the 4WS item the shop's gift cards are made of
 STARTUP_TIMEOUT = 90.0
 
 
@@ -99,6 +101,7 @@ def _shop_env(
         SHOP_SANDBOX_PORT=str(sandbox_port or 8766),
         FOURWS_PAY_LEDGER_URL=f"sqlite:///{data_dir / 'ledger.db'}",
         SHOP_PUBLIC_URL=url,
+        SHOP_EMAIL_DIR=str(data_dir / "mail"),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -129,6 +132,7 @@ def shop(request, tmp_path_factory, sync_playwright):
         from fourws_pay.sandbox.server import start_in_thread
 
         served = start_in_thread(seed="empty")
+        served.sandbox.add_product(GIFTCARD_ITEM, item_type="FINANCIAL")
     try:
         yield from _serve_shop(request.param, tmp_path_factory, served)
     finally:
@@ -168,9 +172,13 @@ def _serve_shop(name, tmp_path_factory, served):
             "url": url,
             "env": env,
             "balance": (
-                (lambda: served.sandbox.balance(CARD))
+                (lambda barcode=CARD: served.sandbox.balance(barcode))
                 if served
-                else (lambda: _served_balance(f"http://127.0.0.1:{sandbox_port}", CARD))
+                else (
+                    lambda barcode=CARD: _served_balance(
+                        f"http://127.0.0.1:{sandbox_port}", barcode
+                    )
+                )
             ),
             "data_dir": data_dir,
             "log": log,
@@ -260,6 +268,100 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
     refunded = [("4WS gift card", Decimal("30.00"), Decimal("30.00"), Decimal("5.00"))]
     _wait_for_sources(shop, number.group(1), refunded)
     assert shop["balance"]() == Decimal("75.00")
+
+
+def test_a_gift_card_bought_in_the_browser_pays_the_next_order(sync_playwright, shop):
+    """Buy the shop's gift card for a friend, read the code from the e-mail the shop sends
+    once 4WS made and loaded the card, and pay a second order with it."""
+    url = shop["url"]
+    artifacts = Path(os.environ.get("FOURWS_PAY_ARTIFACTS_DIR") or shop["data_dir"])
+    artifacts.mkdir(parents=True, exist_ok=True)
+    friend = f"friend-{shop['name']}@example.com"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url + "/")
+            page.get_by_role("link", name="4WS gift card, 25 EUR").first.click()
+            page.fill("#id_giftcard-recipient-name", "Grace")
+            page.fill("#id_giftcard-recipient-email", friend)
+            page.fill("#id_giftcard-recipient-message", "Happy birthday!")
+            page.locator("#add_to_basket_form button[type=submit]").click()
+            page.wait_for_load_state()
+            number = _checkout(page, url, "gift-buyer@example.com", BUYER_CARD, shipping=False)
+            page.screenshot(path=str(artifacts / f"oscar-giftcard-sold-{shop['name']}.png"))
+        finally:
+            browser.close()
+
+        message = _wait_for_mail(shop, friend)
+        assert "Dear Grace" in message
+        assert "Happy birthday!" in message
+        codes = re.findall(r"Gift card (\d{6,}): 25.00 EUR", message)
+        assert len(codes) == 1, message
+        code = codes[0]
+        assert code not in shop["log"].read_text()  # never in the shop's logs
+        assert shop["balance"](code) == Decimal("25.00")
+        settled = [("4WS gift card", Decimal("25.00"), Decimal("25.00"), Decimal("0.00"))]
+        _wait_for_sources(shop, number, settled)
+
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()  # the friend, another browser
+            page.set_default_timeout(30_000)
+            page.goto(url + "/")
+            page.get_by_role("link", name="4WS espresso mug").first.click()
+            page.locator("#add_to_basket_form button[type=submit]").click()
+            page.wait_for_load_state()
+            second = _checkout(page, url, friend, code, shipping=True)
+            body = page.locator("body").inner_text()
+        finally:
+            browser.close()
+    assert "*" * (len(code) - 4) + code[-4:] in body
+    paid = [("4WS gift card", Decimal("12.00"), Decimal("12.00"), Decimal("0.00"))]
+    _wait_for_sources(shop, second, paid)
+    assert shop["balance"](code) == Decimal("13.00")
+
+
+def _checkout(page, url: str, email: str, code: str, *, shipping: bool) -> str:
+    """From the basket to the thank-you page as a guest paying with ``code``; the number."""
+    page.goto(url + "/checkout/")
+    page.fill("#id_username", email)
+    page.check("input[name=options][value=anonymous]")
+    page.locator("form button[type=submit]", has_text="Continue").first.click()
+    if shipping:
+        page.wait_for_url("**/checkout/shipping-address/")
+        page.fill("#id_first_name", "Grace")
+        page.fill("#id_last_name", "Hopper")
+        page.fill("#id_line1", "Via Roma 2")
+        page.fill("#id_line4", "Milano")
+        page.fill("#id_postcode", "20100")
+        page.locator("form button[type=submit]", has_text="Continue").first.click()
+    page.wait_for_url("**/checkout/payment-details/")
+    page.fill("#id_giftcard_code", code)
+    page.click("#view_preview")
+    page.wait_for_url("**/checkout/preview/")
+    page.click("#place-order")
+    page.wait_for_url("**/checkout/thank-you/")
+    body = page.locator("body").inner_text()
+    number = re.search(r"your order number is (\d+)", body)
+    assert number, body[:2000]
+    return number.group(1)
+
+
+def _wait_for_mail(shop: dict, recipient: str) -> str:
+    """The gift-card e-mail to ``recipient`` the shop wrote (Django's file backend), once
+    4WS called the shop back for the card's generation and activation."""
+    deadline = time.monotonic() + 60
+    folder = shop["data_dir"] / "mail"
+    while True:
+        for path in sorted(folder.glob("*.log")) if folder.exists() else []:
+            for message in path.read_text().split("-" * 79):
+                if f"To: {recipient}" in message and "Gift card " in message:
+                    return message
+        if time.monotonic() > deadline:
+            pytest.fail(f"no gift card mailed to {recipient}\n{shop['log'].read_text()[-3000:]}")
+        time.sleep(0.2)  # waiting for another process's mail, not driving logic by time
 
 
 PRODUCTS = ("4WS espresso mug", "Coffee beans, 1 kg", "Moka pot, 6 cups", "Hand grinder")

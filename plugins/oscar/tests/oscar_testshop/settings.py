@@ -18,12 +18,16 @@ SITE_ID = 1
 ROOT_URLCONF = "oscar_testshop.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
-INSTALLED_APPS = [
-    "oscar_testshop.checkout.apps.CheckoutConfig"
-    if app == "oscar.apps.checkout.apps.CheckoutConfig"
-    else app
-    for app in OSCAR_APPS
-] + ["sorl.thumbnail", "fourws_pay_oscar"]
+FORKED_APPS = {
+    "oscar.apps.checkout.apps.CheckoutConfig": "oscar_testshop.checkout.apps.CheckoutConfig",
+    # its strategy only: a gift card's amount typed by the buyer (fourws_pay_oscar.strategy)
+    "oscar.apps.partner.apps.PartnerConfig": "oscar_testshop.partner.apps.PartnerConfig",
+}
+INSTALLED_APPS = [FORKED_APPS.get(app, app) for app in OSCAR_APPS] + [
+    "sorl.thumbnail",
+    "fourws_pay_oscar",
+]
+MIGRATION_MODULES = {"partner": "oscar.apps.partner.migrations"}  # the fork adds no model
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -38,7 +42,7 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "templates"],  # the order pages show sold gift cards
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

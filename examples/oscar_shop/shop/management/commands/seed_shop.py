@@ -1,5 +1,8 @@
 """``manage.py seed_shop``: a small catalogue, a shipping country and the site's domain.
 
+The catalogue includes one 4WS gift card for sale (``GIFTCARD``): a product of the
+gift-card product class, which asks for the recipient's name, e-mail and message.
+
 Idempotent: run it again and nothing is duplicated.
 """
 
@@ -8,6 +11,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.sites.models import Site
 from django.core.management.base import BaseCommand
+from fourws_pay_oscar import selling
 from oscar.core.loading import get_model
 
 PRODUCTS = [
@@ -16,6 +20,7 @@ PRODUCTS = [
     ("4WS-MOKA", "Moka pot, 6 cups", Decimal("30.00")),
     ("4WS-GRINDER", "Hand grinder", Decimal("65.00")),
 ]
+GIFTCARD = ("4WS-GIFTCARD-25", "4WS gift card, 25 EUR", Decimal("25.00"))
 
 
 class Command(BaseCommand):
@@ -49,10 +54,15 @@ class Command(BaseCommand):
         product_model = get_model("catalogue", "Product")
         stock_model = get_model("partner", "StockRecord")
         product_category = get_model("catalogue", "ProductCategory")
-        for upc, title, price in PRODUCTS:
+        giftcard_class = selling.setup_product_class()
+        for upc, title, price in [*PRODUCTS, GIFTCARD]:
             product, _ = product_model.objects.update_or_create(
                 upc=upc,
-                defaults={"title": title, "product_class": product_class, "is_public": True},
+                defaults={
+                    "title": title,
+                    "product_class": giftcard_class if upc == GIFTCARD[0] else product_class,
+                    "is_public": True,
+                },
             )
             product_category.objects.get_or_create(product=product, category=category)
             stock_model.objects.update_or_create(

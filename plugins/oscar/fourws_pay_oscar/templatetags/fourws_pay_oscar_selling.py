@@ -1,0 +1,67 @@
+"""``{% sold_giftcards order %}``: the 4WS gift cards sold on an order, for its pages.
+
+The whole code is shown only to the buyer, signed in, on their own order
+(``reveal`` below); staff and everyone else see it masked to its last four digits. With
+``staff=True`` the list carries the dashboard's resend and cancel buttons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from fourws_pay.errors import FourWSError
+from fourws_pay.logs import get_logger
+from fourws_pay_oscar import selling
+
+register = template.Library()
+log = get_logger()
+
+# before it is loaded a cancel simply drops the card; once loaded it takes back what is unspent
+_CANCELLABLE = {"requested", "generating", "generated", "active", "delivering", "delivered"}
+
+
+def reveals_codes(request: Any, order: Any, *, staff: bool) -> bool:
+    """Whole codes only for the buyer's own signed-in view, never on staff pages."""
+    user = getattr(request, "user", None)
+    return bool(
+        not staff
+        and user is not None
+        and user.is_authenticated
+        and order.user_id is not None
+        and order.user_id == user.pk
+    )
+
+
+@register.inclusion_tag("fourws_pay_oscar/order/giftcards.html", takes_context=True)
+def sold_giftcards(context: Any, order: Any, staff: bool = False) -> dict[str, Any]:
+    request = context.get("request")
+    reveal = reveals_codes(request, order, staff=staff)
+    try:
+        cards = selling.order_cards(order) if selling.giftcard_lines(order) else []
+    except FourWSError as exc:
+        log.warning("fourws_pay_oscar.giftcards_unreadable", error=type(exc).__name__)
+        cards = []
+    titles = {selling.line_id(line): line.title for line in order.lines.all()}
+    rows = [
+        {
+            "id": card.id,
+            "code": selling.display_code(card, reveal=reveal),
+            "amount": card.amount,
+            "currency": card.currency,
+            "state": card.state.value,
+            "line": titles.get(card.line_id, card.line_id),
+            "message": card.message or "",
+            "cancellable": card.state.value in _CANCELLABLE,
+        }
+        for card in cards
+    ]
+    return {
+        "order": order,
+        "giftcards": rows,
+        "staff": staff,
+        "resendable": any(r["state"] == "delivered" for r in rows),
+        "request": request,
+        "csrf_token": context.get("csrf_token"),
+    }

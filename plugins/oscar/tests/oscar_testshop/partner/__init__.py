@@ -1,0 +1,1 @@
+"""Oscar's partner app, forked for its strategy only: gift cards with a typed amount."""
