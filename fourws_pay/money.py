@@ -12,9 +12,10 @@ are quantized with ROUND_HALF_UP, which is what a till does.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from fourws_pay.errors import InvalidAmountError
+from fourws_pay.errors import InvalidAmountError, InvalidInputError
 
 DEFAULT_DECIMALS = 2
 MAX_DECIMALS = 8
@@ -90,3 +91,13 @@ def format_amount(value: Decimal) -> str:
     """Plain decimal notation for the wire (never an exponent: ``1E+2`` -> ``100``)."""
     text = format(value, "f")
     return text
+
+
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+def require_currency(currency: object) -> str:
+    """A 3-letter ISO 4217 code, upper-cased; anything else is ``InvalidInputError``."""
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
+    return currency.upper()

@@ -242,10 +242,11 @@ class SQLTransaction(Generic[C]):
 
     # Listings (used by the store outside any transaction).
 
-    def _list_issued_cards(
-        self, states: Iterable[IssuedCardState] | None, order_ref: str | None
-    ) -> list[IssuedCard]:
-        query = f"SELECT * FROM {self._cards} WHERE TRUE"  # noqa: S608
+    def _by_state_and_order(
+        self, table: str, states: Iterable[Enum] | None, order_ref: str | None, order_by: str
+    ) -> list[Row]:
+        """Rows of ``table`` in ``states`` and/or of ``order_ref`` (both optional)."""
+        query = f"SELECT * FROM {table} WHERE TRUE"  # noqa: S608
         params: list[Any] = []
         if states is not None:
             in_marks, values = marks(s.value for s in states)
@@ -254,22 +255,20 @@ class SQLTransaction(Generic[C]):
         if order_ref is not None:
             query += " AND order_ref = %s"
             params.append(order_ref)
-        rows = self._rows(query + " ORDER BY created_at, line_id, line_index", params)
+        return self._rows(f"{query} ORDER BY {order_by}", params)
+
+    def _list_issued_cards(
+        self, states: Iterable[IssuedCardState] | None, order_ref: str | None
+    ) -> list[IssuedCard]:
+        rows = self._by_state_and_order(
+            self._cards, states, order_ref, "created_at, line_id, line_index"
+        )
         return [self._issued_card(r) for r in rows]
 
     def _list_reservations(
         self, states: Iterable[ReservationState] | None, order_ref: str | None
     ) -> list[Reservation]:
-        query = f"SELECT * FROM {self._res} WHERE TRUE"  # noqa: S608
-        params: list[Any] = []
-        if states is not None:
-            in_marks, values = marks(s.value for s in states)
-            query += f" AND state IN ({in_marks})"
-            params += values
-        if order_ref is not None:
-            query += " AND order_ref = %s"
-            params.append(order_ref)
-        rows = self._rows(query + " ORDER BY created_at, id", params)
+        rows = self._by_state_and_order(self._res, states, order_ref, "created_at, id")
         return [self._reservation(r) for r in rows]
 
     def _operations_by_state(self) -> str:

@@ -9,7 +9,6 @@ state changes themselves are ``transitions``'; this module decides when they hap
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from fourws_pay.errors import (
     PaymentRefused,
 )
 from fourws_pay.logs import get_logger, mask_barcode
-from fourws_pay.money import positive_amount, to_decimal
+from fourws_pay.money import positive_amount, require_currency, to_decimal
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.crash import crash_point
 from fourws_pay.payments.effects import PaymentFlow, PostUpdate
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
 RESERVE_READS = 3
 log = get_logger()
 MAX_RESERVATION_TTL = 366 * 86_400.0
-_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 
 def _require_barcode(barcode: object) -> str:
@@ -82,12 +80,6 @@ def _require_ttl(ttl: object, *, default: float) -> timedelta:
             f"ttl must be more than 0 and at most {MAX_RESERVATION_TTL:.0f} seconds (a year)"
         )
     return timedelta(seconds=float(ttl))
-
-
-def _require_currency(currency: object) -> str:
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
-        raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
-    return currency.upper()
 
 
 def _requested_amount(amount: object) -> Decimal:
@@ -144,7 +136,7 @@ class Checkout(Issuing):
     ) -> PaymentFlow[Decision]:
         barcode = _require_barcode(barcode)
         requested = _requested_amount(amount)
-        currency = _require_currency(currency)
+        currency = require_currency(currency)
         self.throttle.check(client_key)
         read = self.cards.get(barcode)
         if read is None:
@@ -207,7 +199,7 @@ class Checkout(Issuing):
             amount = snapshot.total if amount is None else amount
             currency = snapshot.currency if currency is None else currency
         requested = _requested_amount(amount)
-        currency = _require_currency(currency)
+        currency = require_currency(currency)
         lifetime = _require_ttl(ttl, default=self.settings.reservation_ttl)
         self.throttle.check(client_key)
 

@@ -71,7 +71,7 @@ from fourws_pay.errors import (
     SaleAlreadySpentError,
 )
 from fourws_pay.logs import get_logger
-from fourws_pay.money import positive_amount
+from fourws_pay.money import positive_amount, require_currency
 from fourws_pay.payments.crash import crash_point
 from fourws_pay.payments.effects import PaymentFlow, PostGenerate, RequestPdf
 from fourws_pay.payments.models import (
@@ -179,9 +179,7 @@ class Issuing(Transitions):
         if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 6:
             raise InvalidInputError("decimals must be an integer from 0 to 6")
         value = positive_amount(amount, decimals)
-        if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
-            raise InvalidInputError("currency must be a 3-letter ISO 4217 code")
-        currency = currency.upper()
+        currency = require_currency(currency)
         if (
             isinstance(count, bool)
             or not isinstance(count, int)

@@ -108,11 +108,8 @@ class Settlement(Issuing):
         if not hmac.compare_digest(token_hash(token), operation.callback_token_hash):
             raise CallbackRejected("callback token does not match", status_code=403)
         generation = operation.kind is OperationKind.GENERATE
-        result: UpdateGiftCardResult | GenerateGiftCardsResult = (
-            self._parse_generate_callback(bytes(body), operation_id)
-            if generation
-            else self._parse_callback(bytes(body), operation_id)
-        )
+        shape = GenerateGiftCardsResult if generation else UpdateGiftCardResult
+        result = self._parse_callback(bytes(body), operation_id, shape)
         spare: list[str] = []
         with self.writing(operation.barcode) as tx:
             now = self.clock.now()  # inside the lock: stamps follow commit order
@@ -170,9 +167,14 @@ class Settlement(Issuing):
         return CallbackResult(200, current, False, "duplicate callback ignored")
 
     @staticmethod
-    def _parse_generate_callback(body: bytes, operation_id: str) -> GenerateGiftCardsResult:
-        """generateGiftcards' callback: strict on ``success`` and on each barcode's shape;
-        a payload naming another operation is refused as for updates."""
+    def _parse_callback(
+        body: bytes,
+        operation_id: str,
+        shape: type[UpdateGiftCardResult] | type[GenerateGiftCardsResult] = UpdateGiftCardResult,
+    ) -> UpdateGiftCardResult | GenerateGiftCardsResult:
+        """A callback body of the documented ``shape`` (updateGiftcard's, or
+        generateGiftcards' for a generation): strict on ``success``; a payload naming
+        another operation is refused."""
         try:
             data = wirejson.loads(body)
         except (ValueError, RecursionError):
@@ -183,23 +185,7 @@ class Settlement(Issuing):
         if isinstance(payload, dict) and payload.get("operation_id") not in (None, operation_id):
             raise CallbackRejected("callback payload names another operation")
         try:
-            return GenerateGiftCardsResult.model_validate(data)
-        except ValueError:
-            raise CallbackRejected("callback body does not match the documented shape") from None
-
-    @staticmethod
-    def _parse_callback(body: bytes, operation_id: str) -> UpdateGiftCardResult:
-        try:
-            data = wirejson.loads(body)
-        except (ValueError, RecursionError):
-            raise CallbackRejected("callback body is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
-            raise CallbackRejected("callback body has no boolean 'success'")
-        payload = data.get("payload")
-        if isinstance(payload, dict) and payload.get("operation_id") not in (None, operation_id):
-            raise CallbackRejected("callback payload names another operation")
-        try:
-            return UpdateGiftCardResult.model_validate(data)
+            return shape.model_validate(data)
         except ValueError:
             raise CallbackRejected("callback body does not match the documented shape") from None
 

@@ -84,8 +84,8 @@ def break_conservation(mp: pytest.MonkeyPatch) -> None:
     # Believe every callback says "success".
     original = core.PaymentsCore._parse_callback
 
-    def always_success(body: bytes, operation_id: str) -> UpdateGiftCardResult:
-        return replace_success(original(body, operation_id))
+    def always_success(body: bytes, operation_id: str, *shape: Any) -> UpdateGiftCardResult:
+        return replace_success(original(body, operation_id, *shape))
 
     mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(always_success))
 
@@ -451,7 +451,7 @@ def safe_parsing(ctx: Context) -> None:
 
 
 def break_safe_parsing(mp: pytest.MonkeyPatch) -> None:
-    def naive(body: bytes, operation_id: str) -> UpdateGiftCardResult:
+    def naive(body: bytes, operation_id: str, *shape: Any) -> UpdateGiftCardResult:
         return UpdateGiftCardResult.model_construct(**json.loads(body))
 
     mp.setattr(core.PaymentsCore, "_parse_callback", staticmethod(naive))
