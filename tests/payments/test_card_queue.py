@@ -54,16 +54,19 @@ def _contention(shop: Shop, threads: int) -> list[Any]:
         w.start()
     for w in workers:
         w.join(120)
-    for _ in range(200):  # the queue drains as callbacks land; bounded
+    done.set()
+    background.join(30)
+    # The rest of the queue drains as 4WS's callbacks land, each giving the next operation
+    # its turn: driven here step by step, bounded by steps rather than by wall time, so a
+    # loaded machine cannot stop the drain early.
+    for _ in range(10 * threads):
         if all(
             op.state is OperationState.SUCCEEDED
             for op in shop.store.list_operations()
             if op.barcode == card
         ):
             break
-        tick.wait(0.01)
-    done.set()
-    background.join(30)
+        shop.sandbox.run_until_idle()
     return outcomes
 
 
