@@ -1,6 +1,6 @@
 """What the server-backed SQL ledgers (PostgreSQL, MariaDB/MySQL) share.
 
-Both stores keep the same two tables, speak the ``%s`` parameter style and differ only in a
+Both stores keep the same tables, speak the ``%s`` parameter style and differ only in a
 few dialect details, which their subclasses supply:
 
 - how a value goes to the driver and comes back (``_param``/``_decode``: enums as text,
@@ -40,14 +40,20 @@ from fourws_pay.payments.models import (
     Operation,
     OperationKind,
     OperationState,
+    OrderRefund,
+    OrderRefundState,
+    RefundStrategy,
     Reservation,
     ReservationState,
+    refund_parts_from_json,
+    refund_parts_json,
 )
 
 Row = dict[str, Any]
 RES_COLUMNS = tuple(f.name for f in fields(Reservation))
 OP_COLUMNS = tuple(f.name for f in fields(Operation))
 CARD_COLUMNS = tuple(f.name for f in fields(IssuedCard))
+REFUND_COLUMNS = tuple(f.name for f in fields(OrderRefund))
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
@@ -72,6 +78,8 @@ def param(value: Any) -> Any:
     """Enums as their text; times as aware UTC (a naive time is a bug, not a guess)."""
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, tuple):  # an order refund's parts: one text column
+        return refund_parts_json(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("ledger times must be timezone-aware")
@@ -108,6 +116,7 @@ class SQLTransaction(Generic[C]):
         self._res = f"{prefix}reservations"
         self._ops = f"{prefix}operations"
         self._cards = f"{prefix}issued_cards"
+        self._refunds = f"{prefix}order_refunds"
 
     # Dialect hooks.
 
@@ -128,7 +137,9 @@ class SQLTransaction(Generic[C]):
 
     # Row <-> dataclass mapping.
 
-    def _row(self, obj: Reservation | Operation | IssuedCard, columns: Sequence[str]) -> list[Any]:
+    def _row(
+        self, obj: Reservation | Operation | IssuedCard | OrderRefund, columns: Sequence[str]
+    ) -> list[Any]:
         return [self._param(getattr(obj, c)) for c in columns]
 
     def _reservation(self, row: Row) -> Reservation:
@@ -146,6 +157,13 @@ class SQLTransaction(Generic[C]):
         values = self._decode(row)
         values["state"] = IssuedCardState(values["state"])
         return IssuedCard(**values)
+
+    def _order_refund(self, row: Row) -> OrderRefund:
+        values = self._decode(row)
+        values["state"] = OrderRefundState(values["state"])
+        values["strategy"] = RefundStrategy(values["strategy"])
+        values["parts"] = refund_parts_from_json(values["parts"])
+        return OrderRefund(**values)
 
     # LedgerTransaction.
 
@@ -240,6 +258,20 @@ class SQLTransaction(Generic[C]):
         values = self._row(card, CARD_COLUMNS)
         return self._update(self._cards, CARD_COLUMNS, values, expected.value)
 
+    def get_order_refund(self, refund_id: str) -> OrderRefund | None:
+        rows = self._rows(f"SELECT * FROM {self._refunds} WHERE id = %s", [refund_id])  # noqa: S608
+        return self._order_refund(rows[0]) if rows else None
+
+    def order_refunds_for_order(self, order_ref: str) -> list[OrderRefund]:
+        return self._list_order_refunds(None, order_ref)
+
+    def insert_order_refund(self, refund: OrderRefund) -> None:
+        self._insert(self._refunds, REFUND_COLUMNS, self._row(refund, REFUND_COLUMNS))
+
+    def update_order_refund(self, refund: OrderRefund, expected: OrderRefundState) -> bool:
+        values = self._row(refund, REFUND_COLUMNS)
+        return self._update(self._refunds, REFUND_COLUMNS, values, expected.value)
+
     # Listings (used by the store outside any transaction).
 
     def _by_state_and_order(
@@ -264,6 +296,12 @@ class SQLTransaction(Generic[C]):
             self._cards, states, order_ref, "created_at, line_id, line_index"
         )
         return [self._issued_card(r) for r in rows]
+
+    def _list_order_refunds(
+        self, states: Iterable[OrderRefundState] | None, order_ref: str | None
+    ) -> list[OrderRefund]:
+        rows = self._by_state_and_order(self._refunds, states, order_ref, "created_at, id")
+        return [self._order_refund(r) for r in rows]
 
     def _list_reservations(
         self, states: Iterable[ReservationState] | None, order_ref: str | None
@@ -476,6 +514,12 @@ class SQLStore(Generic[C, T]):
     ) -> list[IssuedCard]:
         with self._reader() as reader:
             return reader._list_issued_cards(states, order_ref)
+
+    def list_order_refunds(
+        self, states: Iterable[OrderRefundState] | None = None, order_ref: str | None = None
+    ) -> list[OrderRefund]:
+        with self._reader() as reader:
+            return reader._list_order_refunds(states, order_ref)
 
     def close(self) -> None:
         """Close the idle connections (a later call opens new ones)."""

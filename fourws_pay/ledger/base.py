@@ -30,6 +30,8 @@ from fourws_pay.payments.models import (
     Operation,
     OperationKind,
     OperationState,
+    OrderRefund,
+    OrderRefundState,
     Reservation,
     ReservationState,
 )
@@ -88,6 +90,21 @@ class LedgerTransaction(Protocol):
         """Write ``card`` if its stored state is still ``expected``; say if it did."""
         ...
 
+    def get_order_refund(self, refund_id: str) -> OrderRefund | None: ...
+
+    def order_refunds_for_order(self, order_ref: str) -> list[OrderRefund]:
+        """The order's refund plans, oldest first."""
+        ...
+
+    def insert_order_refund(self, refund: OrderRefund) -> None:
+        """Raises ``LedgerConflict`` when a plan with this id exists (callers look first,
+        under the order's refund lock)."""
+        ...
+
+    def update_order_refund(self, refund: OrderRefund, expected: OrderRefundState) -> bool:
+        """Write ``refund`` if its stored state is still ``expected``; say if it did."""
+        ...
+
 
 class LedgerStore(Protocol):
     """A durable home for reservations and operations."""
@@ -123,5 +140,9 @@ class LedgerStore(Protocol):
     def list_issued_cards(
         self, states: Iterable[IssuedCardState] | None = None, order_ref: str | None = None
     ) -> list[IssuedCard]: ...
+
+    def list_order_refunds(
+        self, states: Iterable[OrderRefundState] | None = None, order_ref: str | None = None
+    ) -> list[OrderRefund]: ...
 
     def close(self) -> None: ...

@@ -124,6 +124,23 @@ CREATE TABLE IF NOT EXISTS {p}issued_cards (
 ) """
     + _TABLE_OPTIONS,
     """
+CREATE TABLE IF NOT EXISTS {p}order_refunds (
+    id VARCHAR(191) NOT NULL PRIMARY KEY,
+    order_ref VARCHAR(191) NOT NULL,
+    refund_key VARCHAR(191) NOT NULL,
+    amount VARCHAR(64) NOT NULL,
+    currency VARCHAR(16) NOT NULL,
+    decimals INT NOT NULL,
+    strategy VARCHAR(32) NOT NULL,
+    state VARCHAR(32) NOT NULL,
+    created_at DATETIME(6) NOT NULL,
+    updated_at DATETIME(6) NOT NULL,
+    parts MEDIUMTEXT NOT NULL,
+    KEY {p}order_refunds_order (order_ref),
+    KEY {p}order_refunds_state (state)
+) """
+    + _TABLE_OPTIONS,
+    """
 CREATE TABLE IF NOT EXISTS {p}card_locks (
     barcode VARCHAR(191) NOT NULL PRIMARY KEY
 ) """
@@ -311,7 +328,7 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
             self._execute(
                 conn,
                 f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}issued_cards, "
-                f"{p}card_locks",
+                f"{p}order_refunds, {p}card_locks",
             )
         self._known_cards.clear()
 

@@ -107,6 +107,21 @@ CREATE TABLE IF NOT EXISTS {p}issued_cards (
 );
 CREATE INDEX IF NOT EXISTS {p}issued_cards_order ON {p}issued_cards (order_ref);
 CREATE INDEX IF NOT EXISTS {p}issued_cards_state ON {p}issued_cards (state);
+CREATE TABLE IF NOT EXISTS {p}order_refunds (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    refund_key TEXT NOT NULL,
+    amount NUMERIC NOT NULL,
+    currency TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    parts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}order_refunds_order ON {p}order_refunds (order_ref);
+CREATE INDEX IF NOT EXISTS {p}order_refunds_state ON {p}order_refunds (state);
 """
 
 
@@ -225,7 +240,8 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
         p = self.table_prefix
         with self._mapped(), self._pool.borrow() as conn:
             conn.execute(
-                f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}issued_cards".encode()
+                f"DROP TABLE IF EXISTS {p}operations, {p}reservations, {p}issued_cards, "
+                f"{p}order_refunds".encode()
             )
 
 

@@ -67,13 +67,19 @@ from fourws_pay.payments.models import (
     Operation,
     OperationKind,
     OperationState,
+    OrderRefund,
+    OrderRefundState,
+    RefundStrategy,
     Reservation,
     ReservationState,
+    refund_parts_from_json,
+    refund_parts_json,
 )
 from fourws_pay.payments.states import (
     LIVE_OPERATION_STATES,
     LIVE_RESERVATION_STATES,
     issue_lock_key,
+    order_refund_lock_key,
 )
 
 _DECIMALS = ("amount", "forfeited", "balance_before")
@@ -91,8 +97,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-Record = TypeVar("Record", Reservation, Operation, IssuedCard)
-Kind = Literal["r", "o", "i"]
+Record = TypeVar("Record", Reservation, Operation, IssuedCard, OrderRefund)
+Kind = Literal["r", "o", "i", "f"]
 
 _RELEASE = """
 local released = 0
@@ -189,7 +195,7 @@ for _, c in ipairs(cjson.decode(ARGV[n + 2])) do
     local ok = false
     if raw then
       local stored = cjson.decode(raw)
-      ok = stored['state'] == c[4] and stored['barcode'] == c[3]
+      ok = stored['state'] == c[5] and stored[c[3]] == c[4]
     end
     if not ok then
       return redis.error_reply('FOURWS_CONFLICT ' .. KEYS[c[2]] .. ' changed before commit')
@@ -219,6 +225,8 @@ def _micros(value: datetime) -> int:
 def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, tuple):  # an order refund's parts
+        return refund_parts_json(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -226,7 +234,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _encode(record: Reservation | Operation | IssuedCard) -> str:
+def _encode(record: Reservation | Operation | IssuedCard | OrderRefund) -> str:
     data = {f.name: _plain(getattr(record, f.name)) for f in fields(record)}
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -261,9 +269,19 @@ def _issued_card(raw: str) -> IssuedCard:
     return IssuedCard(**data)
 
 
+def _order_refund(raw: str) -> OrderRefund:
+    data = _values(raw)
+    data["state"] = OrderRefundState(data["state"])
+    data["strategy"] = RefundStrategy(data["strategy"])
+    data["parts"] = refund_parts_from_json(data["parts"])
+    return OrderRefund(**data)
+
+
 def _decode(kind: Kind, raw: str) -> Any:
     if kind == "i":
         return _issued_card(raw)
+    if kind == "f":
+        return _order_refund(raw)
     return _reservation(raw) if kind == "r" else _operation(raw)
 
 
@@ -280,7 +298,10 @@ def _order(records: Iterable[Record]) -> list[Record]:
 
 def _lock_key(kind: Kind, record: Any) -> str:
     """The lock that guards a record: its card's, or for a sold card its order's issuing
-    lock (its barcode arrives later, and its order's lock is what issuing holds)."""
+    lock (its barcode arrives later, and its order's lock is what issuing holds); for an
+    order refund, its order's refund lock."""
+    if kind == "f":
+        return order_refund_lock_key(record.order_ref)
     return issue_lock_key(record.order_ref) if kind == "i" else str(record.barcode)
 
 
@@ -288,6 +309,8 @@ def _set_members(kind: Kind, record: Any) -> set[str]:
     """The index sets (key suffixes) that list ``record``."""
     if kind == "i":
         return {f"is:{record.state.value}", f"io:{record.order_ref}"}
+    if kind == "f":
+        return {f"fs:{record.state.value}", f"fo:{record.order_ref}"}
     if kind == "r":
         members = {
             f"rs:{record.state.value}",
@@ -337,8 +360,8 @@ class _Card:
         return bool(times) and since > min(times)
 
     def find(self, kind: Kind, record_id: str) -> Any:
-        if kind == "i":
-            return None  # sold cards are never part of a card image
+        if kind in ("i", "f"):
+            return None  # sold cards and refund plans are never part of a card image
         if kind == "r":
             return self.reservations.get(record_id)
         return self.operations.get(record_id) or self.settled.get(record_id)
@@ -369,10 +392,15 @@ class RedisTransaction:
         self._records = records
         self._read_only = read_only
         self._cards: dict[str, _Card] = {}
-        self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}, "i": {}}
+        self._fetched: dict[Kind, dict[str, Any]] = {"r": {}, "o": {}, "i": {}, "f": {}}
         self._locks: dict[str, str] = {}
         self._by_reservation: dict[str, set[str]] = {}
-        self._pending: dict[Kind, _Pending] = {"r": _Pending(), "o": _Pending(), "i": _Pending()}
+        self._pending: dict[Kind, _Pending] = {
+            "r": _Pending(),
+            "o": _Pending(),
+            "i": _Pending(),
+            "f": _Pending(),
+        }
 
     # -- reads -------------------------------------------------------------------------
 
@@ -459,9 +487,9 @@ class RedisTransaction:
         known = self._known(kind, record_id)
         if known is not None:
             return known
-        if kind == "i":
-            raw = self._records.client.get(self._records.key("i:", record_id))
-            return None if raw is None else self._adopt("i", [str(raw)])[record_id]
+        if kind in ("i", "f"):
+            raw = self._records.client.get(self._records.key(f"{kind}:", record_id))
+            return None if raw is None else self._adopt(kind, [str(raw)])[record_id]
         loaded = self._records.load_record(kind, record_id)
         if loaded is None:
             return None
@@ -506,6 +534,15 @@ class RedisTransaction:
         found = self._adopt("i", self._records.fetch_sets("i", [f"io:{order_ref}"]))
         return self._merged("i", found, lambda c: c.order_ref == order_ref)
 
+    def get_order_refund(self, refund_id: str) -> OrderRefund | None:
+        with _mapped():
+            found: OrderRefund | None = self._get("f", refund_id)
+        return found
+
+    def order_refunds_for_order(self, order_ref: str) -> list[OrderRefund]:
+        found = self._adopt("f", self._records.fetch_sets("f", [f"fo:{order_ref}"]))
+        return self._merged("f", found, lambda r: r.order_ref == order_ref)
+
     # -- writes ------------------------------------------------------------------------
 
     def _writable(self) -> None:
@@ -540,7 +577,9 @@ class RedisTransaction:
                 record = self._records.get(kind, record_id)
         return record
 
-    def _insert(self, kind: Kind, record: Reservation | Operation | IssuedCard) -> None:
+    def _insert(
+        self, kind: Kind, record: Reservation | Operation | IssuedCard | OrderRefund
+    ) -> None:
         self._writable()
         _encode(record)  # refuses naive times now rather than at commit
         pending = self._pending[kind]
@@ -551,7 +590,10 @@ class RedisTransaction:
         pending.new[record.id] = record
 
     def _update(
-        self, kind: Kind, record: Reservation | Operation | IssuedCard, expected: Enum
+        self,
+        kind: Kind,
+        record: Reservation | Operation | IssuedCard | OrderRefund,
+        expected: Enum,
     ) -> bool:
         self._writable()
         _encode(record)
@@ -584,6 +626,12 @@ class RedisTransaction:
 
     def update_issued_card(self, card: IssuedCard, expected: IssuedCardState) -> bool:
         return self._update("i", card, expected)
+
+    def insert_order_refund(self, refund: OrderRefund) -> None:
+        self._insert("f", refund)
+
+    def update_order_refund(self, refund: OrderRefund, expected: OrderRefundState) -> bool:
+        return self._update("f", refund, expected)
 
     # -- begin and end (called by RedisStore) ------------------------------------------
 
@@ -716,7 +764,9 @@ class RedisRecords:
                 if old is None:
                     checks.append(["absent", here])
                 else:
-                    checks.append(["state", here, old.barcode, old.state.value])
+                    # a plan has no card: its order is what must not have changed
+                    field = "order_ref" if kind == "f" else "barcode"
+                    checks.append(["state", here, field, getattr(old, field), old.state.value])
                 commands.append(["SET", here, _encode(record)])
                 before = set() if old is None else _set_members(kind, old)
                 after = _set_members(kind, record)
@@ -839,9 +889,12 @@ class RedisStore:
 
     def _listed(self, kind: Kind, unions: list[list[str]]) -> list[Any]:
         """Records in each of the unions of index sets (all of them when there is none)."""
-        states: type[Enum] = {"r": ReservationState, "o": OperationState, "i": IssuedCardState}[
-            kind
-        ]
+        states: type[Enum] = {
+            "r": ReservationState,
+            "o": OperationState,
+            "i": IssuedCardState,
+            "f": OrderRefundState,
+        }[kind]
         unions = unions or [[f"{kind}s:{s.value}" for s in states]]
         if not all(unions):  # an empty union: e.g. states=[]
             return []
@@ -912,6 +965,24 @@ class RedisStore:
             for c in records
             if (wanted is None or c.state in wanted)
             and (order_ref is None or c.order_ref == order_ref)
+        )
+
+    def list_order_refunds(
+        self, states: Iterable[OrderRefundState] | None = None, order_ref: str | None = None
+    ) -> list[OrderRefund]:
+        wanted = None if states is None else {OrderRefundState(s) for s in states}
+        unions: list[list[str]] = []
+        if wanted is not None:
+            unions.append([f"fs:{s.value}" for s in wanted])
+        if order_ref is not None:
+            unions.append([f"fo:{order_ref}"])
+        with _mapped():
+            records: list[OrderRefund] = self._listed("f", unions)
+        return _order(
+            r
+            for r in records
+            if (wanted is None or r.state in wanted)
+            and (order_ref is None or r.order_ref == order_ref)
         )
 
     def drop(self) -> None:

@@ -48,8 +48,12 @@ from fourws_pay.payments.models import (
     Operation,
     OperationKind,
     OperationState,
+    OrderRefund,
+    OrderRefundState,
+    RefundStrategy,
     Reservation,
     ReservationState,
+    refund_parts_json,
 )
 
 SCHEMA = """
@@ -121,6 +125,21 @@ CREATE TABLE IF NOT EXISTS issued_cards (
 );
 CREATE INDEX IF NOT EXISTS issued_cards_order ON issued_cards (order_ref);
 CREATE INDEX IF NOT EXISTS issued_cards_state ON issued_cards (state);
+CREATE TABLE IF NOT EXISTS order_refunds (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    refund_key TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    decimals INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    parts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_refunds_order ON order_refunds (order_ref);
+CREATE INDEX IF NOT EXISTS order_refunds_state ON order_refunds (state);
 """
 
 
@@ -171,8 +190,16 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     datetime: _ts,
     **{
         enum: operator.attrgetter("value")
-        for enum in (ReservationState, OperationState, OperationKind, IssuedCardState)
+        for enum in (
+            ReservationState,
+            OperationState,
+            OperationKind,
+            IssuedCardState,
+            OrderRefundState,
+            RefundStrategy,
+        )
     },
+    tuple: refund_parts_json,
 }
 
 
@@ -356,6 +383,12 @@ class SQLiteStore:
     ) -> list[IssuedCard]:
         with self._mapped():
             return SQLiteTransaction(self._conn())._list_issued_cards(states, order_ref)
+
+    def list_order_refunds(
+        self, states: Iterable[OrderRefundState] | None = None, order_ref: str | None = None
+    ) -> list[OrderRefund]:
+        with self._mapped():
+            return SQLiteTransaction(self._conn())._list_order_refunds(states, order_ref)
 
     def close(self) -> None:
         with self._all_lock:

@@ -13,6 +13,7 @@ by the operation kind (a capture posts ``-amount``, a refund ``+amount``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +30,8 @@ from fourws_pay.payments.states import (
     IssuedCardState,
     OperationKind,
     OperationState,
+    OrderRefundState,
+    RefundStrategy,
     ReservationState,
 )
 
@@ -198,6 +201,51 @@ class IssuedCard:
         return mask_barcode(self.barcode) if self.barcode else None
 
 
+@dataclass(frozen=True)
+class OrderRefundPart:
+    """One capture's share of an order-level refund, and the id its refund operation has
+    (or will have): the id is fixed when the plan is written, so the part is posted once
+    however often the plan is carried on."""
+
+    capture_id: str
+    amount: Decimal
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class OrderRefund:
+    """An order-level refund (``refund_order``): the amount the shop asked to give back for
+    ``order_ref`` under its ``refund_key``, planned once over the order's settled captures
+    (``parts``) and carried on until every part is posted.
+
+    ``id`` derives from (``order_ref``, ``refund_key``), so asking again with the same key
+    finds this plan instead of refunding twice.
+    """
+
+    id: str
+    order_ref: str
+    refund_key: str
+    amount: Decimal
+    currency: str
+    decimals: int
+    strategy: RefundStrategy
+    state: OrderRefundState
+    created_at: datetime
+    updated_at: datetime
+    parts: tuple[OrderRefundPart, ...] = ()
+
+
+def refund_parts_json(parts: tuple[OrderRefundPart, ...]) -> str:
+    """An order refund's parts as stores keep them (one text column, exact amounts)."""
+    return json.dumps(
+        [[p.capture_id, str(p.amount), p.operation_id] for p in parts], separators=(",", ":")
+    )
+
+
+def refund_parts_from_json(text: str) -> tuple[OrderRefundPart, ...]:
+    return tuple(OrderRefundPart(c, Decimal(a), o) for c, a, o in json.loads(text))
+
+
 class EventKind(StrEnum):
     """What a host is told through ``fourws_pay_payment_event``."""
 
@@ -290,9 +338,15 @@ __all__ = [
     "Operation",
     "OperationKind",
     "OperationState",
+    "OrderRefund",
+    "OrderRefundPart",
+    "OrderRefundState",
     "PaymentEvent",
     "ReconcileReport",
+    "RefundStrategy",
     "RefusalReason",
     "Reservation",
     "ReservationState",
+    "refund_parts_from_json",
+    "refund_parts_json",
 ]

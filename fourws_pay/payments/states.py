@@ -85,6 +85,22 @@ class IssuedCardState(StrEnum):
     FAILED = "failed"
 
 
+class OrderRefundState(StrEnum):
+    """An order-level refund (``order_refunds``): ``open`` while a planned part has no
+    refund operation yet, ``posted`` once every part has one (their own states say how
+    each ended). One move: open -> posted."""
+
+    OPEN = "open"
+    POSTED = "posted"
+
+
+class RefundStrategy(StrEnum):
+    """How an order-level refund spreads over the order's settled captures."""
+
+    NEWEST_FIRST = "newest_first"  # the latest capture first, each as far as it goes
+    PRO_RATA = "pro_rata"  # in proportion to what each capture has left to refund
+
+
 _R = ReservationState
 _O = OperationState
 _I = IssuedCardState
@@ -179,6 +195,13 @@ def issue_lock_key(order_ref: str) -> str:
     the digest keeps it short (lock tables index their key) whatever the order ref."""
     digest = hashlib.sha256(order_ref.encode()).hexdigest()[:40]
     return f"sale/{digest}"
+
+
+def order_refund_lock_key(order_ref: str) -> str:
+    """The key of the lock under which an order's refund plans are written (see
+    ``issue_lock_key`` for why such a key never names a card)."""
+    digest = hashlib.sha256(order_ref.encode()).hexdigest()[:40]
+    return f"refund/{digest}"
 
 
 def may_move_reservation(current: ReservationState, target: ReservationState) -> bool:
