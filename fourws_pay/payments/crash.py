@@ -24,6 +24,8 @@ CRASH_POINTS = (
     "activate.after_prepare",
     "activate.after_sending",
     "activate.after_post",
+    "order_refund.after_plan",
+    "order_refund.after_part_prepared",
 )
 
 

@@ -235,6 +235,46 @@ class OrderRefund:
     parts: tuple[OrderRefundPart, ...] = ()
 
 
+@dataclass(frozen=True)
+class OrderRefundOutcome:
+    """What an order refund did so far: its plan and the refund operations of its parts.
+
+    ``posted`` counts the parts' refunds that did not fail (in flight or settled),
+    ``settled`` those 4WS confirmed; ``shortfall`` is what the plan asked but its parts
+    could not take (refunded meanwhile by other means, or failed at 4WS).
+    """
+
+    refund: OrderRefund
+    operations: tuple[Operation, ...]
+
+    @property
+    def posted(self) -> Decimal:
+        return sum(
+            (op.amount for op in self.operations if op.state is not OperationState.FAILED),
+            Decimal(0),
+        )
+
+    @property
+    def settled(self) -> Decimal:
+        return sum(
+            (op.amount for op in self.operations if op.state is OperationState.SUCCEEDED),
+            Decimal(0),
+        )
+
+    @property
+    def shortfall(self) -> Decimal:
+        if self.refund.state is OrderRefundState.OPEN:
+            return Decimal(0)  # not all parts were tried yet
+        return self.refund.amount - self.posted
+
+    @property
+    def complete(self) -> bool:
+        """Every part tried and every posted refund settled (or failed)."""
+        return self.refund.state is OrderRefundState.POSTED and all(
+            op.is_terminal for op in self.operations
+        )
+
+
 def refund_parts_json(parts: tuple[OrderRefundPart, ...]) -> str:
     """An order refund's parts as stores keep them (one text column, exact amounts)."""
     return json.dumps(
@@ -321,6 +361,8 @@ class ReconcileReport:
     advanced: list[Operation] = field(default_factory=list)
     # sold cards of orders whose issuing pump ran (as they are after it)
     issuing: list[IssuedCard] = field(default_factory=list)
+    # order refunds that had a part still to post, as they are after this pass
+    order_refunds: list[OrderRefund] = field(default_factory=list)
 
 
 __all__ = [
@@ -339,6 +381,7 @@ __all__ = [
     "OperationKind",
     "OperationState",
     "OrderRefund",
+    "OrderRefundOutcome",
     "OrderRefundPart",
     "OrderRefundState",
     "PaymentEvent",

@@ -41,7 +41,9 @@ from fourws_pay.payments.models import (
     IssuedCard,
     Operation,
     OperationState,
+    OrderRefundOutcome,
     ReconcileReport,
+    RefundStrategy,
     Reservation,
     ReservationState,
 )
@@ -245,6 +247,28 @@ class GiftCardPayments(_Provider):
         the reference marks [inferred]. Confirm with 4WS before relying on it in production.
         """
         return self._run(self.core.refund(operation_id, amount))
+
+    def refund_order(
+        self,
+        order_ref: str,
+        *,
+        refund_key: str,
+        amount: Decimal | int | str | None = None,
+        strategy: RefundStrategy | str = RefundStrategy.NEWEST_FIRST,
+    ) -> OrderRefundOutcome:
+        """Refund ``amount`` of an order (all that is left without it) over its settled
+        captures, newest first or pro rata (``RefundStrategy``); each part posted once.
+
+        ``refund_key`` names this refund (the host's refund or credit-memo id): calling
+        again with it carries the same refund on (after a crash, say) and never refunds
+        twice; the same key for another amount is refused. No capture is refunded beyond
+        what it took. See ``fourws_pay.payments.order_refunds``.
+        """
+        return self._run(self.core.refund_order(order_ref, amount, refund_key, strategy))
+
+    def order_refunds(self, order_ref: str) -> list[OrderRefundOutcome]:
+        """The order's refunds, oldest first, each with its parts' refund operations."""
+        return self.core.order_refunds(order_ref)
 
     def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         """Apply a 4WS callback posted to ``path`` (raises ``CallbackRejected``); then
@@ -481,6 +505,21 @@ class AsyncGiftCardPayments(_Provider):
     ) -> Operation:
         """See ``GiftCardPayments.refund``."""
         return await self._run(self.core.refund(operation_id, amount))
+
+    async def refund_order(
+        self,
+        order_ref: str,
+        *,
+        refund_key: str,
+        amount: Decimal | int | str | None = None,
+        strategy: RefundStrategy | str = RefundStrategy.NEWEST_FIRST,
+    ) -> OrderRefundOutcome:
+        """See ``GiftCardPayments.refund_order``."""
+        return await self._run(self.core.refund_order(order_ref, amount, refund_key, strategy))
+
+    async def order_refunds(self, order_ref: str) -> list[OrderRefundOutcome]:
+        """See ``GiftCardPayments.order_refunds``."""
+        return await self._off_loop(self.core.order_refunds, order_ref)
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         """See ``GiftCardPayments.handle_callback``."""

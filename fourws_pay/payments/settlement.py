@@ -45,6 +45,7 @@ from fourws_pay.payments.models import (
     Operation,
     OperationKind,
     OperationState,
+    OrderRefundOutcome,
     ReconcileReport,
     ReservationState,
 )
@@ -71,6 +72,12 @@ class Settlement(Issuing):
         """Give the card's queue its turns: ``Checkout.advance_queue`` (a turn is a
         capture's claim, read and confirm); settlement only says when."""
         raise NotImplementedError  # pragma: no cover - PaymentsCore takes Checkout's
+
+    def pending_order_refunds(self) -> list[str]:
+        raise NotImplementedError  # pragma: no cover - PaymentsCore takes OrderRefunds'
+
+    def carry_on_order_refund(self, plan_id: str) -> PaymentFlow[OrderRefundOutcome]:
+        raise NotImplementedError  # pragma: no cover - PaymentsCore takes OrderRefunds'
 
     def settle_callback(self, path: str, body: bytes) -> PaymentFlow[CallbackResult]:
         """``handle_callback``, then the card's queue gets its turns if the card is idle.
@@ -265,6 +272,8 @@ class Settlement(Issuing):
             report.advanced.extend((yield from self.advance_queue(barcode)))
         for order_ref in self.pending_issuing_orders():
             report.issuing.extend((yield from self.advance_issuance(order_ref)))
+        for plan_id in self.pending_order_refunds():
+            report.order_refunds.append((yield from self.carry_on_order_refund(plan_id)).refund)
         return replace(report, expired_reservations=self.sweep())
 
     def _holding_a_queue(self) -> list[Operation]:

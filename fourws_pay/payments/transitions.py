@@ -264,6 +264,7 @@ class Transitions(CoreBase):
         *,
         token: str | None,
         parent: Operation | None = None,
+        operation_id: str | None = None,
     ) -> Operation:
         """Birth of an operation, written ahead of everything it will do (invariant 4).
 
@@ -271,10 +272,11 @@ class Transitions(CoreBase):
         commit on it is busy; the card is read for the operation next (step 1 of
         ``capture``). Without one it is ``queued`` behind the card's ``_blocker``; its
         callback secret is drawn at its turn (``_take_turn``), by whichever worker posts it,
-        since only the secret's hash is ever stored.
+        since only the secret's hash is ever stored. ``operation_id`` is fixed in advance
+        by an order refund's plan (its part is this operation, whoever posts it).
         """
         operation = Operation(
-            id=f"op_{uuid.uuid4().hex}",
+            id=operation_id or f"op_{uuid.uuid4().hex}",
             kind=kind,
             reservation_id=reservation.id,
             barcode=reservation.barcode,
@@ -304,6 +306,7 @@ class Transitions(CoreBase):
         now: datetime,
         token: str,
         parent: Operation | None = None,
+        operation_id: str | None = None,
     ) -> tuple[Operation, Operation | None]:
         """The operation's birth under the card lock: the claim (``prepared``, with
         ``token``) if the card is idle, else ``queued`` behind its ``_blocker``, which is
@@ -317,6 +320,7 @@ class Transitions(CoreBase):
             now,
             token=None if blocker is not None else token,
             parent=parent,
+            operation_id=operation_id,
         )
         return operation, blocker
 

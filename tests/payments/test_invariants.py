@@ -34,7 +34,15 @@ from fourws_pay import (
 )
 from fourws_pay.api.models import UpdateGiftCardResult
 from fourws_pay.ledger.sqlite import SQLiteTransaction
-from fourws_pay.payments import base, checkout, core, issuing, settlement, transitions
+from fourws_pay.payments import (
+    base,
+    checkout,
+    core,
+    issuing,
+    order_refunds,
+    settlement,
+    transitions,
+)
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
@@ -623,6 +631,37 @@ def break_issued_once(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(issuing, "AmbiguousOutcomeError", NeverRaised)
 
 
+# -------------------------------------------------------------------------- 19
+
+
+def order_refunded_once(ctx: Context) -> None:
+    """An order paid with two cards; 10 of it refunded by key; the shop retries the same
+    refund twice (a timeout on its side), a restarted worker reconciles: 4WS gives back
+    exactly 10, from the newest capture, and no capture beyond what it took."""
+    shop = ctx.shop
+    captures = []
+    for barcode, amount in (("7000000000001", "30.00"), ("7000000000002", "20.00")):
+        shop.card(barcode, amount="100.00")
+        hold = shop.payments.reserve(barcode, amount=amount, currency="EUR", order_ref="O-19")
+        captures.append(shop.payments.capture(hold.id))
+        shop.settle()
+    for _ in range(3):
+        shop.payments.refund_order("O-19", refund_key="credit-memo-7", amount="10")
+    shop.settle()
+    shop.payments = shop.new_provider()
+    shop.payments.reconcile()
+    shop.settle()
+    assert shop.sandbox.balance("7000000000002") == Decimal("90.00")
+    assert shop.sandbox.balance("7000000000001") == Decimal("70.00")
+    shop.audit()
+
+
+def break_order_refunded_once(mp: pytest.MonkeyPatch) -> None:
+    """The plan's id no longer derives from the refund key: each retry plans anew."""
+    counter = iter(range(1_000_000))
+    mp.setattr(order_refunds, "order_refund_id", lambda *_: f"ordref_{next(counter)}")
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -641,6 +680,7 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     16: (no_false_refusal, break_no_false_refusal),
     17: (busy_is_not_a_refusal, break_busy_is_not_a_refusal),
     18: (issued_once, break_issued_once),
+    19: (order_refunded_once, break_order_refunded_once),
 }
 
 
