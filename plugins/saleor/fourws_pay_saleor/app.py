@@ -9,10 +9,12 @@ Every webhook goes through the same gate before any business code runs:
    catches a misrouted webhook; the payload model checks the body's shape);
 4. the body parses as the expected payload, else 400 -- except a signed body that is
    empty or not JSON on a ``*_REQUESTED`` endpoint: that is Saleor retrying a sync webhook
-   (since late 2024 Saleor re-sends such retries without their body). Nothing can be done
-   for it and nothing is: the App answers 200 with an error Saleor records (not counted in
-   any amount), and re-arms the reports of what it answered to that Saleor recently, so an
-   outcome whose answer Saleor lost still reaches it by ``transactionEventReport``.
+   (since late 2024 Saleor re-sends such retries without their body). Nothing is acted on:
+   the App answers 200 with the bare ``pspReference`` of its newest answer to that webhook
+   (Saleor then books no event; an error answer would be booked as a ``*_FAILURE``), or an
+   error when it answered none recently, and re-arms the reports of what it answered to
+   that Saleor recently, so an outcome whose answer Saleor lost still reaches it by
+   ``transactionEventReport``.
 
 Errors are ``{"error": {"message": ...}}``, the shape Saleor reads. Sync action webhooks are
 never answered >= 500 on purpose: anything the App cannot finish now is answered pending.
@@ -368,10 +370,34 @@ class SaleorApp:
             self.store.drop_unverified(key)
 
     def _empty_retry(self, api_url: str, event: WebhookEvent) -> Response:
-        """A signed ``*_REQUESTED`` delivery without a usable body: Saleor's retry."""
-        since = self.clock.now() - RETRY_WINDOW
-        rearmed = self.store.rearm_answered(api_url, event.value, since, self.clock.now())
-        log.warning("saleor.empty_retry", webhook=event.value, api_url=api_url, rearmed=rearmed)
+        """A signed ``*_REQUESTED`` delivery without a usable body: Saleor's retry.
+
+        Saleor books whatever this answer says against the request event it retries
+        (``create_transaction_event_from_request_and_webhook_response`` in
+        ``saleor/payment/utils.py``): an answer without ``pspReference`` becomes a
+        ``*_FAILURE`` event staff see beside the outcome the App reported, while a bare
+        ``{"pspReference": P}`` only files the request under ``P`` and books no event, and
+        the outcome under ``P`` (already reported, or re-armed here) closes it. So the
+        retry is answered with the reference of the newest answer to that webhook, and
+        with an error only when the App answered none recently.
+        """
+        now = self.clock.now()
+        since = now - RETRY_WINDOW
+        rearmed = self.store.rearm_answered(api_url, event.value, since, now)
+        psp = self.store.last_answered_psp(api_url, event.value, since)
+        log.warning(
+            "saleor.empty_retry",
+            webhook=event.value,
+            api_url=api_url,
+            rearmed=rearmed,
+            psp_reference=psp,
+        )
+        if psp is not None:
+            return JSONResponse(
+                {"pspReference": psp},
+                status_code=200,
+                background=BackgroundTask(self.flush_reports),
+            )
         return JSONResponse(
             {
                 "error": {

@@ -654,6 +654,24 @@ class AppStore:
                 (at.isoformat(), psp_reference),
             )
 
+    def last_answered_psp(self, api_url: str, event: str, since: datetime) -> str | None:
+        """The ``pspReference`` of the newest answer to an ``event`` delivery since ``since``.
+
+        Saleor's empty-body retry does not say which request it repeats; the newest answer
+        to that webhook is the one most likely lost (Saleor retries within seconds).
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT response FROM deliveries WHERE api_url = ? AND event = ?"
+                " AND created_at >= ? ORDER BY created_at DESC, rowid DESC",
+                (api_url, event, since.isoformat()),
+            ).fetchall()
+        for row in rows:
+            psp = loads(row["response"]).get("pspReference")
+            if psp:
+                return str(psp)
+        return None
+
     def rearm_answered(self, api_url: str, event: str, since: datetime, at: datetime) -> int:
         """Queue again the reports of outcomes answered to ``event`` deliveries since ``since``.
 

@@ -67,8 +67,8 @@ async def test_second_refund_while_the_first_is_in_flight_is_pending_not_failed(
 
 
 async def test_an_answer_lost_on_the_way_back_still_reaches_saleor(world: World) -> None:
-    """A proxy 502 after the App canceled: Saleor retries with an empty body and books a
-    (not counted) failure; the App re-sends what it had answered as a report."""
+    """A proxy 502 after the App canceled: Saleor retries with an empty body; the App
+    answers it with the lost answer's bare reference and re-sends the outcome as a report."""
     auth = await world.saleor.initialize(
         world.client, session_payload("tx-r2", Decimal("40.00"), "AUTHORIZATION", CARD)
     )
@@ -79,12 +79,41 @@ async def test_an_answer_lost_on_the_way_back_still_reaches_saleor(world: World)
     assert [r.status_code for r in responses] == [502, 200]
     assert [body for _, body, _ in world.saleor.deliveries] == [b"<payload>", b""]
     retry = responses[1].json()
-    assert "Empty webhook body" in retry["error"]["message"]
+    assert set(retry) == {"pspReference"}
     await world.flush()
     amounts = world.saleor.transaction("tx-r2").amounts()
     assert (amounts["authorized"], amounts["canceled"]) == (Decimal("0"), Decimal("40.00"))
+    events = world.saleor.transaction("tx-r2").events
+    assert not [e for e in events if e.type.endswith("_FAILURE")], events
     [reservation] = world.payments.store.list_reservations(order_ref="tx-r2")
     assert reservation.state.value == "released"
+
+
+async def test_a_lost_refund_answer_leaves_no_refund_failure_in_saleor(world: World) -> None:
+    """Issue 17 item 5: the empty-body retry of a refund whose answer was lost is answered
+    with that answer's bare ``pspReference``, which Saleor books as no event at all (an
+    error answer would be booked as a REFUND_FAILURE beside the App's REFUND_SUCCESS)."""
+    await charged_order(world, "tx-r5", "50.00")
+    responses = await world.saleor.request_action(
+        world.client, REFUND, action_payload("tx-r5", Decimal("20.00"), "REFUND"), lose_answers=1
+    )
+    assert [r.status_code for r in responses] == [502, 200]
+    assert [body for _, body, _ in world.saleor.deliveries][-2:] == [b"<payload>", b""]
+    retry = responses[1].json()
+    assert set(retry) == {"pspReference"}
+    await world.settle()
+    await world.state.maintain()
+    await world.settle()
+    await world.flush()
+    tx = world.saleor.transaction("tx-r5")
+    amounts = tx.amounts()
+    assert (amounts["refunded"], amounts["refund_pending"], amounts["charged"]) == (
+        Decimal("20.00"),
+        Decimal("0"),
+        Decimal("30.00"),
+    )
+    assert not [e for e in tx.events if e.type.endswith("_FAILURE")], tx.events
+    assert [e.psp for e in tx.events if e.type == "REFUND_SUCCESS"] == [retry["pspReference"]]
 
 
 async def test_empty_bodies_are_checked_like_any_other_request(world: World) -> None:
