@@ -41,7 +41,8 @@ from typing import Any
 
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.ledger._errors import mapped_errors
-from fourws_pay.ledger._sql import Row, SQLTransaction, param
+from fourws_pay.ledger._sql import Row, SQLTransaction, check_lock_key, column_types, param
+from fourws_pay.limits import ISSUED_CARD_TEXT, OPERATION_TEXT, RESERVATION_TEXT
 from fourws_pay.payments.models import (
     IssuedCard,
     IssuedCardState,
@@ -52,42 +53,42 @@ from fourws_pay.payments.models import (
     ReservationState,
 )
 
-SCHEMA = """
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    barcode TEXT NOT NULL,
+    id {r[id]} PRIMARY KEY,
+    barcode {r[barcode]} NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
+    currency {r[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    entity_code TEXT NOT NULL,
-    order_ref TEXT NOT NULL,
-    state TEXT NOT NULL,
+    entity_code {r[entity_code]} NOT NULL,
+    order_ref {r[order_ref]} NOT NULL,
+    state {r[state]} NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
     forfeited TEXT NOT NULL,
-    operation_id TEXT,
+    operation_id {r[operation_id]},
     updated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS reservations_card ON reservations (barcode, state);
 CREATE INDEX IF NOT EXISTS reservations_state ON reservations (state, order_ref);
 CREATE TABLE IF NOT EXISTS operations (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    reservation_id TEXT NOT NULL,
-    barcode TEXT NOT NULL,
+    id {o[id]} PRIMARY KEY,
+    kind {o[kind]} NOT NULL,
+    reservation_id {o[reservation_id]} NOT NULL,
+    barcode {o[barcode]} NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    currency {o[currency]} NOT NULL,
+    entity_code {o[entity_code]} NOT NULL,
+    state {o[state]} NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     deadline TEXT NOT NULL,
-    callback_token_hash TEXT NOT NULL,
-    queue_id TEXT,
+    callback_token_hash {o[callback_token_hash]} NOT NULL,
+    queue_id {o[queue_id]},
     balance_before TEXT,
-    parent_id TEXT,
-    message TEXT,
-    callback_id TEXT,
+    parent_id {o[parent_id]},
+    message {o[message]},
+    callback_id {o[callback_id]},
     settled_at TEXT
 );
 CREATE INDEX IF NOT EXISTS operations_card ON operations (barcode, state);
@@ -96,32 +97,44 @@ CREATE INDEX IF NOT EXISTS operations_reservation ON operations (reservation_id)
 DROP INDEX IF EXISTS operations_parent;
 CREATE INDEX IF NOT EXISTS operations_child ON operations (parent_id) WHERE parent_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS issued_cards (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    line_id TEXT NOT NULL,
+    id {i[id]} PRIMARY KEY,
+    order_ref {i[order_ref]} NOT NULL,
+    line_id {i[line_id]} NOT NULL,
     line_index INTEGER NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
+    currency {i[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    item_code TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    item_code {i[item_code]} NOT NULL,
+    entity_code {i[entity_code]} NOT NULL,
+    state {i[state]} NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    barcode TEXT,
+    barcode {i[barcode]},
     start_validity TEXT,
     end_validity TEXT,
-    generate_op_id TEXT,
-    activate_op_id TEXT,
-    refund_of TEXT,
-    reclaim_reservation_id TEXT,
+    generate_op_id {i[generate_op_id]},
+    activate_op_id {i[activate_op_id]},
+    refund_of {i[refund_of]},
+    reclaim_reservation_id {i[reclaim_reservation_id]},
     delivered_at TEXT,
     deliveries INTEGER NOT NULL,
-    message TEXT
+    message {i[message]}
 );
 CREATE INDEX IF NOT EXISTS issued_cards_order ON issued_cards (order_ref);
 CREATE INDEX IF NOT EXISTS issued_cards_state ON issued_cards (state);
 """
+
+
+def _text(column: str, width: int) -> str:
+    """SQLite's TEXT has no width: a CHECK keeps the one in ``fourws_pay.limits``."""
+    return f"TEXT CHECK (length({column}) <= {width})"
+
+
+SCHEMA = _SCHEMA.format(
+    r=column_types(RESERVATION_TEXT, _text),
+    o=column_types(OPERATION_TEXT, _text),
+    i=column_types(ISSUED_CARD_TEXT, _text),
+)
 
 
 def _decimal_or_none(value: str | None) -> Decimal | None:
@@ -316,6 +329,7 @@ class SQLiteStore:
 
     def card_transaction(self, barcode: str) -> AbstractContextManager[SQLiteTransaction]:
         """``BEGIN IMMEDIATE``: the write lock is taken before anything is read."""
+        check_lock_key(barcode)
         return self._tx("BEGIN IMMEDIATE")
 
     def transaction(self) -> AbstractContextManager[SQLiteTransaction]:
