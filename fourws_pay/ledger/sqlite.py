@@ -39,7 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, LedgerClosedError
 from fourws_pay.ledger._errors import mapped_errors
 from fourws_pay.ledger._sql import Row, SQLTransaction, check_lock_key, column_types, param
 from fourws_pay.limits import ISSUED_CARD_TEXT, OPERATION_TEXT, RESERVATION_TEXT
@@ -265,6 +265,11 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # close() waits for the calls in flight (a connection closed under a running
+        # statement can crash the process) and refuses new ones afterwards.
+        self._gate = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         try:
             with closing(self._connect_raw()) as conn:  # `with conn` alone commits, never closes
                 conn.executescript(SCHEMA)
@@ -296,14 +301,24 @@ class SQLiteStore:
                 self._all.append(conn)
         return conn
 
-    @staticmethod
-    def _mapped() -> AbstractContextManager[None]:
-        return mapped_errors(
-            sqlite3.Error,
-            store="SQLite",
-            is_lock_timeout=_is_busy,
-            is_conflict=lambda exc: isinstance(exc, sqlite3.IntegrityError),
-        )
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        with self._gate:
+            if self._closed:
+                raise LedgerClosedError("the SQLite ledger is closed")
+            self._in_flight += 1
+        try:
+            with mapped_errors(
+                sqlite3.Error,
+                store="SQLite",
+                is_lock_timeout=_is_busy,
+                is_conflict=lambda exc: isinstance(exc, sqlite3.IntegrityError),
+            ):
+                yield
+        finally:
+            with self._gate:
+                self._in_flight -= 1
+                self._gate.notify_all()
 
     @contextmanager
     def _tx(self, begin: str) -> Iterator[SQLiteTransaction]:
@@ -372,6 +387,10 @@ class SQLiteStore:
             return SQLiteTransaction(self._conn())._list_issued_cards(states, order_ref)
 
     def close(self) -> None:
+        """Wait for the calls in flight, then close every connection; later calls raise."""
+        with self._gate:
+            self._closed = True
+            self._gate.wait_for(lambda: self._in_flight == 0)
         with self._all_lock:
             for conn in self._all:
                 with suppress(sqlite3.ProgrammingError):
