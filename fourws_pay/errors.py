@@ -29,7 +29,8 @@ Callers catch the branch that matches what they can do about it::
     ├── LedgerError                    the ledger store could not complete a transaction;
     │   │                              nothing of it was written, the action may be retried
     │   └── LedgerConflict             a commit was refused (lock lost, record changed)
-    │       └── LedgerLockTimeout      a card stayed locked longer than the store waits
+    │   │   └── LedgerLockTimeout      a card stayed locked longer than the store waits
+    │   └── LedgerClosedError          the store was closed; no new call is accepted
     └── PaymentError                   the payments layer (see ``fourws_pay.payments``)
         ├── PaymentRefused             the card cannot pay; ``reason`` is a RefusalReason
         │   ├── CurrencyMismatchError  (see above)
@@ -202,6 +203,10 @@ class LedgerConflict(LedgerError):
 
 class LedgerLockTimeout(LedgerConflict):
     """A card stayed locked by another transaction for longer than the store waits."""
+
+
+class LedgerClosedError(LedgerError):
+    """The ledger store was closed: calls in flight finished first, new ones are refused."""
 
 
 class PaymentError(FourWSError):

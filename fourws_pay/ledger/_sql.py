@@ -34,6 +34,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fourws_pay.errors import ConfigurationError
 from fourws_pay.ledger._errors import mapped_errors
+from fourws_pay.limits import (
+    ID_MAX,
+    ISSUED_CARD_TEXT,
+    LOCK_KEY_MAX,
+    OPERATION_TEXT,
+    ORDER_REF_MAX,
+    ORDER_REFUND_TEXT,
+    RESERVATION_TEXT,
+    check_record,
+    check_text,
+)
 from fourws_pay.payments.models import (
     IssuedCard,
     IssuedCardState,
@@ -55,6 +66,29 @@ OP_COLUMNS = tuple(f.name for f in fields(Operation))
 CARD_COLUMNS = tuple(f.name for f in fields(IssuedCard))
 REFUND_COLUMNS = tuple(f.name for f in fields(OrderRefund))
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+TEXT_WIDTHS: dict[type, dict[str, int]] = {
+    Reservation: RESERVATION_TEXT,
+    Operation: OPERATION_TEXT,
+    IssuedCard: ISSUED_CARD_TEXT,
+    OrderRefund: ORDER_REFUND_TEXT,
+}
+
+
+def column_types(widths: dict[str, int], text_type: Callable[[str, int], str]) -> dict[str, str]:
+    """The SQL type of each text column, from its width in ``fourws_pay.limits``: a schema
+    template names ``{r[order_ref]}`` and never writes a width of its own."""
+    return {column: text_type(column, width) for column, width in widths.items()}
+
+
+def storable(value: str, limit: int) -> bool:
+    """Could a column of this width hold ``value``? A look-up of a value no record can have
+    answers "none" without asking the database (PostgreSQL would fail on a NUL)."""
+    return len(value) <= limit and "\x00" not in value
+
+
+def check_lock_key(key: str) -> None:
+    """What ``card_transaction`` locks must fit the lock tables (a barcode or a lock key)."""
+    check_text("card key", key, LOCK_KEY_MAX)
 
 
 class _Closeable(Protocol):
@@ -140,6 +174,9 @@ class SQLTransaction(Generic[C]):
     def _row(
         self, obj: Reservation | Operation | IssuedCard | OrderRefund, columns: Sequence[str]
     ) -> list[Any]:
+        """The values to write; a text the schema cannot keep whole is refused here, before
+        the statement runs (``InvalidInputError``; the transaction then rolls back)."""
+        check_record(obj, TEXT_WIDTHS[type(obj)])
         return [self._param(getattr(obj, c)) for c in columns]
 
     def _reservation(self, row: Row) -> Reservation:
@@ -198,10 +235,14 @@ class SQLTransaction(Generic[C]):
         return [self._operation(r) for r in rows]
 
     def get_reservation(self, reservation_id: str) -> Reservation | None:
+        if not storable(reservation_id, ID_MAX):
+            return None
         rows = self._rows(f"SELECT * FROM {self._res} WHERE id = %s", [reservation_id])  # noqa: S608
         return self._reservation(rows[0]) if rows else None
 
     def get_operation(self, operation_id: str) -> Operation | None:
+        if not storable(operation_id, ID_MAX):
+            return None
         rows = self._rows(f"SELECT * FROM {self._ops} WHERE id = %s", [operation_id])  # noqa: S608
         return self._operation(rows[0]) if rows else None
 
@@ -245,6 +286,8 @@ class SQLTransaction(Generic[C]):
         return self._update(self._ops, OP_COLUMNS, values, expected.value)
 
     def get_issued_card(self, card_id: str) -> IssuedCard | None:
+        if not storable(card_id, ID_MAX):
+            return None
         rows = self._rows(f"SELECT * FROM {self._cards} WHERE id = %s", [card_id])  # noqa: S608
         return self._issued_card(rows[0]) if rows else None
 
@@ -278,6 +321,8 @@ class SQLTransaction(Generic[C]):
         self, table: str, states: Iterable[Enum] | None, order_ref: str | None, order_by: str
     ) -> list[Row]:
         """Rows of ``table`` in ``states`` and/or of ``order_ref`` (both optional)."""
+        if order_ref is not None and not storable(order_ref, ORDER_REF_MAX):
+            return []
         query = f"SELECT * FROM {table} WHERE TRUE"  # noqa: S608
         params: list[Any] = []
         if states is not None:

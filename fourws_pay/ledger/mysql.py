@@ -43,27 +43,59 @@ import pymysql.cursors
 from pymysql.constants import CLIENT, SERVER_STATUS
 
 from fourws_pay.errors import ConfigurationError
-from fourws_pay.ledger._sql import Row, SQLStore, SQLTransaction, param, split_options
+from fourws_pay.ledger._sql import (
+    Row,
+    SQLStore,
+    SQLTransaction,
+    check_lock_key,
+    column_types,
+    param,
+    split_options,
+)
+from fourws_pay.limits import (
+    ISSUED_CARD_TEXT,
+    LOCK_KEY_MAX,
+    OPERATION_TEXT,
+    ORDER_REFUND_TEXT,
+    RESERVATION_TEXT,
+)
 
 _DECIMAL_COLUMNS = frozenset({"amount", "forfeited", "balance_before"})
 _KNOWN_CARDS_MAX = 100_000
 
-_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin ROW_FORMAT=DYNAMIC"
+
+
+def _varchar(column: str, width: int) -> str:
+    return f"VARCHAR({width})"  # characters: up to 4 bytes each in utf8mb4
+
+
+_TYPES: dict[str, Any] = {
+    "r": column_types(RESERVATION_TEXT, _varchar),
+    "o": column_types(OPERATION_TEXT, _varchar),
+    "i": column_types(ISSUED_CARD_TEXT, _varchar),
+    "f": column_types(ORDER_REFUND_TEXT, _varchar),
+    "lock_key": LOCK_KEY_MAX,
+}
+# Strict: a value too long for its column is an error, never silently cut (the store checks
+# first, so this is the second line); the rest is MariaDB's default set, minus what MySQL 8
+# no longer knows.
+SQL_MODE = "STRICT_TRANS_TABLES,STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS {p}reservations (
-    id VARCHAR(191) NOT NULL PRIMARY KEY,
-    barcode VARCHAR(191) NOT NULL,
+    id {r[id]} NOT NULL PRIMARY KEY,
+    barcode {r[barcode]} NOT NULL,
     amount VARCHAR(64) NOT NULL,
-    currency VARCHAR(16) NOT NULL,
+    currency {r[currency]} NOT NULL,
     decimals INT NOT NULL,
-    entity_code VARCHAR(191) NOT NULL,
-    order_ref VARCHAR(191) NOT NULL,
-    state VARCHAR(32) NOT NULL,
+    entity_code {r[entity_code]} NOT NULL,
+    order_ref {r[order_ref]} NOT NULL,
+    state {r[state]} NOT NULL,
     created_at DATETIME(6) NOT NULL,
     expires_at DATETIME(6) NOT NULL,
     forfeited VARCHAR(64) NOT NULL,
-    operation_id VARCHAR(191) NULL,
+    operation_id {r[operation_id]} NULL,
     updated_at DATETIME(6) NULL,
     KEY {p}reservations_card (barcode, state),
     KEY {p}reservations_state (state, order_ref)
@@ -71,23 +103,23 @@ CREATE TABLE IF NOT EXISTS {p}reservations (
     + _TABLE_OPTIONS,
     """
 CREATE TABLE IF NOT EXISTS {p}operations (
-    id VARCHAR(191) NOT NULL PRIMARY KEY,
-    kind VARCHAR(32) NOT NULL,
-    reservation_id VARCHAR(191) NOT NULL,
-    barcode VARCHAR(191) NOT NULL,
+    id {o[id]} NOT NULL PRIMARY KEY,
+    kind {o[kind]} NOT NULL,
+    reservation_id {o[reservation_id]} NOT NULL,
+    barcode {o[barcode]} NOT NULL,
     amount VARCHAR(64) NOT NULL,
-    currency VARCHAR(16) NOT NULL,
-    entity_code VARCHAR(191) NOT NULL,
-    state VARCHAR(32) NOT NULL,
+    currency {o[currency]} NOT NULL,
+    entity_code {o[entity_code]} NOT NULL,
+    state {o[state]} NOT NULL,
     created_at DATETIME(6) NOT NULL,
     updated_at DATETIME(6) NOT NULL,
     deadline DATETIME(6) NOT NULL,
-    callback_token_hash VARCHAR(255) NOT NULL,
-    queue_id VARCHAR(191) NULL,
+    callback_token_hash {o[callback_token_hash]} NOT NULL,
+    queue_id {o[queue_id]} NULL,
     balance_before VARCHAR(64) NULL,
-    parent_id VARCHAR(191) NULL,
-    message TEXT NULL,
-    callback_id VARCHAR(191) NULL,
+    parent_id {o[parent_id]} NULL,
+    message {o[message]} NULL,
+    callback_id {o[callback_id]} NULL,
     settled_at DATETIME(6) NULL,
     KEY {p}operations_card (barcode, state),
     KEY {p}operations_state (state),
@@ -97,42 +129,42 @@ CREATE TABLE IF NOT EXISTS {p}operations (
     + _TABLE_OPTIONS,
     """
 CREATE TABLE IF NOT EXISTS {p}issued_cards (
-    id VARCHAR(191) NOT NULL PRIMARY KEY,
-    order_ref VARCHAR(191) NOT NULL,
-    line_id VARCHAR(191) NOT NULL,
+    id {i[id]} NOT NULL PRIMARY KEY,
+    order_ref {i[order_ref]} NOT NULL,
+    line_id {i[line_id]} NOT NULL,
     line_index INT NOT NULL,
     amount VARCHAR(64) NOT NULL,
-    currency VARCHAR(16) NOT NULL,
+    currency {i[currency]} NOT NULL,
     decimals INT NOT NULL,
-    item_code VARCHAR(191) NOT NULL,
-    entity_code VARCHAR(191) NOT NULL,
-    state VARCHAR(32) NOT NULL,
+    item_code {i[item_code]} NOT NULL,
+    entity_code {i[entity_code]} NOT NULL,
+    state {i[state]} NOT NULL,
     created_at DATETIME(6) NOT NULL,
     updated_at DATETIME(6) NOT NULL,
-    barcode VARCHAR(191) NULL,
+    barcode {i[barcode]} NULL,
     start_validity DATETIME(6) NULL,
     end_validity DATETIME(6) NULL,
-    generate_op_id VARCHAR(191) NULL,
-    activate_op_id VARCHAR(191) NULL,
-    refund_of VARCHAR(191) NULL,
-    reclaim_reservation_id VARCHAR(191) NULL,
+    generate_op_id {i[generate_op_id]} NULL,
+    activate_op_id {i[activate_op_id]} NULL,
+    refund_of {i[refund_of]} NULL,
+    reclaim_reservation_id {i[reclaim_reservation_id]} NULL,
     delivered_at DATETIME(6) NULL,
     deliveries INT NOT NULL,
-    message TEXT NULL,
+    message {i[message]} NULL,
     KEY {p}issued_cards_order (order_ref),
     KEY {p}issued_cards_state (state)
 ) """
     + _TABLE_OPTIONS,
     """
 CREATE TABLE IF NOT EXISTS {p}order_refunds (
-    id VARCHAR(191) NOT NULL PRIMARY KEY,
-    order_ref VARCHAR(191) NOT NULL,
-    refund_key VARCHAR(191) NOT NULL,
+    id {f[id]} NOT NULL PRIMARY KEY,
+    order_ref {f[order_ref]} NOT NULL,
+    refund_key {f[refund_key]} NOT NULL,
     amount VARCHAR(64) NOT NULL,
-    currency VARCHAR(16) NOT NULL,
+    currency {f[currency]} NOT NULL,
     decimals INT NOT NULL,
-    strategy VARCHAR(32) NOT NULL,
-    state VARCHAR(32) NOT NULL,
+    strategy {f[strategy]} NOT NULL,
+    state {f[state]} NOT NULL,
     created_at DATETIME(6) NOT NULL,
     updated_at DATETIME(6) NOT NULL,
     parts MEDIUMTEXT NOT NULL,
@@ -142,7 +174,7 @@ CREATE TABLE IF NOT EXISTS {p}order_refunds (
     + _TABLE_OPTIONS,
     """
 CREATE TABLE IF NOT EXISTS {p}card_locks (
-    barcode VARCHAR(191) NOT NULL PRIMARY KEY
+    barcode VARCHAR({lock_key}) NOT NULL PRIMARY KEY
 ) """
     + _TABLE_OPTIONS,
 )
@@ -246,7 +278,7 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
         try:
             with self._pool.borrow() as conn:
                 for statement in _SCHEMA:
-                    self._execute(conn, statement.format(p=table_prefix))
+                    self._execute(conn, statement.format(p=table_prefix, **_TYPES))
         except pymysql.OperationalError as exc:
             where = f"{self._args.get('unix_socket') or self._args['host']}:{self._args['port']}"
             raise ConfigurationError(
@@ -264,6 +296,7 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
         )
         with conn.cursor() as cur:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
             cur.execute(
                 f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {self._lock_timeout_s}"
             )
@@ -309,6 +342,7 @@ class MySQLStore(SQLStore[Connection, MySQLTransaction]):
 
     def card_transaction(self, barcode: str) -> AbstractContextManager[MySQLTransaction]:
         """The card's lock row is locked before anything is read (see the module docstring)."""
+        check_lock_key(barcode)
         return self._tx("START TRANSACTION", lock=barcode if self.locking else None)
 
     def transaction(self) -> AbstractContextManager[MySQLTransaction]:

@@ -35,46 +35,53 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from fourws_pay.errors import ConfigurationError, LedgerError
-from fourws_pay.ledger._sql import SQLStore, SQLTransaction, split_options
+from fourws_pay.ledger._sql import (
+    SQLStore,
+    SQLTransaction,
+    check_lock_key,
+    column_types,
+    split_options,
+)
+from fourws_pay.limits import ISSUED_CARD_TEXT, OPERATION_TEXT, ORDER_REFUND_TEXT, RESERVATION_TEXT
 
 Conn: TypeAlias = "psycopg.Connection[DictRow]"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {p}reservations (
-    id TEXT PRIMARY KEY,
-    barcode TEXT NOT NULL,
+    id {r[id]} PRIMARY KEY,
+    barcode {r[barcode]} NOT NULL,
     amount NUMERIC NOT NULL,
-    currency TEXT NOT NULL,
+    currency {r[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    entity_code TEXT NOT NULL,
-    order_ref TEXT NOT NULL,
-    state TEXT NOT NULL,
+    entity_code {r[entity_code]} NOT NULL,
+    order_ref {r[order_ref]} NOT NULL,
+    state {r[state]} NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL,
     forfeited NUMERIC NOT NULL,
-    operation_id TEXT,
+    operation_id {r[operation_id]},
     updated_at TIMESTAMPTZ
 );
 CREATE INDEX IF NOT EXISTS {p}reservations_card ON {p}reservations (barcode, state);
 CREATE INDEX IF NOT EXISTS {p}reservations_state ON {p}reservations (state, order_ref);
 CREATE TABLE IF NOT EXISTS {p}operations (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    reservation_id TEXT NOT NULL,
-    barcode TEXT NOT NULL,
+    id {o[id]} PRIMARY KEY,
+    kind {o[kind]} NOT NULL,
+    reservation_id {o[reservation_id]} NOT NULL,
+    barcode {o[barcode]} NOT NULL,
     amount NUMERIC NOT NULL,
-    currency TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    currency {o[currency]} NOT NULL,
+    entity_code {o[entity_code]} NOT NULL,
+    state {o[state]} NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     deadline TIMESTAMPTZ NOT NULL,
-    callback_token_hash TEXT NOT NULL,
-    queue_id TEXT,
+    callback_token_hash {o[callback_token_hash]} NOT NULL,
+    queue_id {o[queue_id]},
     balance_before NUMERIC,
-    parent_id TEXT,
-    message TEXT,
-    callback_id TEXT,
+    parent_id {o[parent_id]},
+    message {o[message]},
+    callback_id {o[callback_id]},
     settled_at TIMESTAMPTZ
 );
 CREATE INDEX IF NOT EXISTS {p}operations_card ON {p}operations (barcode, state);
@@ -82,40 +89,40 @@ CREATE INDEX IF NOT EXISTS {p}operations_state ON {p}operations (state);
 CREATE INDEX IF NOT EXISTS {p}operations_reservation ON {p}operations (reservation_id);
 CREATE INDEX IF NOT EXISTS {p}operations_parent ON {p}operations (parent_id);
 CREATE TABLE IF NOT EXISTS {p}issued_cards (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    line_id TEXT NOT NULL,
+    id {i[id]} PRIMARY KEY,
+    order_ref {i[order_ref]} NOT NULL,
+    line_id {i[line_id]} NOT NULL,
     line_index INTEGER NOT NULL,
     amount NUMERIC NOT NULL,
-    currency TEXT NOT NULL,
+    currency {i[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    item_code TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    item_code {i[item_code]} NOT NULL,
+    entity_code {i[entity_code]} NOT NULL,
+    state {i[state]} NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
-    barcode TEXT,
+    barcode {i[barcode]},
     start_validity TIMESTAMPTZ,
     end_validity TIMESTAMPTZ,
-    generate_op_id TEXT,
-    activate_op_id TEXT,
-    refund_of TEXT,
-    reclaim_reservation_id TEXT,
+    generate_op_id {i[generate_op_id]},
+    activate_op_id {i[activate_op_id]},
+    refund_of {i[refund_of]},
+    reclaim_reservation_id {i[reclaim_reservation_id]},
     delivered_at TIMESTAMPTZ,
     deliveries INTEGER NOT NULL,
-    message TEXT
+    message {i[message]}
 );
 CREATE INDEX IF NOT EXISTS {p}issued_cards_order ON {p}issued_cards (order_ref);
 CREATE INDEX IF NOT EXISTS {p}issued_cards_state ON {p}issued_cards (state);
 CREATE TABLE IF NOT EXISTS {p}order_refunds (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    refund_key TEXT NOT NULL,
+    id {f[id]} PRIMARY KEY,
+    order_ref {f[order_ref]} NOT NULL,
+    refund_key {f[refund_key]} NOT NULL,
     amount NUMERIC NOT NULL,
-    currency TEXT NOT NULL,
+    currency {f[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    strategy TEXT NOT NULL,
-    state TEXT NOT NULL,
+    strategy {f[strategy]} NOT NULL,
+    state {f[state]} NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     parts TEXT NOT NULL
@@ -123,6 +130,18 @@ CREATE TABLE IF NOT EXISTS {p}order_refunds (
 CREATE INDEX IF NOT EXISTS {p}order_refunds_order ON {p}order_refunds (order_ref);
 CREATE INDEX IF NOT EXISTS {p}order_refunds_state ON {p}order_refunds (state);
 """
+
+
+def _varchar(column: str, width: int) -> str:
+    return f"VARCHAR({width})"  # characters, whatever the encoding
+
+
+_TYPES = {
+    "r": column_types(RESERVATION_TEXT, _varchar),
+    "o": column_types(OPERATION_TEXT, _varchar),
+    "i": column_types(ISSUED_CARD_TEXT, _varchar),
+    "f": column_types(ORDER_REFUND_TEXT, _varchar),
+}
 
 
 class PostgresTransaction(SQLTransaction[Conn]):
@@ -222,10 +241,11 @@ class PostgresStore(SQLStore[Conn, PostgresTransaction]):
     def _create_schema(self) -> None:
         # Concurrent CREATE … IF NOT EXISTS can still collide in the catalog: serialise.
         with self._tx("BEGIN", lock=f"fourws-pay schema {self.table_prefix}") as tx:
-            tx.execute(_SCHEMA.format(p=self.table_prefix))
+            tx.execute(_SCHEMA.format(p=self.table_prefix, **_TYPES))
 
     def card_transaction(self, barcode: str) -> AbstractContextManager[PostgresTransaction]:
         """The advisory lock is taken before anything is read (see the module docstring)."""
+        check_lock_key(barcode)
         key = self.table_prefix + barcode if self.locking else None
         return self._tx("BEGIN ISOLATION LEVEL READ COMMITTED", lock=key)
 

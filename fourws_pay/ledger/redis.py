@@ -37,6 +37,10 @@ a ``{hash tag}`` in ``key_prefix`` so that every key lands in one slot).
 unprotected (which the contention tests show), while compare-and-set is still checked at
 commit. Redis keeps this ledger only as durably as its own persistence settings (AOF with
 ``appendfsync always`` for the crash-safety invariant).
+
+Redis keeps any string, so the widths the SQL stores' columns have (``fourws_pay.limits``)
+are checked when a write is buffered: a record another store could not keep is refused here
+too (``InvalidInputError``, nothing written), and a ledger moves between stores whole.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ import redis
 
 from fourws_pay.errors import ConfigurationError, LedgerConflict, LedgerLockTimeout
 from fourws_pay.ledger._errors import mapped_errors
-from fourws_pay.ledger._sql import split_options
+from fourws_pay.ledger._sql import TEXT_WIDTHS, check_lock_key, split_options
+from fourws_pay.limits import check_record
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.models import (
     IssuedCard,
@@ -582,6 +587,7 @@ class RedisTransaction:
     ) -> None:
         self._writable()
         _encode(record)  # refuses naive times now rather than at commit
+        check_record(record, TEXT_WIDTHS[type(record)])  # the SQL stores' widths, here too
         pending = self._pending[kind]
         self._lock(_lock_key(kind, record))
         if record.id in pending.new or self._known(kind, record.id) is not None:
@@ -597,6 +603,7 @@ class RedisTransaction:
     ) -> bool:
         self._writable()
         _encode(record)
+        check_record(record, TEXT_WIDTHS[type(record)])
         pending = self._pending[kind]
         if record.id in pending.new:
             current = pending.new[record.id]
@@ -869,6 +876,7 @@ class RedisStore:
 
     def card_transaction(self, barcode: str) -> AbstractContextManager[RedisTransaction]:
         """The card lock is taken before anything is read (see the module docstring)."""
+        check_lock_key(barcode)
         return self._tx(card=barcode)
 
     def transaction(self) -> AbstractContextManager[RedisTransaction]:

@@ -39,9 +39,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, LedgerClosedError
 from fourws_pay.ledger._errors import mapped_errors
-from fourws_pay.ledger._sql import Row, SQLTransaction, param
+from fourws_pay.ledger._sql import Row, SQLTransaction, check_lock_key, column_types, param
+from fourws_pay.limits import ISSUED_CARD_TEXT, OPERATION_TEXT, ORDER_REFUND_TEXT, RESERVATION_TEXT
 from fourws_pay.payments.models import (
     IssuedCard,
     IssuedCardState,
@@ -56,42 +57,42 @@ from fourws_pay.payments.models import (
     refund_parts_json,
 )
 
-SCHEMA = """
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    barcode TEXT NOT NULL,
+    id {r[id]} PRIMARY KEY,
+    barcode {r[barcode]} NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
+    currency {r[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    entity_code TEXT NOT NULL,
-    order_ref TEXT NOT NULL,
-    state TEXT NOT NULL,
+    entity_code {r[entity_code]} NOT NULL,
+    order_ref {r[order_ref]} NOT NULL,
+    state {r[state]} NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
     forfeited TEXT NOT NULL,
-    operation_id TEXT,
+    operation_id {r[operation_id]},
     updated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS reservations_card ON reservations (barcode, state);
 CREATE INDEX IF NOT EXISTS reservations_state ON reservations (state, order_ref);
 CREATE TABLE IF NOT EXISTS operations (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    reservation_id TEXT NOT NULL,
-    barcode TEXT NOT NULL,
+    id {o[id]} PRIMARY KEY,
+    kind {o[kind]} NOT NULL,
+    reservation_id {o[reservation_id]} NOT NULL,
+    barcode {o[barcode]} NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    currency {o[currency]} NOT NULL,
+    entity_code {o[entity_code]} NOT NULL,
+    state {o[state]} NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     deadline TEXT NOT NULL,
-    callback_token_hash TEXT NOT NULL,
-    queue_id TEXT,
+    callback_token_hash {o[callback_token_hash]} NOT NULL,
+    queue_id {o[queue_id]},
     balance_before TEXT,
-    parent_id TEXT,
-    message TEXT,
-    callback_id TEXT,
+    parent_id {o[parent_id]},
+    message {o[message]},
+    callback_id {o[callback_id]},
     settled_at TEXT
 );
 CREATE INDEX IF NOT EXISTS operations_card ON operations (barcode, state);
@@ -100,40 +101,40 @@ CREATE INDEX IF NOT EXISTS operations_reservation ON operations (reservation_id)
 DROP INDEX IF EXISTS operations_parent;
 CREATE INDEX IF NOT EXISTS operations_child ON operations (parent_id) WHERE parent_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS issued_cards (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    line_id TEXT NOT NULL,
+    id {i[id]} PRIMARY KEY,
+    order_ref {i[order_ref]} NOT NULL,
+    line_id {i[line_id]} NOT NULL,
     line_index INTEGER NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
+    currency {i[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    item_code TEXT NOT NULL,
-    entity_code TEXT NOT NULL,
-    state TEXT NOT NULL,
+    item_code {i[item_code]} NOT NULL,
+    entity_code {i[entity_code]} NOT NULL,
+    state {i[state]} NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    barcode TEXT,
+    barcode {i[barcode]},
     start_validity TEXT,
     end_validity TEXT,
-    generate_op_id TEXT,
-    activate_op_id TEXT,
-    refund_of TEXT,
-    reclaim_reservation_id TEXT,
+    generate_op_id {i[generate_op_id]},
+    activate_op_id {i[activate_op_id]},
+    refund_of {i[refund_of]},
+    reclaim_reservation_id {i[reclaim_reservation_id]},
     delivered_at TEXT,
     deliveries INTEGER NOT NULL,
-    message TEXT
+    message {i[message]}
 );
 CREATE INDEX IF NOT EXISTS issued_cards_order ON issued_cards (order_ref);
 CREATE INDEX IF NOT EXISTS issued_cards_state ON issued_cards (state);
 CREATE TABLE IF NOT EXISTS order_refunds (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    refund_key TEXT NOT NULL,
+    id {f[id]} PRIMARY KEY,
+    order_ref {f[order_ref]} NOT NULL,
+    refund_key {f[refund_key]} NOT NULL,
     amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
+    currency {f[currency]} NOT NULL,
     decimals INTEGER NOT NULL,
-    strategy TEXT NOT NULL,
-    state TEXT NOT NULL,
+    strategy {f[strategy]} NOT NULL,
+    state {f[state]} NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     parts TEXT NOT NULL
@@ -141,6 +142,19 @@ CREATE TABLE IF NOT EXISTS order_refunds (
 CREATE INDEX IF NOT EXISTS order_refunds_order ON order_refunds (order_ref);
 CREATE INDEX IF NOT EXISTS order_refunds_state ON order_refunds (state);
 """
+
+
+def _text(column: str, width: int) -> str:
+    """SQLite's TEXT has no width: a CHECK keeps the one in ``fourws_pay.limits``."""
+    return f"TEXT CHECK (length({column}) <= {width})"
+
+
+SCHEMA = _SCHEMA.format(
+    r=column_types(RESERVATION_TEXT, _text),
+    o=column_types(OPERATION_TEXT, _text),
+    i=column_types(ISSUED_CARD_TEXT, _text),
+    f=column_types(ORDER_REFUND_TEXT, _text),
+)
 
 
 def _decimal_or_none(value: str | None) -> Decimal | None:
@@ -279,6 +293,11 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # close() waits for the calls in flight (a connection closed under a running
+        # statement can crash the process) and refuses new ones afterwards.
+        self._gate = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         try:
             with closing(self._connect_raw()) as conn:  # `with conn` alone commits, never closes
                 conn.executescript(SCHEMA)
@@ -310,14 +329,24 @@ class SQLiteStore:
                 self._all.append(conn)
         return conn
 
-    @staticmethod
-    def _mapped() -> AbstractContextManager[None]:
-        return mapped_errors(
-            sqlite3.Error,
-            store="SQLite",
-            is_lock_timeout=_is_busy,
-            is_conflict=lambda exc: isinstance(exc, sqlite3.IntegrityError),
-        )
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        with self._gate:
+            if self._closed:
+                raise LedgerClosedError("the SQLite ledger is closed")
+            self._in_flight += 1
+        try:
+            with mapped_errors(
+                sqlite3.Error,
+                store="SQLite",
+                is_lock_timeout=_is_busy,
+                is_conflict=lambda exc: isinstance(exc, sqlite3.IntegrityError),
+            ):
+                yield
+        finally:
+            with self._gate:
+                self._in_flight -= 1
+                self._gate.notify_all()
 
     @contextmanager
     def _tx(self, begin: str) -> Iterator[SQLiteTransaction]:
@@ -343,6 +372,7 @@ class SQLiteStore:
 
     def card_transaction(self, barcode: str) -> AbstractContextManager[SQLiteTransaction]:
         """``BEGIN IMMEDIATE``: the write lock is taken before anything is read."""
+        check_lock_key(barcode)
         return self._tx("BEGIN IMMEDIATE")
 
     def transaction(self) -> AbstractContextManager[SQLiteTransaction]:
@@ -391,6 +421,10 @@ class SQLiteStore:
             return SQLiteTransaction(self._conn())._list_order_refunds(states, order_ref)
 
     def close(self) -> None:
+        """Wait for the calls in flight, then close every connection; later calls raise."""
+        with self._gate:
+            self._closed = True
+            self._gate.wait_for(lambda: self._in_flight == 0)
         with self._all_lock:
             for conn in self._all:
                 with suppress(sqlite3.ProgrammingError):

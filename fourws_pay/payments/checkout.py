@@ -26,6 +26,7 @@ from fourws_pay.errors import (
     InvalidStateError,
     PaymentRefused,
 )
+from fourws_pay.limits import BARCODE_MAX, ORDER_REF_MAX, require_text
 from fourws_pay.logs import get_logger, mask_barcode
 from fourws_pay.money import positive_amount, require_currency, to_decimal
 from fourws_pay.payments.cache import CardRead
@@ -59,8 +60,10 @@ def _require_barcode(barcode: object) -> str:
     if not isinstance(barcode, str) or not barcode.strip():
         raise InvalidInputError("barcode must be a non-empty string")
     text = barcode.strip()
-    if len(text) > 64 or not text.isprintable() or "/" in text:
-        raise InvalidInputError("barcode is not a valid gift card code")
+    if len(text) > BARCODE_MAX or not text.isprintable() or "/" in text:
+        raise InvalidInputError(
+            f"barcode is not a valid gift card code (at most {BARCODE_MAX} printable characters)"
+        )
     return text
 
 
@@ -188,8 +191,7 @@ class Checkout(Issuing):
         ``CardBusyError`` (retryable), never a refusal reason.
         """
         barcode = _require_barcode(barcode)
-        if not isinstance(order_ref, str) or not order_ref.strip() or len(order_ref) > 200:
-            raise InvalidInputError("order_ref must be a non-empty string (max 200 chars)")
+        order_ref = require_text("order_ref", order_ref, ORDER_REF_MAX)
         if amount is None or currency is None:
             snapshot = self.cart(order_ref)
             if snapshot is None:

@@ -70,6 +70,14 @@ from fourws_pay.errors import (
     PaymentRefused,
     SaleAlreadySpentError,
 )
+from fourws_pay.limits import (
+    BARCODE_MAX,
+    ITEM_CODE_MAX,
+    LINE_ID_MAX,
+    ORDER_REF_MAX,
+    check_text,
+    require_text,
+)
 from fourws_pay.logs import get_logger
 from fourws_pay.money import positive_amount, require_currency
 from fourws_pay.payments.crash import crash_point
@@ -99,7 +107,7 @@ log = get_logger()
 _S = IssuedCardState
 MAX_CARDS_PER_LINE = 100
 _ON_THE_WAY = frozenset({_S.REQUESTED, _S.GENERATING, _S.GENERATED, _S.ACTIVATING})
-_LINE_ID = re.compile(r"^[\w.:#@+-]{1,100}$")
+_LINE_ID = re.compile(rf"^[\w.:#@+-]{{1,{LINE_ID_MAX}}}$")
 
 
 def issued_card_id(order_ref: str, line_id: str, line_index: int) -> str:
@@ -109,15 +117,14 @@ def issued_card_id(order_ref: str, line_id: str, line_index: int) -> str:
 
 
 def _require_order_ref(order_ref: object) -> str:
-    if not isinstance(order_ref, str) or not order_ref.strip() or len(order_ref) > 191:
-        raise InvalidInputError("order_ref must be a non-empty string (max 191 chars)")
-    return order_ref
+    return require_text("order_ref", order_ref, ORDER_REF_MAX)
 
 
 def _require_line_id(line_id: object) -> str:
     if not isinstance(line_id, str) or not _LINE_ID.match(line_id):
         raise InvalidInputError(
-            "line_id must be 1-100 letters, digits or . : # @ + - _ (the host's order line)"
+            f"line_id must be 1-{LINE_ID_MAX} letters, digits or . : # @ + - _ "
+            "(the host's order line)"
         )
     return line_id
 
@@ -187,11 +194,12 @@ class Issuing(Transitions):
         ):
             raise InvalidInputError(f"count must be an integer from 1 to {MAX_CARDS_PER_LINE}")
         item = item_code if item_code is not None else self.settings.issuing_item_code
-        if not isinstance(item, str) or not item.strip() or len(item) > 191:
+        if not isinstance(item, str) or not item.strip():
             raise InvalidInputError(
                 "no 4WS gift-card item to generate: pass item_code or set "
                 "FOURWS_ISSUING_ITEM_CODE (a FINANCIAL item of your 4WS catalogue)"
             )
+        check_text("item_code", item, ITEM_CODE_MAX)
         with self.writing(issue_lock_key(order_ref)) as tx:
             now = self.clock.now()
             mine = {
@@ -375,7 +383,7 @@ class Issuing(Transitions):
         spare: list[str] = []
         for item in generated:
             code = item.barcode
-            if code in seen or "/" in code or not code.isprintable() or len(code) > 64:
+            if code in seen or "/" in code or not code.isprintable() or len(code) > BARCODE_MAX:
                 spare.append(code)
                 continue
             seen.add(code)

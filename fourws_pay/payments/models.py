@@ -20,6 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from fourws_pay.limits import clip_message
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.states import (
     IN_FLIGHT_OPERATION_STATES,
@@ -146,6 +147,9 @@ class Operation:
     callback_id: str | None = None
     settled_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip_message(self.message))
+
     @property
     def masked_barcode(self) -> str:
         return mask_barcode(self.barcode)
@@ -195,6 +199,9 @@ class IssuedCard:
     delivered_at: datetime | None = None
     deliveries: int = 0
     message: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip_message(self.message))
 
     @property
     def masked_barcode(self) -> str | None:

@@ -30,7 +30,7 @@ import pluggy
 
 from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.clock import Clock, SystemClock
-from fourws_pay.errors import FourWSError
+from fourws_pay.errors import FourWSError, LedgerClosedError
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.callbacks import CallbackApp
 from fourws_pay.payments.core import PaymentsCore
@@ -403,7 +403,11 @@ class AsyncGiftCardPayments(_Provider):
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args, **kwargs)
         context = contextvars.copy_context()  # as asyncio.to_thread does: logging context
-        return await loop.run_in_executor(self._ledger_threads, context.run, call)
+        try:
+            future = loop.run_in_executor(self._ledger_threads, context.run, call)
+        except RuntimeError:  # the executor was shut down by aclose()
+            raise LedgerClosedError("the payments provider is closed") from None
+        return await future
 
     async def _run(self, flow: PaymentFlow[T]) -> T:
         value: Any = None
@@ -609,9 +613,16 @@ class AsyncGiftCardPayments(_Provider):
         return CallbackApp(handle, after)
 
     async def aclose(self) -> None:
+        """Refuse new ledger steps, wait for the running ones, then close client and store.
+
+        Closing the store under a statement still running on a ledger thread could crash
+        the process (SQLite); the store's own close() waits too, for any other caller."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            None, functools.partial(self._ledger_threads.shutdown, wait=True)
+        )
         await self.client.aclose()
-        await self._off_loop(self.store.close)
-        self._ledger_threads.shutdown(wait=False)
+        await loop.run_in_executor(None, self.store.close)
 
 
 __all__ = ["AsyncGiftCardPayments", "GiftCardPayments"]
