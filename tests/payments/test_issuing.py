@@ -578,12 +578,13 @@ def test_async_twin_sells_the_same_way(seller: Shop) -> None:
             await seller.sandbox.aprocess_queue()
             seller.clock.advance(1)
         done = await payments.issued_cards("ORD-A")
+        # checked before aclose: it closes the store too, which then refuses calls
+        assert_each_loaded_once(seller, "ORD-A", "9.50")
         await payments.aclose()
         return done
 
     cards = asyncio.run(main())
     assert [c.state for c in cards] == [S.DELIVERED] * 2
-    assert_each_loaded_once(seller, "ORD-A", "9.50")
 
 
 # ------------------------------------------------------------------ every store
