@@ -670,6 +670,19 @@ class Checkout(Issuing):
         requested = None if amount is None else positive_amount(amount, reservation.decimals)
         return parent, reservation, requested
 
+    def _left_to_refund(
+        self, tx: LedgerTransaction, capture: Operation, reservation: Reservation
+    ) -> Decimal:
+        """The capture less its refunds that did not fail and its store credit: what a
+        refund (or an order refund's part) may still take."""
+        refunds = [
+            op
+            for op in tx.children_of(capture.id, OperationKind.REFUND)
+            if op.state is not OperationState.FAILED
+        ]
+        credit = self._store_credits(tx, capture, reservation.order_ref)
+        return capture.amount - _total(refunds) - credit
+
     def _refundable(
         self,
         tx: LedgerTransaction,
@@ -678,14 +691,8 @@ class Checkout(Issuing):
         requested: Decimal | None,
     ) -> Decimal:
         """What this refund takes, checked under the capture's card lock against what is
-        left: the capture less its refunds that did not fail and its store credit."""
-        refunds = [
-            op
-            for op in tx.children_of(parent.id, OperationKind.REFUND)
-            if op.state is not OperationState.FAILED
-        ]
-        credit = self._store_credits(tx, parent, reservation.order_ref)
-        refundable = parent.amount - _total(refunds) - credit
+        left (``_left_to_refund``)."""
+        refundable = self._left_to_refund(tx, parent, reservation)
         to_refund = refundable if requested is None else requested
         if to_refund <= 0:
             raise InvalidAmountError("nothing left to refund on this capture")

@@ -40,7 +40,13 @@ from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
-from fourws_pay.errors import FourWSError, InvalidAmountError, InvalidInputError
+from fourws_pay.errors import (
+    FourWSError,
+    InvalidAmountError,
+    InvalidInputError,
+    NotFoundInLedgerError,
+)
+from fourws_pay.limits import ORDER_REF_MAX, ORDER_REFUND_TEXT, require_text
 from fourws_pay.logs import get_logger
 from fourws_pay.money import positive_amount
 from fourws_pay.payments.checkout import Checkout
@@ -58,14 +64,11 @@ from fourws_pay.payments.models import (
     Reservation,
 )
 from fourws_pay.payments.states import order_refund_lock_key
-from fourws_pay.payments.transitions import _total
 
 if TYPE_CHECKING:
     from fourws_pay.ledger.base import LedgerTransaction
 
 log = get_logger()
-
-KEY_MAX = 200  # a refund key is the host's (a refund id, a credit memo number)
 
 
 def order_refund_id(order_ref: str, refund_key: str) -> str:
@@ -76,12 +79,6 @@ def order_refund_id(order_ref: str, refund_key: str) -> str:
 def _part_operation_id(plan_id: str, capture_id: str) -> str:
     seed = f"{plan_id}\x1f{capture_id}".encode()
     return f"op_{hashlib.sha256(seed).hexdigest()[:40]}"
-
-
-def _require_text(value: object, name: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > limit or "\x00" in value:
-        raise InvalidInputError(f"{name} must be a non-empty string (max {limit} chars)")
-    return value
 
 
 def _require_strategy(strategy: object) -> RefundStrategy:
@@ -131,8 +128,8 @@ class OrderRefunds(Checkout):
     def refund_order(
         self, order_ref: str, amount: object | None, refund_key: str, strategy: object
     ) -> PaymentFlow[OrderRefundOutcome]:
-        order_ref = _require_text(order_ref, "order_ref", 200)
-        refund_key = _require_text(refund_key, "refund_key", KEY_MAX)
+        order_ref = require_text("order_ref", order_ref, ORDER_REF_MAX)
+        refund_key = require_text("refund_key", refund_key, ORDER_REFUND_TEXT["refund_key"])
         chosen = _require_strategy(strategy)
         plan_id = order_refund_id(order_ref, refund_key)
         reservations = self.store.list_reservations(order_ref=order_ref)
@@ -219,19 +216,6 @@ class OrderRefunds(Checkout):
                 if tx.get_operation(part.operation_id) is None:
                     promised[part.capture_id] = promised.get(part.capture_id, 0) + part.amount
         return promised
-
-    def _left_to_refund(
-        self, tx: LedgerTransaction, capture: Operation, reservation: Reservation
-    ) -> Decimal:
-        """The capture less its refunds that did not fail and its store credit (what
-        ``refund`` would still accept)."""
-        refunds = [
-            op
-            for op in tx.children_of(capture.id, OperationKind.REFUND)
-            if op.state is not OperationState.FAILED
-        ]
-        credit = self._store_credits(tx, capture, reservation.order_ref)
-        return capture.amount - _total(refunds) - credit
 
     def carry_on_order_refund(self, plan_id: str) -> PaymentFlow[OrderRefundOutcome]:
         """Post the plan's parts that have no operation yet; mark it posted when none is
@@ -325,8 +309,6 @@ class OrderRefunds(Checkout):
         return (yield from self._confirm_and_send(operation, reservation, token))
 
     def _order_refund(self, plan_id: str) -> OrderRefund:
-        from fourws_pay.errors import NotFoundInLedgerError
-
         with self.store.snapshot() as tx:
             plan = tx.get_order_refund(plan_id)
         if plan is None:
