@@ -70,6 +70,14 @@ from fourws_pay_saleor.payloads import (
 )
 from fourws_pay_saleor.reporter import SaleorReporter
 from fourws_pay_saleor.responses import async_response
+from fourws_pay_saleor.sales import SaleStore
+from fourws_pay_saleor.selling import (
+    ORDER_FULLY_PAID_PATH,
+    SELLING_PLUGIN_NAME,
+    DeliverGiftcards,
+    SaleorSelling,
+    load_delivery,
+)
 from fourws_pay_saleor.store import AppStore
 from fourws_pay_saleor.versions import SaleorVersion, saleor_version
 
@@ -106,7 +114,9 @@ class SaleorApp:
     http: httpx.AsyncClient
     clock: Clock
     channel_gateways: dict[str, Gateway] = field(default_factory=dict)
+    deliver_giftcards: DeliverGiftcards | None = None
     handlers: PaymentHandlers = field(init=False)
+    selling: SaleorSelling | None = field(init=False, default=None)
     verifier: JWKSVerifier = field(init=False)
     reporter: SaleorReporter = field(init=False)
     listener: SaleorEventListener = field(init=False)
@@ -131,6 +141,32 @@ class SaleorApp:
         )
         for gateway in self.gateways():
             gateway.add_listener(self.listener, PLUGIN_NAME)
+        if self.config.sell_giftcards:
+            deliver = self.deliver_giftcards
+            if deliver is None and self.config.giftcard_delivery:
+                deliver = load_delivery(self.config.giftcard_delivery)
+            if deliver is None:
+                log.warning(
+                    "saleor.giftcards_not_delivered",
+                    hint="sold cards are issued and recorded, but nothing hands them to the"
+                    " buyer: set FOURWS_SALEOR_GIFTCARD_DELIVERY or pass deliver_giftcards=",
+                )
+            self.selling = SaleorSelling(
+                self.config,
+                SaleStore(self.store.path),
+                self.store,
+                self.gateway_for,
+                self.http,
+                self.clock,
+                self._wake,
+                deliver,
+            )
+            for gateway in self.gateways():
+                gateway.add_listener(self.selling, SELLING_PLUGIN_NAME)
+
+    def gateway_for(self, channel: str) -> Gateway:
+        """The gateway of a Saleor channel (by slug): its own, else the default."""
+        return self.channel_gateways.get(channel, self.gateway)
 
     def gateways(self) -> list[Gateway]:
         """The default gateway and each channel's, once each."""
@@ -152,6 +188,11 @@ class SaleorApp:
             await self.reporter.flush()
         except Exception as exc:  # the outbox keeps the rows; the next flush retries
             log.error("saleor.flush_failed", error=repr(exc))
+        if self.selling is not None:
+            try:
+                await self.selling.flush_metadata()
+            except Exception as exc:  # the sale stays due; the next flush retries
+                log.error("saleor.sale_metadata_flush_failed", error=repr(exc))
 
     async def react(self) -> None:
         """After a payment event: finish what waited for it, re-hold remainders, report.
@@ -164,12 +205,16 @@ class SaleorApp:
             self.verify_held,
             self.handlers.run_pending,
             self.handlers.keep_remainders,
+            *self._selling_steps(),
         ):
             try:
                 await step()
             except Exception as exc:  # the maintenance pass tries again
                 log.error("saleor.react_failed", step=step.__name__, error=repr(exc))
         await self.flush_reports()
+
+    def _selling_steps(self) -> list[Callable[[], Awaitable[None]]]:
+        return [] if self.selling is None else [self.selling.run_pending]
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -457,6 +502,37 @@ class SaleorApp:
             log.warning("saleor.app_status_changed", api_url=api_url, active=active)
         return JSONResponse({"success": True})
 
+    async def order_fully_paid(self, request: Request) -> Response:
+        """ORDER_FULLY_PAID (async): record the sale, answer, then issue its cards.
+
+        The sale is durable before the answer, so a crash after it leaves a ``received``
+        sale that the maintenance pass issues; a redelivery (Saleor retries an async webhook
+        that failed, and staff can redeliver one) finds the same cards (``selling.py``)."""
+        assert self.selling is not None  # the route exists only when selling is on
+        try:
+            api_url, body = await self._verified(request, "order_fully_paid")
+        except _Reject as reject:
+            return _error(reject.status, reject.message)
+        except _KeysDown:
+            return _error(503, "cannot verify the signature now")  # Saleor retries it whole
+        installation = self.store.get_installation(api_url)
+        if installation is not None and not installation.active:
+            self.store.set_installation_active(api_url, True)
+        try:
+            sale = self.selling.receive(api_url, loads(body))
+        except ValueError as exc:  # PayloadError is a ValueError; so is unreadable JSON
+            log.warning("saleor.sale_payload_refused", error=str(exc))
+            return _error(400, str(exc))
+        if sale is None:
+            return JSONResponse({"success": True})
+        selling = self.selling
+
+        async def issue_then_flush() -> None:
+            await selling.issue(sale)
+            await self.flush_reports()
+
+        return JSONResponse({"success": True}, background=BackgroundTask(issue_then_flush))
+
     async def fourws_callback(self, request: Request) -> Response:
         body = await request.body()
         gateways = self.gateways()
@@ -498,6 +574,7 @@ class SaleorApp:
             self.verify_held,
             self.handlers.run_pending,
             self.handlers.keep_remainders,
+            *self._selling_steps(),
         ):
             try:
                 await step()
@@ -567,13 +644,15 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     channel_gateways: Mapping[str, Gateway] | None = None,
+    deliver_giftcards: DeliverGiftcards | None = None,
 ) -> Starlette:
     """Build the App. ``app.state.saleor`` is the ``SaleorApp`` (tests flush reports with it).
 
     ``http`` is the client used to reach Saleor (JWKS, GraphQL); inject one with a
     ``MockTransport`` or ``ASGITransport`` to talk to a fake Saleor in-process.
     ``channel_gateways`` gives Saleor channels (by slug) their own 4WS tenant/entity;
-    other channels use ``gateway``.
+    other channels use ``gateway``. ``deliver_giftcards(sale, cards, pdf_url)`` hands sold
+    cards to the buyer when ``config.sell_giftcards`` is on (``selling.py``).
     """
     saleor = SaleorApp(
         config=config,
@@ -582,6 +661,7 @@ def create_app(
         http=http or httpx.AsyncClient(timeout=config.http_timeout),
         clock=clock or SystemClock(),
         channel_gateways=dict(channel_gateways or {}),
+        deliver_giftcards=deliver_giftcards,
     )
     routes = [
         Route("/", saleor.home, methods=["GET"]),
@@ -596,6 +676,8 @@ def create_app(
     for event, path in WEBHOOK_PATHS.items():
         routes.append(Route(path, saleor.webhook(event), methods=["POST"]))
     routes.append(Route(APP_EVENTS_PATH, saleor.app_event, methods=["POST"]))
+    if saleor.selling is not None:
+        routes.append(Route(ORDER_FULLY_PAID_PATH, saleor.order_fully_paid, methods=["POST"]))
     app = Starlette(routes=routes, lifespan=saleor.lifespan)
     app.state.saleor = saleor
     return app

@@ -78,6 +78,12 @@ class AppConfig(BaseModel):
     # names: entity_code, application_id, username, password, ledger_url, ...): a channel
     # can sell through another 4WS tenant or entity. JSON in FOURWS_SALEOR_CHANNEL_SETTINGS.
     channel_settings: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    # Sell 4WS gift cards (``selling.py``): the manifest then asks for MANAGE_ORDERS and
+    # subscribes to ORDER_FULLY_PAID. Off by default: a payment App needs neither.
+    sell_giftcards: bool = False
+    # "package.module:function" called as function(sale, cards, pdf_url) to hand sold cards
+    # to the buyer (e-mail); create_app(deliver_giftcards=...) takes precedence.
+    giftcard_delivery: str = ""
 
     @field_validator("app_url")
     @classmethod

@@ -19,6 +19,7 @@ from fourws_pay.errors import ConfigurationError
 from fourws_pay.payments.models import (
     CallbackResult,
     Decision,
+    IssuedCard,
     Operation,
     OperationKind,
     Reservation,
@@ -61,6 +62,20 @@ class Gateway(Protocol):
     async def find_refunds(self, capture_id: str) -> list[Operation]: ...
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult: ...
+
+    async def issue_cards(
+        self,
+        order_ref: str,
+        line_id: str,
+        *,
+        amount: Decimal,
+        currency: str,
+        count: int,
+        item_code: str | None,
+        decimals: int,
+    ) -> list[IssuedCard]: ...
+
+    async def issued_cards(self, order_ref: str) -> list[IssuedCard]: ...
 
     def add_listener(self, plugin: object, name: str) -> None: ...
 
@@ -151,6 +166,33 @@ class PaymentsGateway:
 
     async def handle_callback(self, path: str, body: bytes) -> CallbackResult:
         return cast(CallbackResult, await self._call("handle_callback", path, body))
+
+    async def issue_cards(
+        self,
+        order_ref: str,
+        line_id: str,
+        *,
+        amount: Decimal,
+        currency: str,
+        count: int,
+        item_code: str | None,
+        decimals: int,
+    ) -> list[IssuedCard]:
+        """Sell cards on an order line (idempotent per card; see ``issue_cards``)."""
+        result = await self._call(
+            "issue_cards",
+            order_ref,
+            line_id,
+            amount=amount,
+            currency=currency,
+            count=count,
+            item_code=item_code,
+            decimals=decimals,
+        )
+        return cast(list[IssuedCard], result)
+
+    async def issued_cards(self, order_ref: str) -> list[IssuedCard]:
+        return cast(list[IssuedCard], await self._call("issued_cards", order_ref))
 
     async def maintain(self) -> None:
         """Expire lapsed holds and resolve operations whose outcome is unknown.

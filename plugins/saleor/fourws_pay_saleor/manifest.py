@@ -10,7 +10,9 @@ calling Saleor (``versions.py``).
 
 ``requiredSaleorVersion`` makes an older Saleor refuse the installation outright instead of
 failing later on answers it cannot read (Saleor checks the range on ``appInstall``).
-APP_DELETED and APP_STATUS_CHANGED tell the App to forget a token or to pause.
+APP_DELETED and APP_STATUS_CHANGED tell the App to forget a token or to pause. With
+``sell_giftcards`` the App also asks for ``MANAGE_ORDERS`` and hears ORDER_FULLY_PAID
+(``selling.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.payloads import WebhookEvent
+from fourws_pay_saleor.selling import ORDER_FULLY_PAID_PATH, ORDER_FULLY_PAID_QUERY
 from fourws_pay_saleor.versions import REQUIRED_SALEOR_VERSION
 
 _SOURCE_OBJECT = """
@@ -93,7 +96,9 @@ def build_manifest(config: AppConfig) -> dict[str, Any]:
         "about": "Accept 4WS Suite gift cards as a payment method (Transaction API).",
         "author": config.author,
         "requiredSaleorVersion": REQUIRED_SALEOR_VERSION,
-        "permissions": ["HANDLE_PAYMENTS"],
+        "permissions": ["HANDLE_PAYMENTS", "MANAGE_ORDERS"]
+        if config.sell_giftcards
+        else ["HANDLE_PAYMENTS"],
         "appUrl": config.url("/"),
         "tokenTargetUrl": config.url(REGISTER_PATH),
         "webhooks": [
@@ -116,5 +121,19 @@ def build_manifest(config: AppConfig) -> dict[str, Any]:
                 "targetUrl": config.url(APP_EVENTS_PATH),
                 "isActive": True,
             }
-        ],
+        ]
+        + (
+            [
+                {
+                    "name": "4WS gift cards: sell cards of paid orders",
+                    "syncEvents": [],
+                    "asyncEvents": ["ORDER_FULLY_PAID"],
+                    "query": ORDER_FULLY_PAID_QUERY,
+                    "targetUrl": config.url(ORDER_FULLY_PAID_PATH),
+                    "isActive": True,
+                }
+            ]
+            if config.sell_giftcards
+            else []
+        ),
     }

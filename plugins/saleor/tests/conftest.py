@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,15 @@ def saleor() -> FakeSaleor:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, clock: ManualClock, saleor: FakeSaleor) -> AsyncIterator[World]:
+def app_options() -> dict[str, Any]:
+    """``{"config": AppConfig overrides, "app": create_app keywords}``; modules override it."""
+    return {}
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, clock: ManualClock, saleor: FakeSaleor, app_options: dict[str, Any]
+) -> AsyncIterator[World]:
     settings = sandbox_settings(callback_base_url=APP_URL + "/fourws/callback")
     sandbox = Sandbox(settings=settings, clock=clock)
     sandbox.add_giftcard(CARD, CARD_BALANCE)
@@ -49,10 +58,17 @@ async def world(tmp_path: Path, clock: ManualClock, saleor: FakeSaleor) -> Async
         store=open_store(f"sqlite:///{tmp_path / 'ledger.db'}"),
         clock=clock,
     )
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, **app_options.get("config", {}))
     store = AppStore(config.store_path)
     http = saleor.http_client()
-    app = create_app(config, PaymentsGateway(payments), store=store, http=http, clock=clock)
+    app = create_app(
+        config,
+        PaymentsGateway(payments),
+        store=store,
+        http=http,
+        clock=clock,
+        **app_options.get("app", {}),
+    )
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=APP_URL)
 
     async def deliver(url: str, body: bytes) -> int:

@@ -261,6 +261,8 @@ class FakeSaleor:
     inactive_tokens: set[str] = field(default_factory=set)
     transactions: dict[str, SaleorTransaction] = field(default_factory=dict)
     deliveries: list[tuple[WebhookEvent, bytes, int]] = field(default_factory=list)
+    private_metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # by object id
+    metadata_failures: int = 0  # updatePrivateMetadata answers to refuse next
 
     def transaction(self, transaction_id: str) -> SaleorTransaction:
         return self.transactions.setdefault(transaction_id, SaleorTransaction(transaction_id))
@@ -312,6 +314,18 @@ class FakeSaleor:
             return JSONResponse({"data": _nulls(query), "errors": [PERMISSION_DENIED]})
         if "app {" in query or "app{" in query:
             return JSONResponse({"data": {"app": {"id": APP_ID}}})
+        if "updatePrivateMetadata" in query:
+            # Saleor's updatePrivateMetadata: needs MANAGE_ORDERS on an order (the App has
+            # it when it sells cards); items are merged key by key.
+            variables = document["variables"]
+            if self.metadata_failures:
+                self.metadata_failures -= 1
+                error = {"field": None, "message": "refused", "code": "GRAPHQL_ERROR"}
+                return JSONResponse({"data": {"updatePrivateMetadata": {"errors": [error]}}})
+            items = self.private_metadata.setdefault(variables["id"], {})
+            for item in variables["input"]:
+                items[item["key"]] = item["value"]
+            return JSONResponse({"data": {"updatePrivateMetadata": {"errors": []}}})
         if "transactionEventReport" in query:
             variables = document["variables"]
             self.reports.append(Report(token=token, variables=variables))
@@ -482,11 +496,65 @@ class FakeSaleor:
             },
         )
 
+    async def order_fully_paid(
+        self, app: httpx.AsyncClient, order: dict[str, Any], *, signature: str | None = None
+    ) -> httpx.Response:
+        """ORDER_FULLY_PAID, an async webhook (one delivery; Saleor retries a failed one)."""
+        raw = dumps({"version": SALEOR_VERSION, "order": order}).encode()
+        return await app.post(
+            "/api/webhooks/order-fully-paid",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "Saleor-Event": "order_fully_paid",
+                "Saleor-Domain": DOMAIN,
+                "Saleor-Api-Url": API_URL,
+                "Saleor-Signature": self.sign(raw) if signature is None else signature,
+            },
+        )
+
     def reports_of(self, transaction_id: str) -> list[dict[str, Any]]:
         return [r.variables for r in self.reports if r.variables["id"] == transaction_id]
 
 
 # -- payloads shaped like Saleor's subscription results --------------------------------------
+
+
+def order_line(
+    line_id: str,
+    amount: Decimal,
+    quantity: int = 1,
+    *,
+    giftcard: bool = True,
+    currency: str = "EUR",
+    item_code: str | None = None,
+) -> dict[str, Any]:
+    """An order line as ORDER_FULLY_PAID's subscription selects it."""
+    metadata = [{"key": "fourws.giftcard", "value": "true"}] if giftcard else []
+    if item_code is not None:
+        metadata.append({"key": "fourws.item_code", "value": item_code})
+    return {
+        "id": line_id,
+        "quantity": quantity,
+        "undiscountedUnitPrice": {"gross": {"amount": amount, "currency": currency}},
+        "variant": {"product": {"productType": {"metadata": metadata}}},
+    }
+
+
+def paid_order(
+    *lines: dict[str, Any],
+    order_id: str = "T3JkZXI6MQ==",
+    charge_status: str = "FULL",
+    email: str = "buyer@example.com",
+) -> dict[str, Any]:
+    return {
+        "id": order_id,
+        "number": "1001",
+        "userEmail": email,
+        "chargeStatus": charge_status,
+        "channel": {"slug": "default-channel"},
+        "lines": list(lines),
+    }
 
 
 def checkout(total: Decimal, currency: str = "EUR", checkout_id: str = "Q2hlY2tvdXQ6MQ==") -> Any:
