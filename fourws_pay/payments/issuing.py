@@ -107,7 +107,9 @@ log = get_logger()
 _S = IssuedCardState
 MAX_CARDS_PER_LINE = 100
 _ON_THE_WAY = frozenset({_S.REQUESTED, _S.GENERATING, _S.GENERATED, _S.ACTIVATING})
-_LINE_ID = re.compile(rf"^[\w.:#@+-]{{1,{LINE_ID_MAX}}}$")
+# Hosts' own line ids: Oscar's integers, Saleor's base64 global ids ("T3JkZXJMaW5lOjE=",
+# padding and "/" included); never whitespace or control characters.
+_LINE_ID = re.compile(rf"^[\w.:#@+/=-]{{1,{LINE_ID_MAX}}}$")
 
 
 def issued_card_id(order_ref: str, line_id: str, line_index: int) -> str:
@@ -123,7 +125,7 @@ def _require_order_ref(order_ref: object) -> str:
 def _require_line_id(line_id: object) -> str:
     if not isinstance(line_id, str) or not _LINE_ID.match(line_id):
         raise InvalidInputError(
-            f"line_id must be 1-{LINE_ID_MAX} letters, digits or . : # @ + - _ "
+            f"line_id must be 1-{LINE_ID_MAX} letters, digits or . : # @ + / = - _ "
             "(the host's order line)"
         )
     return line_id

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS sales (
 
 RECEIVED = "received"  # recorded, cards not yet asked of the ledger
 ISSUED = "issued"  # every line's cards are in the ledger; the ledger's pump does the rest
+REFUSED = "refused"  # the ledger refused a line (InvalidInputError): staff must look
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,12 @@ class SaleStore:
         self._set(
             "UPDATE sales SET state = ?, updated_at = ? WHERE order_id = ?",
             (ISSUED, at.isoformat(), order_id),
+        )
+
+    def refuse(self, order_id: str, error: str, at: datetime) -> None:
+        self._set(
+            "UPDATE sales SET state = ?, last_error = ?, updated_at = ? WHERE order_id = ?",
+            (REFUSED, error[:500], at.isoformat(), order_id),
         )
 
     def note_error(self, order_id: str, error: str, at: datetime) -> None:

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import httpx
 
 from fourws_pay.clock import Clock
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, InvalidInputError
 from fourws_pay.hookspecs import hookimpl
 from fourws_pay.logs import get_logger
 from fourws_pay.payments.models import EventKind, IssuedCard, PaymentEvent
@@ -286,6 +286,12 @@ class SaleorSelling:
                     item_code=line.item_code,
                     decimals=currency_decimals(line.currency),
                 )
+        except InvalidInputError as exc:
+            # Asking again cannot help (a line the ledger refuses, another amount for a card
+            # already sold): staff must look. Lines issued before it keep their cards.
+            log.error("saleor.sale_refused", order_id=sale.order_id, error=str(exc))
+            self.sales.refuse(sale.order_id, str(exc), self._clock.now())
+            return
         except Exception as exc:  # recorded: the maintenance pass asks again
             log.error("saleor.sale_issue_failed", order_id=sale.order_id, error=repr(exc))
             self.sales.note_error(sale.order_id, repr(exc), self._clock.now())

@@ -15,7 +15,7 @@ import pytest
 from fake_saleor import order_line, paid_order
 from fourws_pay_saleor import build_manifest
 from fourws_pay_saleor.jsonutil import loads
-from fourws_pay_saleor.sales import ISSUED, RECEIVED, Sale
+from fourws_pay_saleor.sales import ISSUED, RECEIVED, REFUSED, Sale
 from fourws_pay_saleor.selling import ORDER_METADATA_KEY, SaleorSelling
 from saleor_world import World, make_config
 
@@ -24,6 +24,9 @@ from fourws_pay.payments.models import IssuedCard, IssuedCardState
 
 ITEM = "GIFTCARD_IVA_TAGLIO_100"
 ORDER = "T3JkZXI6MQ=="
+# Saleor's line ids are base64 global ids, padding included (as the real Saleor sends them).
+GIFT_LINE = "T3JkZXJMaW5lOjE="
+MUG_LINE = "T3JkZXJMaW5lOjI="
 
 
 class Mailer:
@@ -87,8 +90,8 @@ async def test_a_paid_order_gets_one_active_card_per_unit_delivered_once(
     world: World, mailer: Mailer
 ) -> None:
     order = paid_order(
-        order_line("line-gift", Decimal("25.00"), quantity=2),
-        order_line("line-mug", Decimal("9.90"), giftcard=False),
+        order_line(GIFT_LINE, Decimal("25.00"), quantity=2),
+        order_line(MUG_LINE, Decimal("9.90"), giftcard=False),
     )
     response = await world.saleor.order_fully_paid(world.client, order)
     assert response.status_code == 200, response.text
@@ -96,8 +99,8 @@ async def test_a_paid_order_gets_one_active_card_per_unit_delivered_once(
 
     cards = await world.payments.issued_cards(ORDER)
     assert [(c.line_id, c.line_index, c.state) for c in cards] == [
-        ("line-gift", 0, IssuedCardState.DELIVERED),
-        ("line-gift", 1, IssuedCardState.DELIVERED),
+        (GIFT_LINE, 0, IssuedCardState.DELIVERED),
+        (GIFT_LINE, 1, IssuedCardState.DELIVERED),
     ]
     assert len(world.sandbox.requests_to("generate_giftcards")) == 1  # one request per line
     for card in cards:
@@ -110,8 +113,8 @@ async def test_a_paid_order_gets_one_active_card_per_unit_delivered_once(
     assert sorted(c.barcode or "" for c in delivered) == sorted(c.barcode or "" for c in cards)
     shown = order_metadata(world)
     assert [(c["line"], c["state"], c["amount"]) for c in shown] == [
-        ("line-gift", "delivered", "25.00"),
-        ("line-gift", "delivered", "25.00"),
+        (GIFT_LINE, "delivered", "25.00"),
+        (GIFT_LINE, "delivered", "25.00"),
     ]
     for entry, card in zip(shown, cards, strict=True):
         assert card.barcode is not None
@@ -120,7 +123,7 @@ async def test_a_paid_order_gets_one_active_card_per_unit_delivered_once(
 
 
 async def test_a_redelivered_webhook_issues_nothing_more(world: World, mailer: Mailer) -> None:
-    order = paid_order(order_line("line-gift", Decimal("50.00")))
+    order = paid_order(order_line(GIFT_LINE, Decimal("50.00")))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     await settle(world)
     for _ in range(2):  # Saleor's retry, then staff's "redeliver"
@@ -135,7 +138,7 @@ async def test_a_redelivered_webhook_issues_nothing_more(world: World, mailer: M
 
 
 async def test_two_deliveries_racing_each_other_make_one_card(world: World) -> None:
-    order = paid_order(order_line("line-gift", Decimal("50.00"), quantity=3))
+    order = paid_order(order_line(GIFT_LINE, Decimal("50.00"), quantity=3))
     first, second = await asyncio.gather(
         world.saleor.order_fully_paid(world.client, order),
         world.saleor.order_fully_paid(world.client, order),
@@ -153,7 +156,7 @@ async def test_two_deliveries_racing_each_other_make_one_card(world: World) -> N
 
 @pytest.mark.parametrize("status", ["PARTIAL", "NONE", ""])
 async def test_an_order_not_fully_charged_sells_nothing(world: World, status: str) -> None:
-    order = paid_order(order_line("line-gift", Decimal("50.00")), charge_status=status)
+    order = paid_order(order_line(GIFT_LINE, Decimal("50.00")), charge_status=status)
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     await settle(world)
     assert await world.payments.issued_cards(ORDER) == []
@@ -162,7 +165,7 @@ async def test_an_order_not_fully_charged_sells_nothing(world: World, status: st
 
 
 async def test_an_order_without_giftcard_lines_is_not_a_sale(world: World) -> None:
-    order = paid_order(order_line("line-mug", Decimal("9.90"), giftcard=False))
+    order = paid_order(order_line(MUG_LINE, Decimal("9.90"), giftcard=False))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     assert selling(world).sales.get(ORDER) is None
     assert world.sandbox.requests_to("generate_giftcards") == []
@@ -183,7 +186,7 @@ async def test_a_sale_whose_issuing_failed_is_finished_by_maintenance(
         raise FourWSError("4WS is down")
 
     monkeypatch.setattr(gateway, "issue_cards", down)
-    order = paid_order(order_line("line-gift", Decimal("30.00")))
+    order = paid_order(order_line(GIFT_LINE, Decimal("30.00")))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     assert calls == 1
     sale = selling(world).sales.get(ORDER)
@@ -208,7 +211,7 @@ async def test_a_failed_delivery_is_offered_again_with_the_same_codes(
     world: World, mailer: Mailer
 ) -> None:
     mailer.failures = 1
-    order = paid_order(order_line("line-gift", Decimal("20.00")))
+    order = paid_order(order_line(GIFT_LINE, Decimal("20.00")))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     await settle(world)
     [card] = await world.payments.issued_cards(ORDER)
@@ -228,7 +231,7 @@ async def test_a_failed_delivery_is_offered_again_with_the_same_codes(
 
 async def test_metadata_refused_by_saleor_is_written_on_a_later_flush(world: World) -> None:
     world.saleor.metadata_failures = 100
-    order = paid_order(order_line("line-gift", Decimal("20.00")))
+    order = paid_order(order_line(GIFT_LINE, Decimal("20.00")))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     await settle(world)
     assert ORDER not in world.saleor.private_metadata
@@ -243,12 +246,25 @@ async def test_metadata_refused_by_saleor_is_written_on_a_later_flush(world: Wor
     assert not sale.metadata_due
 
 
+async def test_a_line_the_ledger_refuses_is_not_asked_again(world: World) -> None:
+    """An amount the card cannot hold (more decimals than the currency has) is refused by
+    the ledger: the sale is marked refused for staff, and maintenance does not retry it."""
+    order = paid_order(order_line(GIFT_LINE, Decimal("20.005")))
+    assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
+    sale = selling(world).sales.get(ORDER)
+    assert sale is not None
+    assert sale.state == REFUSED
+    await world.state.maintain()
+    assert world.sandbox.requests_to("generate_giftcards") == []
+    assert await world.payments.issued_cards(ORDER) == []
+
+
 async def test_a_malformed_or_unsigned_webhook_records_nothing(world: World) -> None:
-    bad = paid_order(order_line("line-gift", Decimal("20.00")))
+    bad = paid_order(order_line(GIFT_LINE, Decimal("20.00")))
     bad["lines"][0]["quantity"] = "two"
     response = await world.saleor.order_fully_paid(world.client, bad)
     assert response.status_code == 400
-    good = paid_order(order_line("line-gift", Decimal("20.00")))
+    good = paid_order(order_line(GIFT_LINE, Decimal("20.00")))
     forged = await world.saleor.order_fully_paid(world.client, good, signature="x.y.z")
     assert forged.status_code == 401
     assert selling(world).sales.get(ORDER) is None
@@ -257,7 +273,7 @@ async def test_a_malformed_or_unsigned_webhook_records_nothing(world: World) -> 
 
 async def test_a_discounted_line_sells_a_card_of_its_face_value(world: World) -> None:
     """``undiscountedUnitPrice`` is what the card is worth; the voucher was the shop's gift."""
-    order = paid_order(order_line("line-gift", Decimal("40.00")))
+    order = paid_order(order_line(GIFT_LINE, Decimal("40.00")))
     assert (await world.saleor.order_fully_paid(world.client, order)).status_code == 200
     await settle(world)
     [card] = await world.payments.issued_cards(ORDER)
