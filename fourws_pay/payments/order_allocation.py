@@ -51,7 +51,7 @@ Both look the holds up again on each run, so they are safe to re-run.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
@@ -202,7 +202,14 @@ class OrderAllocations(Checkout):
                     f"{hold.masked_barcode}: it was used for another split"
                 )
         plan = yield from self._plan_shares(
-            barcodes, requested, currency, kept, shares, client_key, allow_partial
+            barcodes,
+            requested,
+            currency,
+            kept,
+            shares,
+            client_key,
+            allow_partial,
+            lambda barcode: _hold_id(allocation_id, generation, barcode),
         )
         placed: list[Reservation] = []
         holds = list(kept)
@@ -276,6 +283,7 @@ class OrderAllocations(Checkout):
         shares: dict[str, Decimal] | None,
         client_key: str | None,
         allow_partial: bool,
+        own_hold: Callable[[str], str],
     ) -> PaymentFlow[list[_Share]]:
         """Read and judge every card not yet held, then decide the shares; raises before
         anything is written when a card is refused or the cards cannot cover the order."""
@@ -292,7 +300,9 @@ class OrderAllocations(Checkout):
             read = yield from self.read(barcode, cached=False)
             asked = shares[barcode] if shares is not None else missing
             reads[barcode] = read
-            available[barcode] = self._usable_for_plan(read, barcode, asked, currency, client_key)
+            available[barcode] = self._usable_for_plan(
+                read, barcode, asked, currency, client_key, own_hold(barcode)
+            )
         digits = max(read.card.decimal_number for read in reads.values() if read.card)
         positive_amount(requested, digits)  # more digits than any card has: InvalidAmountError
         plan: list[_Share] = []
@@ -346,19 +356,31 @@ class OrderAllocations(Checkout):
         return plan
 
     def _usable_for_plan(
-        self, read: CardRead, barcode: str, asked: Decimal, currency: str, client_key: str | None
+        self,
+        read: CardRead,
+        barcode: str,
+        asked: Decimal,
+        currency: str,
+        client_key: str | None,
+        own_hold: str,
     ) -> Decimal:
-        """What the card has available now (balance less what the ledger holds on it), or
+        """What the card has available now (balance less what the ledger holds on it, but
+        for this allocation's own hold, which a concurrent run of it may have placed), or
         the typed refusal when the rules refuse the card whatever its share."""
         now = self.clock.now()
         with self.store.snapshot() as tx:
-            held = self.held(tx, barcode, now) + _total(
+            held = self.held(tx, barcode, now, exclude=own_hold) + _total(
                 self._late_captures(tx, barcode, read.read_at, ties_reflected=True)
             )
+        if read.card is not None:  # judged on what the card could take of it
+            unit = quantum(read.card.decimal_number)
+            asked = max(asked.quantize(unit, rounding=ROUND_DOWN), unit)
         request = self._request(asked, currency, now, allow_partial=True)
         decision = evaluate(read.card, request, held=held, barcode=barcode)
-        one_go_bigger = decision.reason is RefusalReason.PARTIAL_USAGE_NOT_ALLOWED
-        if not decision.ok and not one_go_bigger:
+        # A one-go card bigger than the order may still pay (all of it, or nothing); one
+        # whose balance other checkouts hold simply has nothing for this order.
+        still_usable = (RefusalReason.PARTIAL_USAGE_NOT_ALLOWED, RefusalReason.INSUFFICIENT_BALANCE)
+        if not decision.ok and decision.reason not in still_usable:
             if decision.reason is RefusalReason.CURRENCY_MISMATCH:
                 raise CurrencyMismatchError(
                     decision.reason,
@@ -375,7 +397,9 @@ class OrderAllocations(Checkout):
             )
         assert read.card is not None
         digits = read.card.decimal_number
-        return quantize(read.card.amount, digits) - quantize(held, digits)
+        if not read.card.flg_partially_usage and held > 0:
+            return Decimal(0)  # a one-go card already being spent
+        return max(quantize(read.card.amount, digits) - quantize(held, digits), Decimal(0))
 
     def _rolled_back(
         self, placed: list[Reservation], barcode: str, exc: FourWSError
