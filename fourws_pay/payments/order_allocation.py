@@ -193,6 +193,11 @@ class OrderAllocations(Checkout):
             )
 
         generation, kept, finished = self._found_holds(order_ref, allocation_id, barcodes)
+        if _total_applied(kept) > requested:
+            raise InvalidInputError(
+                f"allocation_key {allocation_key!r} already holds more than {requested} "
+                "for this order: it was used for another amount"
+            )
         if finished:
             return result(kept)
         for hold in kept:

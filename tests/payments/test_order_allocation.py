@@ -288,6 +288,8 @@ def test_a_retry_with_the_key_for_other_cards_is_refused(shop: Shop) -> None:
         shop.payments.reserve_order(
             "O-1", cards=[A, B], amount="60", currency="EUR", split={A: 30, B: 30}
         )
+    with pytest.raises(InvalidInputError):
+        shop.payments.reserve_order("O-1", cards=[A, B], amount="50", currency="EUR")
     assert len(shop.payments.list_reservations()) == 2
 
 
