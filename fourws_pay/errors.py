@@ -37,6 +37,10 @@ Callers catch the branch that matches what they can do about it::
         │   └── SaleAlreadySpentError  a sold card to cancel has nothing left to take back
         ├── CardBusyError              another balance change of this card is unresolved;
         │                              retryable: nothing was written or sent
+        ├── OrderAllocationError       one card of a several-card order could not be held;
+        │                              the holds of that call were released
+        ├── OrderCaptureError          some holds of an order could not be captured; the
+        │                              others were (re-run ``capture_order``)
         ├── ThrottledError             too many failed lookups for this client key
         ├── NotFoundInLedgerError      unknown reservation or operation id
         ├── InvalidStateError          the operation is not allowed in the current state
@@ -263,6 +267,66 @@ class CardBusyError(PaymentError):
         self.retry_after = retry_after
         self.blocking_operation_id = blocking_operation_id
         self.blocking_state = blocking_state
+
+
+class OrderAllocationError(PaymentError):
+    """``reserve_order`` could not hold its share on one card (or the cards together do not
+    cover the order); every hold that call placed was released before this was raised, so
+    nothing of the order is held (all or nothing).
+
+    ``masked_barcode`` names the card (last 4 digits only), None when no single card is to
+    blame (the cards together fall short). ``reason`` is the card's ``RefusalReason`` when
+    the card refused; None when the failure is retryable (the card busy with a race, 4WS
+    or the ledger unreachable; ``cause`` is that error and ``retry_after`` a hint), because
+    a race is never a final refusal. ``public_message`` is what a customer may be told.
+    ``released`` are the ids of the holds the call let go.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        masked_barcode: str | None,
+        reason: RefusalReason | None,
+        public_message: str,
+        released: tuple[str, ...] = (),
+        cause: FourWSError | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.masked_barcode = masked_barcode
+        self.reason = reason
+        self.public_message = public_message
+        self.released = released
+        self.cause = cause
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """True when nothing about the cards was refused: the same call may succeed later."""
+        return self.reason is None
+
+
+class OrderCaptureError(PaymentError):
+    """``capture_order`` captured some holds of the order and not others.
+
+    ``operations`` are the captures that went through (or were already there);
+    ``failures`` pairs each hold that was not captured (masked card, reservation id) with
+    its error. Captures cannot be taken back by this call: re-run ``capture_order`` (it
+    captures only what is still held) or refund what was captured.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operations: tuple[object, ...],
+        failures: tuple[tuple[str, str, FourWSError], ...],
+    ) -> None:
+        super().__init__(message)
+        self.operations = operations
+        self.failures = failures
 
 
 class ThrottledError(PaymentError):

@@ -156,8 +156,13 @@ def test_readme_python_blocks_run_as_written(new_user_world: Any, tmp_path: Path
     op, refund = namespace["op"], namespace["refund"]
     assert payments.get_operation(op.id).state.value == "succeeded"
     assert payments.get_operation(refund.id).state.value == "succeeded"
-    # 390 - 120 captured + 20 refunded, and 50 consumed by the raw client block
+    # 390 - 120 captured + 20 refunded, and 50 consumed by the raw client block; the order
+    # on two cards took 30 of it and gave the 30 back (newest capture first)
     assert sandbox.balance("2000000001814") == Decimal("240.00")
+    # "Several cards on one order": 100 of 100 taken, 10 of the 40 refunded given back
+    assert sandbox.balance("0098260111383") == Decimal("10.00")
+    order_refund = namespace["back"].refund
+    assert payments.order_refunds("ORD-1002")[0].settled == order_refund.amount
 
     # "Selling cards": two cards sold and loaded once; the first cancelled, all of it back
     for _ in range(3):  # 4WS finishes what the last blocks started

@@ -5,8 +5,10 @@ customer buys a digital card (the shop's issuing API: generate, activate, delive
 settled by 4WS's callback), gives it to a friend, who pays part of an order with it (check,
 reserve, capture on confirmation, settled by 4WS's callback), returns an item (refund), and
 meets the refusals a checkout must explain (expired, inactive, insufficient balance, partial
-usage N, wrong currency). It ends by reconciling every card: 4WS's balance, the sandbox's
-own books and the balance our ledger expects (original - captured + refunded) must agree.
+usage N, wrong currency). A second order is paid with two cards at once
+(``reserve_order``, all or nothing) and partly refunded (``refund_order``). It ends by
+reconciling every card: 4WS's balance, the sandbox's own books and the balance our ledger
+expects (original - captured + refunded) must agree.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import typer
 from fourws_pay.cli import exitcodes, output
 from fourws_pay.cli.config import get_state
 from fourws_pay.cli.demo_world import EmbeddedWorld, RemoteWorld, World, temp_ledger_dir
-from fourws_pay.errors import APIFailure, PaymentRefused
+from fourws_pay.errors import APIFailure, FourWSError, PaymentRefused
 from fourws_pay.hookspecs import hookimpl
 from fourws_pay.money import quantize
 from fourws_pay.payments import (
@@ -39,6 +41,11 @@ ORDER_TOTAL = Decimal("85.00")
 PAID_BY_CARD = Decimal("60.00")
 REFUND = Decimal("10.00")
 SALE_ORDER = "ORD-1000"
+# One order paid with two cards (sold for it on ORD-1003), then partly refunded.
+TWO_CARDS = {"card-a": Decimal("30.00"), "card-b": Decimal("20.00")}
+TWO_CARD_ORDER = "ORD-1004"
+TWO_CARD_TOTAL = Decimal("40.00")
+TWO_CARD_REFUND = Decimal("15.00")
 
 
 class DemoMailbox:
@@ -110,8 +117,9 @@ class Story:
     def run(self) -> list[CardCheck]:
         card = self.sell()
         self.pay_part_of_an_order(card)
+        pair = self.pay_one_order_with_two_cards()
         self.refusals(card)
-        return self.reconcile([card, *self.seed_cards()])
+        return self.reconcile([card, *pair, *self.seed_cards()])
 
     def sell(self) -> str:
         """The shop sells the card through the issuing API: generated, loaded, delivered."""
@@ -199,6 +207,58 @@ class Story:
             refunded.state.value,
             refunded.state is OperationState.SUCCEEDED,
         )
+
+    def pay_one_order_with_two_cards(self) -> list[str]:
+        """Two cards for one order: ``reserve_order`` decides the shares (smallest balance
+        first, as both expire together) and holds them all or nothing; ``capture_order``
+        takes both; ``refund_order`` gives part back, newest capture first."""
+        w = self.world
+        p = w.payments
+        for line, value in TWO_CARDS.items():
+            p.issue_cards("ORD-1003", line, amount=value, currency="EUR", item_code=self.item_code)
+        sold = {c.line_id: c for c in w.wait_issued("ORD-1003") if c.barcode is not None}
+        cards = [c.barcode for c in sold.values() if c.barcode is not None]
+        for issued in sold.values():
+            self.originals[issued.barcode or ""] = issued.amount
+        if set(sold) != set(TWO_CARDS):
+            self.log("order, 2 cards", "two cards sold for the order", "not issued", False)
+            return cards
+        allocation = p.reserve_order(
+            TWO_CARD_ORDER, cards=cards, amount=TWO_CARD_TOTAL, currency="EUR"
+        )
+        shares = ", ".join(
+            f"{self.code(r.barcode)} {_cents(r.applied_amount)}" for r in allocation.reservations
+        )
+        self.log(
+            "reserve order",
+            f"{TWO_CARD_ORDER}: {TWO_CARD_TOTAL} EUR over two cards (30.00 and 20.00)",
+            shares,
+            allocation.applied_amount == TWO_CARD_TOTAL
+            and allocation.share_of(sold["card-b"].barcode or "") == TWO_CARDS["card-b"],
+        )
+        settled = [w.wait_settled(op.id) for op in p.capture_order(TWO_CARD_ORDER)]
+        self.log(
+            "capture order",
+            "order confirmed: one consumption per card",
+            ", ".join(op.state.value for op in settled),
+            all(op.state is OperationState.SUCCEEDED for op in settled),
+        )
+        try:
+            outcome = p.refund_order(TWO_CARD_ORDER, refund_key="return-1", amount=TWO_CARD_REFUND)
+            refunds = [w.wait_settled(op.id) for op in outcome.operations]
+        except FourWSError as exc:
+            self.log("refund order", "part of the order returned", type(exc).__name__, False)
+            return cards
+        balances = [w.client.get_giftcard(card).amount for card in cards]
+        expected = sum(TWO_CARDS.values(), Decimal(0)) - TWO_CARD_TOTAL + TWO_CARD_REFUND
+        self.log(
+            "refund order",
+            f"{TWO_CARD_REFUND} EUR of {TWO_CARD_ORDER} returned (newest capture first)",
+            f"balances {' + '.join(_cents(b) for b in balances)} EUR",
+            all(op.state is OperationState.SUCCEEDED for op in refunds)
+            and sum(balances, Decimal(0)) == expected,
+        )
+        return cards
 
     def refuse(
         self,

@@ -205,12 +205,45 @@ class Checkout(Issuing):
         lifetime = _require_ttl(ttl, default=self.settings.reservation_ttl)
         self.throttle.check(client_key)
 
+        reservation, _ = yield from self._reserve_on_card(
+            barcode, requested, currency, order_ref, client_key, allow_partial, lifetime
+        )
+        return reservation
+
+    def _reserve_on_card(
+        self,
+        barcode: str,
+        requested: Decimal,
+        currency: str,
+        order_ref: str,
+        client_key: str | None,
+        allow_partial: bool,
+        lifetime: timedelta,
+        *,
+        reservation_id: str | None = None,
+        first_read: CardRead | None = None,
+    ) -> PaymentFlow[tuple[Reservation, bool]]:
+        """``reserve``'s read-then-decide loop on one card (see ``reserve``): the hold and
+        whether this call placed it.
+
+        With ``reservation_id`` (``reserve_order``), a reservation that already has the id,
+        looked up under the card lock, is returned instead of a second hold (``False``):
+        however many workers run one order allocation, each card gets at most one hold of
+        it. ``first_read`` is a fresh read the caller made already (its planning read).
+        """
         reflected: frozenset[str] = frozenset()
         for _ in range(RESERVE_READS):
-            read = yield from self.read(barcode, cached=False)
+            if first_read is not None:
+                read, first_read = first_read, None
+            else:
+                read = yield from self.read(barcode, cached=False)
             reservation: Reservation | None = None
             late: list[Operation] = []
             with self.writing(barcode) as tx:
+                if reservation_id is not None:
+                    existing = tx.get_reservation(reservation_id)
+                    if existing is not None:
+                        return existing, False
                 now = self.clock.now()  # inside the lock: stamps follow commit order
                 request = self._request(requested, currency, now, allow_partial)
                 held = self.held(tx, barcode, now)
@@ -239,12 +272,13 @@ class Checkout(Issuing):
                         order_ref=order_ref,
                         now=now,
                         expires_at=expires_at,
+                        reservation_id=reservation_id,
                     )
                     crash_point("reserve.before_commit")
             if reservation is None:
                 raise self._refused(decision, client_key)
             self.emit(EventKind.RESERVED, reservation=reservation)
-            return reservation
+            return reservation, True
         raise CardBusyError(
             f"payments on this card settled during each of {RESERVE_READS} reads; retry",
             retry_after=1.0,

@@ -34,6 +34,7 @@ Where things are (one job per module; ``PaymentsCore`` puts them together):
 - ``base``: settings, ledger, clock, hooks, events, the card's critical section;
 - ``transitions``: the state machine: what states mean for the money and every state change;
 - ``checkout``: check, reserve, capture, refund, release and the POST;
+- ``order_allocation``: one order paid with several cards, held all or nothing;
 - ``order_refunds``: one refund for an order, planned over its captures, each part once;
 - ``settlement``: callbacks, reconcile, resolve, sweep.
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 from fourws_pay.payments.cache import CardCache, CardRead
 from fourws_pay.payments.effects import Effect, PaymentFlow, PostUpdate, ReadCard
+from fourws_pay.payments.order_allocation import OrderAllocations
 from fourws_pay.payments.order_refunds import OrderRefunds
 from fourws_pay.payments.settlement import Settlement
 from fourws_pay.payments.transitions import HOLDING_OPERATION_STATES, counts_as_held
@@ -65,7 +67,7 @@ __all__ = [
 ]
 
 
-class PaymentsCore(OrderRefunds, Settlement):
+class PaymentsCore(OrderAllocations, OrderRefunds, Settlement):
     """Rules + ledger + the 4WS effects they need. Drivers execute the effects.
 
     The shop's flows (``Checkout``) and 4WS's (``Settlement``) over one state machine

@@ -26,6 +26,7 @@ CRASH_POINTS = (
     "activate.after_post",
     "order_refund.after_plan",
     "order_refund.after_part_prepared",
+    "reserve_order.between_holds",
 )
 
 

@@ -113,6 +113,41 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class OrderAllocation:
+    """What ``reserve_order`` holds for one order on several cards.
+
+    ``reservations`` are the holds of this allocation, one per card that pays something, in
+    the order the cards were given (which card pays first is the allocation's rule, see
+    ``fourws_pay.payments.order_allocation``). ``applied_amount`` is
+    what they pay towards ``amount``; ``remaining`` is left for another payment method
+    (non-zero only with ``allow_partial``). ``id`` derives from (``order_ref``,
+    ``allocation_key``): a retry of the same call finds the same holds.
+    """
+
+    id: str
+    order_ref: str
+    allocation_key: str
+    amount: Decimal
+    currency: str
+    reservations: tuple[Reservation, ...]
+
+    @property
+    def applied_amount(self) -> Decimal:
+        return sum((r.applied_amount for r in self.reservations), Decimal(0))
+
+    @property
+    def remaining(self) -> Decimal:
+        left = self.amount - self.applied_amount
+        return left if left > 0 else Decimal(0)
+
+    def share_of(self, barcode: str) -> Decimal:
+        """What the card pays in this allocation (0 when it pays nothing)."""
+        return sum(
+            (r.applied_amount for r in self.reservations if r.barcode == barcode), Decimal(0)
+        )
+
+
+@dataclass(frozen=True)
 class Operation:
     """One call to 4WS with a callback (capture, refund, generate, activate) and what
     became of it.

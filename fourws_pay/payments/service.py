@@ -21,7 +21,7 @@ import asyncio
 import contextvars
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +41,7 @@ from fourws_pay.payments.models import (
     IssuedCard,
     Operation,
     OperationState,
+    OrderAllocation,
     OrderRefundOutcome,
     ReconcileReport,
     RefundStrategy,
@@ -230,6 +231,55 @@ class GiftCardPayments(_Provider):
         of the same ``order_ref`` (see ``PaymentsCore.capture``).
         """
         return self._run(self.core.capture(reservation_id, amount, keep_remainder))
+
+    def reserve_order(
+        self,
+        order_ref: str,
+        *,
+        cards: Sequence[str],
+        amount: Decimal | int | str,
+        currency: str,
+        allocation_key: str = "checkout",
+        split: Mapping[str, Decimal | int | str] | None = None,
+        client_key: str | None = None,
+        allow_partial: bool = False,
+        ttl: float | None = None,
+    ) -> OrderAllocation:
+        """Hold ``amount`` of one order over several ``cards``, all or nothing.
+
+        Which card pays how much: earliest validity end first, then smallest available
+        balance, or ``split`` (``{barcode: amount}``). Each share is an ordinary hold of
+        ``order_ref``; if one cannot be placed the others this call placed are released
+        and ``OrderAllocationError`` names the card (masked) and the reason. With
+        ``allow_partial`` the cards may cover less (``OrderAllocation.remaining`` is for
+        another payment method). Calling again with the same ``allocation_key`` returns the
+        same holds (finishing an attempt a crash interrupted); after a failed or expired
+        attempt it starts over. See ``fourws_pay.payments.order_allocation``.
+        """
+        return self._run(
+            self.core.reserve_order(
+                order_ref,
+                cards,
+                amount,
+                currency,
+                allocation_key,
+                split,
+                client_key,
+                allow_partial,
+                ttl,
+            )
+        )
+
+    def capture_order(self, order_ref: str) -> list[Operation]:
+        """Capture every active hold of the order, each its own capture (``queued`` while
+        its card is busy); safe to re-run (a captured hold gives its capture back).
+        ``OrderCaptureError`` when some holds could not be captured (the others were)."""
+        return self._run(self.core.capture_order(order_ref))
+
+    def release_order(self, order_ref: str) -> list[Reservation]:
+        """Let every active hold of the order go (not the captured ones); safe to re-run.
+        Returns the holds this call released."""
+        return self.core.release_order(order_ref)
 
     def release(self, reservation_id: str) -> Reservation:
         """Let a hold go (idempotent)."""
@@ -495,6 +545,42 @@ class AsyncGiftCardPayments(_Provider):
     ) -> Operation:
         """See ``GiftCardPayments.capture``."""
         return await self._run(self.core.capture(reservation_id, amount, keep_remainder))
+
+    async def reserve_order(
+        self,
+        order_ref: str,
+        *,
+        cards: Sequence[str],
+        amount: Decimal | int | str,
+        currency: str,
+        allocation_key: str = "checkout",
+        split: Mapping[str, Decimal | int | str] | None = None,
+        client_key: str | None = None,
+        allow_partial: bool = False,
+        ttl: float | None = None,
+    ) -> OrderAllocation:
+        """See ``GiftCardPayments.reserve_order``."""
+        return await self._run(
+            self.core.reserve_order(
+                order_ref,
+                cards,
+                amount,
+                currency,
+                allocation_key,
+                split,
+                client_key,
+                allow_partial,
+                ttl,
+            )
+        )
+
+    async def capture_order(self, order_ref: str) -> list[Operation]:
+        """See ``GiftCardPayments.capture_order``."""
+        return await self._run(self.core.capture_order(order_ref))
+
+    async def release_order(self, order_ref: str) -> list[Reservation]:
+        """See ``GiftCardPayments.release_order``."""
+        return await self._off_loop(self.core.release_order, order_ref)
 
     async def release(self, reservation_id: str) -> Reservation:
         """See ``GiftCardPayments.release``."""

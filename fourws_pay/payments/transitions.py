@@ -185,10 +185,14 @@ class Transitions(CoreBase):
         order_ref: str,
         now: datetime,
         expires_at: datetime,
+        reservation_id: str | None = None,
     ) -> Reservation:
-        """Birth of a reservation: ``active``, for what ``decision`` found usable."""
+        """Birth of a reservation: ``active``, for what ``decision`` found usable.
+
+        ``reservation_id`` is given by callers whose retries must find the hold again
+        (``reserve_order``); the caller looked it up under the same card lock first."""
         reservation = Reservation(
-            id=f"res_{uuid.uuid4().hex}",
+            id=reservation_id or f"res_{uuid.uuid4().hex}",
             barcode=barcode,
             amount=decision.usable_amount,
             currency=currency,

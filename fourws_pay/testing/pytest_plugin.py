@@ -13,6 +13,9 @@ Fixtures (all function-scoped, so every test starts from a fresh, demo-seeded sa
 ``fourws_client``        a blocking ``Client`` wired in-process to the sandbox
 ``fourws_async_client``  the ``AsyncClient`` twin
 ``fourws_giftcard``      factory: ``fourws_giftcard("25.00", partial_usage=False)`` -> card
+``fourws_giftcards``     factory for the cards of one order paid with several:
+                         ``fourws_giftcards("30.00", "20.00")`` -> [card, card]; the first
+                         expires first (a day apart), so ``reserve_order`` takes it first
 ``fourws_payments``      ``GiftCardPayments`` on the sandbox, a temporary SQLite ledger and
                          the same clock, with 4WS callbacks routed to its
                          ``handle_callback``; call ``fourws_sandbox.process_queue()`` to
@@ -29,6 +32,15 @@ Example::
         fourws_payments.capture(hold.id)
         fourws_sandbox.process_queue()          # 4WS applies it and calls back
         assert fourws_sandbox.balance(card.barcode) == Decimal("20.00")
+
+    def test_two_cards_pay_one_order(fourws_sandbox, fourws_payments, fourws_giftcards):
+        first, second = fourws_giftcards("30.00", "50.00")
+        held = fourws_payments.reserve_order("ORD-2", cards=[first.barcode, second.barcode],
+                                             amount="60.00", currency="EUR")
+        assert held.share_of(first.barcode) == Decimal("30.00")  # it expires first
+        fourws_payments.capture_order("ORD-2")
+        fourws_sandbox.process_queue()
+        assert fourws_sandbox.balance(second.barcode) == Decimal("20.00")
 """
 
 from __future__ import annotations
@@ -145,6 +157,35 @@ def fourws_giftcard(fourws_sandbox: Sandbox) -> GiftCardFactory:
             fields["activation_date"] = now + starts_in
         card = fourws_sandbox.add_giftcard(amount=amount, **fields)
         return fourws_sandbox.card(card.barcode)
+
+    return make
+
+
+@pytest.fixture
+def fourws_giftcards(fourws_giftcard: GiftCardFactory) -> Callable[..., list[Card]]:
+    """Factory for the cards of one order paid with several (``reserve_order``).
+
+    ``fourws_giftcards(*amounts, expires_in=timedelta(days=365),
+    stagger=timedelta(days=1), **card_fields)`` makes one card per amount, with the same
+    fields; card *i* expires ``expires_in + i * stagger`` from now, so under the default
+    allocation rule (earliest expiry first) the cards pay in the order given. With
+    ``stagger=None`` they expire together and the smallest balance pays first.
+    """
+    from datetime import timedelta
+
+    def make(
+        *amounts: Decimal | int | str,
+        expires_in: timedelta = timedelta(days=365),
+        stagger: timedelta | None = timedelta(days=1),
+        **fields: Any,
+    ) -> list[Card]:
+        if not amounts:
+            raise TypeError("fourws_giftcards needs at least one amount")
+        step = stagger or timedelta(0)
+        return [
+            fourws_giftcard(amount, expires_in=expires_in + i * step, **fields)
+            for i, amount in enumerate(amounts)
+        ]
 
     return make
 

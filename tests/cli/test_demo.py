@@ -58,6 +58,15 @@ def test_demo_tells_the_whole_story_and_reconciles() -> None:
     assert Decimal(main["fourws_balance"]) == Decimal(main["sandbox_balance"]) == Decimal(50)
     kinds = [r["kind"] for r in report["sandbox_ledger"]]
     assert kinds == ["activation", "consumption", "recredit"]
+    # One order paid with two sold cards (30 and 20): the smaller pays first, 15 refunded.
+    assert [s["step"] for s in report["timeline"]].count("refund order") == 1
+    pair = report["cards"][1:3]
+    assert [(c["original"], c["captured"]) for c in pair] == [
+        ("30.00", "20.00"),
+        ("20.00", "20.00"),
+    ]
+    assert sum(Decimal(c["refunded"]) for c in pair) == Decimal("15.00")
+    assert sum(Decimal(c["fourws_balance"]) for c in pair) == Decimal("25.00")
     assert all(c["barcode"].startswith("*********") for c in report["cards"])
 
 
@@ -72,10 +81,12 @@ def test_demo_table_output() -> None:
 
 def test_demo_exits_1_when_balances_do_not_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
     settle = demo_world.EmbeddedWorld.wait_settled
+    spent: list[str] = []
 
     def with_a_till_spend(self: demo_world.EmbeddedWorld, operation_id: str):  # type: ignore[no-untyped-def]
         operation = self.payments.get_operation(operation_id)
-        if operation.kind is OperationKind.CAPTURE:  # someone spends 1.00 in a shop meanwhile
+        if operation.kind is OperationKind.CAPTURE and not spent:
+            spent.append(operation.barcode)  # the first card's, once: 1.00 spent in a shop
             self.sandbox.spend_in_shop(operation.barcode, Decimal("1.00"))
         return settle(self, operation_id)
 
@@ -83,6 +94,7 @@ def test_demo_exits_1_when_balances_do_not_reconcile(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 1
     assert "reconciled: MISMATCH" in result.stdout
+    spent.clear()
     report = json.loads(CliRunner().invoke(app, ["demo", "--json"]).stdout)
     assert report["reconciled"] is False
     assert report["cards"][0]["expected"] == "50.00"

@@ -57,6 +57,10 @@ def main() -> None:
             raise SystemExit("the card stayed busy")
     elif step == "refund":
         payments.refund(config["operation_id"], amount="10.00")
+    elif step == "reserve_order":
+        payments.reserve_order(
+            "CRASH-ORDER", cards=config["cards"], amount="130.00", currency="EUR"
+        )
     elif step == "callback":
         payments.handle_callback(config["path"], config["body"].encode())
     elif step == "issue":

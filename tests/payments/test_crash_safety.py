@@ -321,3 +321,34 @@ def test_issuing_survives_kill_9_while_activating(restarted: RestartedShop, poin
     restarted.hold_callbacks = False
     assert restarted.child("callback", point, path=path, body=body.decode()) == -9
     issued_once_after_restart(restarted)
+
+
+def test_an_order_on_two_cards_killed_between_holds_is_finished_by_the_retry(
+    restarted: RestartedShop,
+) -> None:
+    """kill -9 after the first hold of a two-card order (invariants 14, 20): the hold the
+    dead process left counts (until it expires); the shop's retry with the same key finds
+    it and places only the missing one; the order is then captured once per card."""
+    second = f"71{restarted.barcode[2:]}"
+    restarted.served.sandbox.add_giftcard(second, amount=Decimal("50.00"))
+    cards = [restarted.barcode, second]
+    assert restarted.child("reserve_order", "reserve_order.between_holds", cards=cards) == -9
+    (left,) = restarted.store.list_reservations(order_ref="CRASH-ORDER")
+    assert left.barcode == second  # same expiry: the smaller balance is held first
+    order = restarted.payments.reserve_order(
+        "CRASH-ORDER", cards=cards, amount="130.00", currency="EUR"
+    )
+    assert left.id in {r.id for r in order.reservations}
+    assert order.share_of(second) == Decimal("50.00")
+    assert order.share_of(restarted.barcode) == Decimal("80.00")
+    assert len(restarted.store.list_reservations(order_ref="CRASH-ORDER")) == 2
+    captures = restarted.payments.capture_order("CRASH-ORDER")
+    restarted.later()
+    assert {restarted.store.get_operation(op.id).state for op in captures} == {  # type: ignore[union-attr]
+        OperationState.SUCCEEDED
+    }
+    sandbox = restarted.served.sandbox
+    consumed = [r for card in cards for r in sandbox.applied_operations(card) if r.amount < 0]
+    assert sorted(r.amount for r in consumed) == [Decimal("-80.00"), Decimal("-50.00")]
+    assert sandbox.balance(restarted.barcode) == Decimal("20.00")
+    assert sandbox.balance(second) == 0

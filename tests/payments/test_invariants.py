@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from fourws_pay import (
     CurrencyMismatchError,
     InvalidAmountError,
     InvalidInputError,
+    OrderAllocationError,
     PaymentRefused,
     ThrottledError,
 )
@@ -43,11 +45,12 @@ from fourws_pay.payments import (
     settlement,
     transitions,
 )
+from fourws_pay.payments.effects import ReadCard
 from fourws_pay.payments.models import OperationState, RefusalReason, ReservationState
 from fourws_pay.payments.rules import UNIFORM_PUBLIC_MESSAGE
 from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.sandbox.faults import Fault
-from tests.payments.harness import Shop
+from tests.payments.harness import Shop, run_stepped
 
 
 class Context:
@@ -662,6 +665,48 @@ def break_order_refunded_once(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(order_refunds, "order_refund_id", lambda *_: f"ordref_{next(counter)}")
 
 
+# -------------------------------------------------------------------------- 20
+
+
+def order_held_all_or_nothing(ctx: Context) -> None:
+    """An order of 60 over two cards (B pays 50, then A 10); a second worker holds 25 of A
+    after the allocation read both cards: A's hold is refused under A's lock. B's hold,
+    already placed, is released before the error; the shop's retry with the same key,
+    once A is free again, holds each card once; nothing was captured in between."""
+    shop = ctx.shop
+    now = shop.clock.now()
+    a, b = "7000000000001", "7000000000002"
+    shop.card(a, amount="30.00", expiration_date=now + timedelta(days=300))
+    shop.card(b, amount="50.00", expiration_date=now + timedelta(days=30))
+    other = shop.new_provider()
+    taken: list[str] = []
+
+    def between(moment: str, effect: Any) -> None:
+        if moment == "after" and isinstance(effect, ReadCard) and effect.barcode == b:
+            taken.append(other.reserve(a, amount="25.00", currency="EUR", order_ref="X").id)
+
+    flow = shop.payments.core.reserve_order(
+        "O-20", [a, b], "60", "EUR", "checkout", None, None, False, None
+    )
+    with pytest.raises(OrderAllocationError):
+        run_stepped(shop.payments, flow, between)
+    assert shop.payments.list_reservations([ReservationState.ACTIVE], order_ref="O-20") == []
+    assert shop.payments.capture_order("O-20") == []
+    assert shop.held(b) == 0
+    other.release(taken[0])
+    for _ in range(2):
+        allocation = shop.payments.reserve_order("O-20", cards=[a, b], amount="60", currency="EUR")
+    assert allocation.applied_amount == Decimal("60.00")
+    held = shop.payments.list_reservations([ReservationState.ACTIVE], order_ref="O-20")
+    assert sorted(r.barcode for r in held) == [a, b]
+    assert shop.sandbox.requests_to("update_giftcard") == []
+
+
+def break_order_held_all_or_nothing(mp: pytest.MonkeyPatch) -> None:
+    """The holds a failed allocation placed are no longer released."""
+    mp.setattr(core.PaymentsCore, "_undo", lambda self, holds: ())
+
+
 SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPatch], None]]] = {
     1: (conservation, break_conservation),
     2: (no_over_reservation, break_no_over_reservation),
@@ -681,6 +726,7 @@ SCENARIOS: dict[int, tuple[Callable[[Context], None], Callable[[pytest.MonkeyPat
     17: (busy_is_not_a_refusal, break_busy_is_not_a_refusal),
     18: (issued_once, break_issued_once),
     19: (order_refunded_once, break_order_refunded_once),
+    20: (order_held_all_or_nothing, break_order_held_all_or_nothing),
 }
 
 

@@ -25,6 +25,18 @@ def test_checkout_pays_with_a_gift_card(fourws_sandbox, fourws_payments, fourws_
     fourws_sandbox.process_queue()  # 4WS applies the consumption and calls back
     assert fourws_sandbox.balance(card.barcode) == Decimal("20.00")
     assert fourws_payments.get_reservation(hold.id).state.value == "captured"
+
+
+def test_two_cards_pay_one_order(fourws_sandbox, fourws_payments, fourws_giftcards):
+    first, second = fourws_giftcards("30.00", "50.00")
+    order = fourws_payments.reserve_order(
+        "ORD-2", cards=[second.barcode, first.barcode], amount="60.00", currency="EUR"
+    )
+    assert order.share_of(first.barcode) == Decimal("30.00")  # it expires first
+    fourws_payments.capture_order("ORD-2")
+    fourws_sandbox.process_queue()
+    assert fourws_sandbox.balance(first.barcode) == Decimal("0.00")
+    assert fourws_sandbox.balance(second.barcode) == Decimal("20.00")
 """
 
 
@@ -49,7 +61,7 @@ def test_a_shop_checkout_using_only_the_fixtures(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout
 
 
 def test_fixtures_are_wired_together(
@@ -99,6 +111,17 @@ def test_payments_fixture_refuses_and_refunds(
     fourws_sandbox.process_queue()
     assert fourws_sandbox.balance(card.barcode) == Decimal("15.00")
     assert fourws_sandbox.total_consumed(card.barcode) == Decimal("40.00")
+
+
+def test_giftcards_factory_staggers_expiry(fourws_giftcards, fourws_clock) -> None:
+    first, second, third = fourws_giftcards("10.00", "20", 30)
+    assert first.expiration_date < second.expiration_date < third.expiration_date
+    assert [c.amount for c in (first, second, third)] == [Decimal(10), Decimal(20), Decimal(30)]
+    together = fourws_giftcards("5.00", "5.00", stagger=None, partial_usage=False)
+    assert together[0].expiration_date == together[1].expiration_date
+    assert not together[0].partial_usage
+    with pytest.raises(TypeError):
+        fourws_giftcards()
 
 
 def test_served_fixture(fourws_served_sandbox) -> None:
