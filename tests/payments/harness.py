@@ -167,6 +167,24 @@ class Shop:
                 f"conservation broken on {barcode[-4:]}: 4WS moved {taken_by_4ws}, "
                 f"ledger accounts for {ours} (invariant 1)"
             )
+        # No capture refunded beyond what it took (invariants 18 and 19): every refund that
+        # may still be or was applied counts against its capture.
+        for capture in ops:
+            if capture.kind is not OperationKind.CAPTURE:
+                continue
+            given_back = sum(
+                (
+                    op.amount
+                    for op in ops
+                    if op.kind is OperationKind.REFUND
+                    and op.parent_id == capture.id
+                    and op.state is not OperationState.FAILED
+                ),
+                Decimal(0),
+            )
+            assert given_back <= capture.amount, (
+                f"capture {capture.id} of {capture.amount} refunded {given_back} (over-refund)"
+            )
 
     def held(self, barcode: str) -> Decimal:
         now = self.clock.now()

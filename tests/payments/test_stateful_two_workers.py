@@ -39,6 +39,8 @@ from fourws_pay import (
     FourWSError,
     GiftCardPayments,
     InvalidStateError,
+    OrderAllocationError,
+    OrderCaptureError,
     PaymentRefused,
     SQLiteStore,
     make_plugin_manager,
@@ -70,10 +72,15 @@ WORLD = st.sampled_from(
         "post_hang",
         "drop_callback",
         "spend",
+        "b_capture_order",
+        "b_refund_order",
     ]
 )
+ORDERS = ("ORD-A", "ORD-B")  # orders paid with both cards (reserve_order)
+REFUND_KEYS = {"r-small": "7.00", "r-large": "25.00"}  # a key always means one amount
 FINAL = (OperationState.SUCCEEDED, OperationState.FAILED)
 EXPECTED = (CardBusyError, InvalidStateError, PaymentRefused, FourWSError)
+ORDER_EXPECTED = (*EXPECTED, OrderAllocationError, OrderCaptureError)
 
 
 class TwoWorkers(RuleBasedStateMachine):
@@ -103,6 +110,9 @@ class TwoWorkers(RuleBasedStateMachine):
         self.spends: Counter[str] = Counter()
         self.order: dict[str, int] = {}  # reservation id -> creation rank (ids are random)
         self.spends_at_grant: dict[str, int] = {}
+        # Per order, an upper bound of what plain refund() calls (A's and B's, 5.00 each)
+        # may have given back on its captures: the rest of its refunds are its plans'.
+        self.plain_refunds: Counter[str] = Counter()
 
     def teardown(self) -> None:
         self.shop.payments.client.close()
@@ -160,6 +170,7 @@ class TwoWorkers(RuleBasedStateMachine):
             ]
             if settled:
                 target = self.pick(data, settled, "B refunds")
+                self.count_plain_refund(target)
                 with contextlib.suppress(*EXPECTED):
                     self.b.refund(target.id, amount="5.00")
         elif action == "b_reconcile":
@@ -174,6 +185,15 @@ class TwoWorkers(RuleBasedStateMachine):
             shop.sandbox.faults.add("update_giftcard", Fault.hang(after_enqueue=True))
         elif action == "drop_callback":
             shop.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+        elif action == "b_capture_order":
+            order = data.draw(st.sampled_from(ORDERS), label="B captures order")
+            with contextlib.suppress(*ORDER_EXPECTED):
+                self.b.capture_order(order)
+        elif action == "b_refund_order":
+            order = data.draw(st.sampled_from(ORDERS), label="B refunds order")
+            key = data.draw(st.sampled_from(sorted(REFUND_KEYS)), label="B refund key")
+            with contextlib.suppress(*ORDER_EXPECTED):
+                self.b.refund_order(order, refund_key=key, amount=REFUND_KEYS[key])
         elif action == "spend":
             card = data.draw(st.sampled_from(CARDS), label="spent card")
             with contextlib.suppress(Exception):
@@ -265,9 +285,70 @@ class TwoWorkers(RuleBasedStateMachine):
         if not settled:
             return
         target = self.pick(data, settled, "A refunds")
+        self.count_plain_refund(target)
         flow = self.shop.payments.core.refund(target.id, Decimal("5.00"))
         with contextlib.suppress(*EXPECTED):
             run_stepped(self.shop.payments, flow, self.world(data, target.barcode))
+        self.shop.sandbox.faults.clear()
+
+    @rule(order=st.sampled_from(ORDERS), amount=AMOUNTS, data=st.data())
+    def reserve_order(self, order: str, amount: str, data: st.DataObject) -> None:
+        """A holds one order on both cards (all or nothing), the world acting between its
+        reads and its holds; B may capture or refund the same order meanwhile."""
+        flow = self.shop.payments.core.reserve_order(
+            order, list(CARDS), amount, "EUR", f"checkout-{amount}", None, None, True, 86_400
+        )
+        before = {c: self.spends[c] for c in CARDS}
+        try:
+            allocation = run_stepped(self.shop.payments, flow, self.world(data))
+        except ORDER_EXPECTED:
+            return
+        finally:
+            self.shop.sandbox.faults.clear()
+        for hold in allocation.reservations:
+            if hold.id in self.order:
+                continue  # a hold an earlier call granted, returned again (same key)
+            self.order[hold.id] = len(self.order)
+            self.spends_at_grant[hold.id] = self.spends[hold.barcode]
+            if self.spends[hold.barcode] == before[hold.barcode]:
+                assert self.unapplied_holds(hold.barcode) <= self.shop.sandbox.balance(
+                    hold.barcode
+                ), "over-reservation by an order allocation (invariants 2, 20)"
+
+    @rule(order=st.sampled_from(ORDERS), data=st.data())
+    def capture_order(self, order: str, data: st.DataObject) -> None:
+        flow = self.shop.payments.core.capture_order(order)
+        with contextlib.suppress(*ORDER_EXPECTED):
+            run_stepped(self.shop.payments, flow, self.world(data))
+        self.shop.sandbox.faults.clear()
+
+    def count_plain_refund(self, capture: Any) -> None:
+        reservation = self.shop.store.get_reservation(capture.reservation_id)
+        if reservation is not None and reservation.order_ref in ORDERS:
+            self.plain_refunds[reservation.order_ref] += 5
+
+    def settled_orders(self) -> list[str]:
+        holds = {
+            r.id: r.order_ref for r in self.shop.store.list_reservations() if r.order_ref in ORDERS
+        }
+        return sorted(
+            {
+                holds[op.reservation_id]
+                for op in self.shop.store.list_operations([OperationState.SUCCEEDED])
+                if op.kind is OperationKind.CAPTURE and op.reservation_id in holds
+            }
+        )
+
+    @precondition(lambda self: bool(self.settled_orders()))
+    @rule(key=st.sampled_from(sorted(REFUND_KEYS)), data=st.data())
+    def refund_order(self, key: str, data: st.DataObject) -> None:
+        """A refunds part of an order across its captures (one plan per key); the world --
+        B refunding or capturing the same order, settling, reconciling -- acts between the
+        plan and each part."""
+        order = data.draw(st.sampled_from(self.settled_orders()), label="A refunds order")
+        flow = self.shop.payments.core.refund_order(order, REFUND_KEYS[key], key, "newest_first")
+        with contextlib.suppress(*ORDER_EXPECTED):
+            run_stepped(self.shop.payments, flow, self.world(data))
         self.shop.sandbox.faults.clear()
 
     @rule(data=st.data())
@@ -324,6 +405,44 @@ class TwoWorkers(RuleBasedStateMachine):
     @invariant()
     def books_balance(self) -> None:
         self.shop.audit()
+
+    @invariant()
+    def order_refund_parts_once(self) -> None:
+        """Invariant 19: each part of a plan is at most one refund operation, of at most the
+        part's amount; a plan never promises more than it was asked for."""
+        for order in ORDERS:
+            holds = {r.id for r in self.shop.store.list_reservations(order_ref=order)}
+            captures = {
+                op.id
+                for op in self.shop.store.list_operations()
+                if op.kind is OperationKind.CAPTURE and op.reservation_id in holds
+            }
+            given_back = sum(
+                (
+                    op.amount
+                    for op in self.shop.store.list_operations()
+                    if op.kind is OperationKind.REFUND
+                    and op.parent_id in captures
+                    and op.state is not OperationState.FAILED
+                ),
+                Decimal(0),
+            )
+            planned = sum(
+                (o.refund.amount for o in self.shop.payments.order_refunds(order)), Decimal(0)
+            )
+            assert given_back <= planned + self.plain_refunds[order], (
+                f"{order}: {given_back} given back, plans asked {planned} and plain refunds"
+                f" at most {self.plain_refunds[order]} (a part refunded twice, invariant 19)"
+            )
+            for outcome in self.shop.payments.order_refunds(order):
+                plan = outcome.refund
+                assert sum((p.amount for p in plan.parts), Decimal(0)) <= plan.amount
+                for part in plan.parts:
+                    op = self.shop.store.get_operation(part.operation_id)
+                    if op is not None:
+                        assert op.kind is OperationKind.REFUND
+                        assert op.parent_id == part.capture_id
+                        assert op.amount <= part.amount
 
 
 TestTwoWorkers = TwoWorkers.TestCase
