@@ -201,10 +201,10 @@ class Settings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sandbox_defaults(cls, values: Any) -> Any:
-        """In sandbox mode, what was not given is the sandbox's (never what was given)."""
+        """In sandbox mode, what was not given is the sandbox's, never what was given (even
+        empty: ``Settings(**s.model_dump())`` rebuilds ``s`` exactly)."""
         if isinstance(values, Mapping) and _is_true(values.get("sandbox")):
-            given = {k: v for k, v in values.items() if k not in SANDBOX_DEFAULTS or _given(v)}
-            return {**SANDBOX_DEFAULTS, **given}
+            return {**SANDBOX_DEFAULTS, **values}
         return values
 
     @field_validator("documents_base_url", "data_base_url", "callback_base_url")

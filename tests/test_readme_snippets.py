@@ -376,3 +376,18 @@ def test_try_it_lists_the_demo_cards_the_sandbox_prints() -> None:
 
     printed = [line.split(None, 3) for line in demo_card_lines(Served())]  # type: ignore[arg-type]
     assert [(b, a, c, note) for b, a, c, note in rows] == [tuple(p) for p in printed]
+
+
+def test_try_it_sandbox_mode_alone_gives_the_exported_settings() -> None:
+    """*Try it* says ``export FOURWS_SANDBOX=1`` alone does what its export line does for a
+    sandbox on the default port: the sandbox defaults are those settings."""
+    from fourws_pay import Settings
+
+    section = try_it_section()
+    assert "`export FOURWS_SANDBOX=1` alone" in section
+    (export,) = [line for line in section.splitlines() if line.startswith("export ")]
+    exported = dict(pair.split("=", 1) for pair in export.split()[1:])
+    by_line, by_flag = Settings.from_env(exported), Settings.from_env({"FOURWS_SANDBOX": "1"})
+    for name in exported:
+        field = name.removeprefix("FOURWS_").lower()
+        assert getattr(by_flag, field) == getattr(by_line, field), name

@@ -149,6 +149,9 @@ def test_sandbox_defaults_never_replace_what_was_given() -> None:
     assert s.documents_base_url == "http://127.0.0.1:9"
     assert s.namespace == "sandbox"
     assert Settings(sandbox=True, username="me").username == "me"
+    blank = Settings(sandbox=True, entity_code="")  # explicitly none: kept, and round-trips
+    assert blank.entity_code == ""
+    assert Settings(**blank.model_dump()) == blank
 
 
 @pytest.mark.parametrize("flag", ["0", "false", ""])
