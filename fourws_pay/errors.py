@@ -4,6 +4,8 @@ Callers catch the branch that matches what they can do about it::
 
     FourWSError                        anything raised by this package
     ├── ConfigurationError             settings missing or inconsistent; fix the configuration
+    │   └── MissingConfigurationError  the 4WS tenant's settings are not set; ``missing``
+    │                                  names the ``FOURWS_*`` variables (not in sandbox mode)
     ├── InvalidInputError              the caller passed something unusable; nothing was sent
     │   ├── InvalidAmountError         NaN, infinity, zero/negative, float, too many decimals
     │   └── CurrencyMismatchError      order currency differs from the card's (also a
@@ -56,6 +58,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fourws_pay.payments.models import RefusalReason
 
 
@@ -65,6 +69,27 @@ class FourWSError(Exception):
 
 class ConfigurationError(FourWSError):
     """Settings are missing or inconsistent (for example no base URL)."""
+
+
+class MissingConfigurationError(ConfigurationError):
+    """Settings that 4WS needs were given nowhere; ``missing`` names their ``FOURWS_*``
+    variables, in the order the documentation lists them.
+
+    Without them ``Settings`` would fall back to its defaults (a sandbox address on this
+    machine, empty credentials), and a shop would start, take orders and fail at the first
+    card with 4WS's "Access Denied", which reads like wrong credentials rather than none.
+    ``FOURWS_SANDBOX=1`` (``Settings.sandbox``) is the explicit way to run on the sandbox's
+    defaults instead. ``hint`` is where the caller may set them (the command line adds its
+    ``.env`` and flags).
+    """
+
+    def __init__(self, missing: Iterable[str], *, hint: str | None = None) -> None:
+        self.missing: tuple[str, ...] = tuple(missing)
+        where = hint or (
+            "set them in the environment, or FOURWS_SANDBOX=1 for the defaults of a local "
+            "sandbox, `fourws-pay sandbox serve`"
+        )
+        super().__init__(f"missing configuration: {', '.join(self.missing)}; {where}")
 
 
 class InvalidInputError(FourWSError, ValueError):

@@ -5,6 +5,12 @@ not at the mercy of a developer's shell; ``Settings.from_env()`` reads ``FOURWS_
 name in upper case: ``FOURWS_APPLICATION_ID``, ``FOURWS_PASSWORD``, ``FOURWS_CMD_GET_GIFTCARD``)
 and lets keyword arguments override it.
 
+A shop must say which 4WS tenant it talks to: ``from_env()`` raises
+``MissingConfigurationError`` naming the ``FOURWS_*`` variables of ``REQUIRED_FIELDS`` that
+were given nowhere, unless ``FOURWS_SANDBOX=1`` (``sandbox=True``) asks for the sandbox's
+defaults (``SANDBOX_DEFAULTS``: the address and credentials ``fourws-pay sandbox serve``
+prints), which fill every tenant setting left unset.
+
 The 4WS reference does not show every ``cmd`` name, parameter name or Data management path;
 the defaults below are the reference's [inferred] guesses and are settings precisely so that
 a tenant that differs needs no code change.
@@ -14,13 +20,73 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, MissingConfigurationError
 
 ENV_PREFIX = "FOURWS_"
+
+# What a shop must give (environment or keyword arguments) unless in sandbox mode: where 4WS
+# is and who we are there. The rest has working defaults (language EN, no site or entity
+# restriction); these would otherwise default to a local sandbox address and empty
+# credentials, and a shop would start and fail only at its first card.
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "documents_base_url",
+    "application_id",
+    "namespace",
+    "username",
+    "password",
+    "company_id",
+)
+
+# The served sandbox's own tenant (``fourws-pay sandbox serve`` on its default port, demo
+# seed): in sandbox mode they fill every one of these fields that was not given.
+SANDBOX_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "documents_base_url": "http://127.0.0.1:8765",
+        "application_id": "SANDBOX",
+        "namespace": "sandbox",
+        "language_id": "EN",
+        "username": "sandbox",
+        "password": "sandbox-password",
+        "company_id": "XXXX",
+        "site_id": "500",
+        "entity_code": "440",
+        # the demo seed's financial item: a sandbox sells cards as it comes
+        "issuing_item_code": "GIFTCARD_IVA_TAGLIO_100",
+    }
+)
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+
+
+def env_name(field: str) -> str:
+    """The ``FOURWS_*`` variable of a settings field (``password`` -> ``FOURWS_PASSWORD``)."""
+    return ENV_PREFIX + field.upper()
+
+
+def _given(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and value != ""
+
+
+def _is_true(value: Any) -> bool:
+    """``sandbox`` as pydantic will read it (an unreadable value is left to its error)."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return value is True or value == 1
 
 
 class RetryPolicy(BaseModel):
@@ -57,6 +123,10 @@ class Settings(BaseModel):
         hide_input_in_errors=True,
         defer_build=True,  # validators built on first use: keeps `import` fast
     )
+
+    # Sandbox mode (FOURWS_SANDBOX=1): unset tenant settings take SANDBOX_DEFAULTS, and
+    # nothing is required. Off, from_env() refuses to run without REQUIRED_FIELDS.
+    sandbox: bool = False
 
     # Where 4WS lives. The reference never shows a host; it is handed over per tenant.
     documents_base_url: str = "http://127.0.0.1:8765"
@@ -128,6 +198,15 @@ class Settings(BaseModel):
     throttle_window: float = Field(default=600.0, gt=0)
     throttle_limit: int = Field(default=10, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sandbox_defaults(cls, values: Any) -> Any:
+        """In sandbox mode, what was not given is the sandbox's, never what was given (even
+        empty: ``Settings(**s.model_dump())`` rebuilds ``s`` exactly)."""
+        if isinstance(values, Mapping) and _is_true(values.get("sandbox")):
+            return {**SANDBOX_DEFAULTS, **values}
+        return values
+
     @field_validator("documents_base_url", "data_base_url", "callback_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -161,18 +240,58 @@ class Settings(BaseModel):
         return self.data_base_url or self.documents_base_url
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        require_tenant: bool = True,
+        **overrides: Any,
+    ) -> Settings:
         """Build settings from ``FOURWS_*`` variables, then ``overrides``.
 
         Retry fields are ``FOURWS_RETRY_MAX_ATTEMPTS`` and so on. Raises
-        ``ConfigurationError`` naming the offending variable, never the secret's value.
+        ``ConfigurationError`` naming the offending variable, never the secret's value, and
+        ``MissingConfigurationError`` naming the variables of ``REQUIRED_FIELDS`` given
+        neither in ``environ`` nor in ``overrides`` (empty counts as not given), unless
+        sandbox mode is on. ``require_tenant=False`` skips that check, for callers that do
+        not talk to 4WS (the command line's ledger commands).
         """
+        values, sources = cls._from_env(environ, overrides)
+        if require_tenant:
+            missing = cls._missing(values)  # before building: an empty URL is missing too
+            if missing:
+                raise MissingConfigurationError(missing)
+        return cls._build(values, sources)
+
+    @classmethod
+    def missing_from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> tuple[str, ...]:
+        """The ``FOURWS_*`` variables ``from_env`` would call missing (empty in sandbox
+        mode); bad values raise ``ConfigurationError`` as ``from_env`` does."""
+        values, sources = cls._from_env(environ, overrides)
+        missing = cls._missing(values)
+        cls._build(values, sources)
+        return missing
+
+    @staticmethod
+    def _missing(values: Mapping[str, Any]) -> tuple[str, ...]:
+        """Required fields not given (empty is not given), none in sandbox mode."""
+        if _is_true(values.get("sandbox")):
+            return ()
+        return tuple(env_name(f) for f in REQUIRED_FIELDS if not _given(values.get(f)))
+
+    @classmethod
+    def _from_env(
+        cls, environ: Mapping[str, str] | None, overrides: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The field values (variables, then overrides) and which variable gave which."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         retry: dict[str, Any] = {}
         sources: dict[str, str] = {}  # field path -> the variable it came from
         for name in cls.model_fields:
-            key = ENV_PREFIX + name.upper()
+            key = env_name(name)
             if name == "retry":
                 for sub in RetryPolicy.model_fields:
                     sub_key = f"{ENV_PREFIX}RETRY_{sub.upper()}"
@@ -188,7 +307,7 @@ class Settings(BaseModel):
         for name in overrides:
             for path in [p for p in sources if p == name or p.startswith(name + ".")]:
                 del sources[path]
-        return cls._build(values, sources)
+        return values, sources
 
     @classmethod
     def build(cls, **values: Any) -> Settings:

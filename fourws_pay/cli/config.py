@@ -23,7 +23,7 @@ import typer
 
 from fourws_pay.api.client import AsyncClient, Client
 from fourws_pay.clock import Clock, SystemClock
-from fourws_pay.errors import ConfigurationError
+from fourws_pay.errors import ConfigurationError, MissingConfigurationError
 from fourws_pay.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,28 +31,11 @@ if TYPE_CHECKING:
 
 ClientFactory = Callable[[Settings, Clock], Client]
 
-# What a command needs before it may talk to 4WS: without them the client would fall back
-# to Settings' defaults (the sandbox address, empty credentials) and 4WS would answer
-# "Access Denied", which reads like wrong credentials rather than none.
-REQUIRED_FOR_API: tuple[tuple[str, str], ...] = (
-    ("FOURWS_DOCUMENTS_BASE_URL", "documents_base_url"),
-    ("FOURWS_APPLICATION_ID", "application_id"),
-    ("FOURWS_NAMESPACE", "namespace"),
-    ("FOURWS_USERNAME", "username"),
-    ("FOURWS_PASSWORD", "password"),
-    ("FOURWS_COMPANY_ID", "company_id"),
+# Where a command's missing settings may be set (the library's error names the variables).
+MISSING_HINT = (
+    "set them in the environment, ./.env or --env-file (`fourws-pay sandbox serve` prints a "
+    "set for the sandbox), or FOURWS_SANDBOX=1 for the sandbox's defaults"
 )
-
-
-class MissingConfigurationError(ConfigurationError):
-    """Settings a command needs are not set anywhere; ``missing`` names them."""
-
-    def __init__(self, missing: list[str]) -> None:
-        self.missing = missing
-        super().__init__(
-            f"missing configuration: {', '.join(missing)} (set them in the environment, "
-            "./.env or --env-file; `fourws-pay sandbox serve` prints a set for the sandbox)"
-        )
 
 
 AsyncClientFactory = Callable[[Settings, Clock], AsyncClient]
@@ -109,20 +92,21 @@ class CliContext:
         return self._settings
 
     def require_api_settings(self) -> None:
-        """Raise ``MissingConfigurationError`` unless everything 4WS needs was given."""
-        environment = self.environment()
-        missing = [
-            name
-            for name, field_name in REQUIRED_FOR_API
-            if not environment.get(name) and self.overrides.get(field_name) in (None, "")
-        ]
+        """Raise ``MissingConfigurationError`` unless everything 4WS needs was given
+        (``fourws_pay.settings.REQUIRED_FIELDS``, by variable, ``.env`` or flag; nothing in sandbox
+        mode): without them the client would fall back to the sandbox address and empty
+        credentials, and 4WS's "Access Denied" reads like wrong credentials, not none."""
+        missing = Settings.missing_from_env(self.environment(), **self.overrides)
         if missing:
-            raise MissingConfigurationError(missing)
+            raise MissingConfigurationError(missing, hint=MISSING_HINT)
 
     def settings(self, **extra: Any) -> Settings:
         """Settings for this invocation (``extra`` overrides flags, e.g. a callback URL)."""
         if self._settings is None:
-            self._settings = Settings.from_env(self.environment(), **self.overrides)
+            # ledger-only commands need no tenant: commands that talk to 4WS check first
+            self._settings = Settings.from_env(
+                self.environment(), require_tenant=False, **self.overrides
+            )
         if extra:
             return Settings.build(**{**self._settings.model_dump(), **extra})
         return self._settings

@@ -2,7 +2,9 @@
 
 A flow is a generator: it yields an effect, the driver (``GiftCardPayments`` or
 ``AsyncGiftCardPayments``) makes the call and sends the result back in, or throws the call's
-typed error into the flow. Only these calls exist, so the twins stay thin.
+typed error into the flow. Only these calls exist, so the twins stay thin. ``Pause`` is the
+one effect that is not a 4WS call: a flow that waits (``wait_for_operation``) asks its
+driver to wait on the provider's clock, blocking or awaited.
 """
 
 from __future__ import annotations
@@ -48,5 +50,13 @@ class RequestPdf:
     barcodes: tuple[str, ...]
 
 
-Effect = ReadCard | PostUpdate | PostGenerate | RequestPdf
+@dataclass(frozen=True)
+class Pause:
+    """Effect: wait ``seconds`` on the provider's clock (``Clock.sleep`` / ``asleep``: a
+    ``ManualClock`` moves instead of waiting). Answered with None."""
+
+    seconds: float
+
+
+Effect = ReadCard | PostUpdate | PostGenerate | RequestPdf | Pause
 PaymentFlow = Generator[Effect, Any, T]

@@ -34,7 +34,14 @@ from fourws_pay.errors import FourWSError, LedgerClosedError
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.callbacks import CallbackApp
 from fourws_pay.payments.core import PaymentsCore
-from fourws_pay.payments.effects import PaymentFlow, PostGenerate, PostUpdate, ReadCard, RequestPdf
+from fourws_pay.payments.effects import (
+    Pause,
+    PaymentFlow,
+    PostGenerate,
+    PostUpdate,
+    ReadCard,
+    RequestPdf,
+)
 from fourws_pay.payments.models import (
     CallbackResult,
     Decision,
@@ -141,6 +148,8 @@ class GiftCardPayments(_Provider):
                     value = self.client.generate_giftcards(
                         effect.item_code, effect.count, effect.callback
                     )
+                elif isinstance(effect, Pause):
+                    self.clock.sleep(effect.seconds)
                 else:
                     assert isinstance(effect, RequestPdf)
                     value = self.client.giftcard_pdf(effect.barcodes)
@@ -341,6 +350,11 @@ class GiftCardPayments(_Provider):
         """The operation with this id (``NotFoundInLedgerError`` if there is none)."""
         return self.core._operation(operation_id)
 
+    def wait_for_operation(self, operation_id: str, *, timeout: float = 30.0) -> Operation:
+        """The operation once it is settled (``succeeded`` or ``failed``), or as it stands
+        after ``timeout`` seconds (see ``PaymentsCore.wait_for_operation``)."""
+        return self._run(self.core.wait_for_operation(operation_id, timeout))
+
     def list_reservations(
         self, states: list[ReservationState] | None = None, order_ref: str | None = None
     ) -> list[Reservation]:
@@ -476,6 +490,8 @@ class AsyncGiftCardPayments(_Provider):
                     value = await self.client.generate_giftcards(
                         effect.item_code, effect.count, effect.callback
                     )
+                elif isinstance(effect, Pause):
+                    await self.clock.asleep(effect.seconds)
                 else:
                     assert isinstance(effect, RequestPdf)
                     value = await self.client.giftcard_pdf(effect.barcodes)
@@ -630,6 +646,18 @@ class AsyncGiftCardPayments(_Provider):
     async def get_operation(self, operation_id: str) -> Operation:
         """See ``GiftCardPayments.get_operation``."""
         return await self._off_loop(self.core._operation, operation_id)
+
+    async def wait_for_operation(
+        self,
+        operation_id: str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the sync twin's, see the docstring
+    ) -> Operation:
+        """The operation once it is settled, or as it stands after ``timeout`` seconds;
+        the event loop keeps running while it waits. ``timeout`` is the sync twin's: it
+        runs on the provider's clock (injectable) and ends the wait with an answer, where
+        ``asyncio.timeout`` would cancel it with none."""
+        return await self._run(self.core.wait_for_operation(operation_id, timeout))
 
     async def list_reservations(
         self, states: list[ReservationState] | None = None, order_ref: str | None = None

@@ -23,11 +23,16 @@ card while our request was never enqueued (the order is then paid with nothing).
 ``settle_by_balance=False`` the balance never settles anything: ambiguous operations go to
 ``manual_review`` after ``reconcile_window`` (and the early look at queued-behind operations
 is off), so only 4WS's callback or an operator decides.
+
+Waiting for one of them (``wait_for_operation``) only reads the ledger, so it sees a
+settlement made by any process that shares it: the web worker that received the callback,
+a ``reconcile`` job, an operator.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
@@ -37,7 +42,7 @@ from fourws_pay.api.models import GenerateGiftCardsResult, GiftCard, UpdateGiftC
 from fourws_pay.errors import CallbackRejected, InvalidInputError, InvalidStateError
 from fourws_pay.logs import mask_barcode
 from fourws_pay.payments.crash import crash_point
-from fourws_pay.payments.effects import PaymentFlow
+from fourws_pay.payments.effects import Pause, PaymentFlow
 from fourws_pay.payments.issuing import Issuing
 from fourws_pay.payments.models import (
     CallbackResult,
@@ -62,6 +67,12 @@ def parse_callback_path(path: str) -> tuple[str, str]:
     if len(parts) < 2 or not parts[-2].startswith("op_"):
         raise CallbackRejected("callback path does not name an operation", status_code=404)
     return parts[-2], parts[-1]
+
+
+# How often wait_for_operation reads the ledger: soon at first (a sandbox or a quick 4WS
+# calls back within milliseconds), then less often, so a long wait costs few reads.
+WAIT_FIRST_POLL = 0.01
+WAIT_MAX_POLL = 0.5
 
 
 class Settlement(Issuing):
@@ -101,6 +112,30 @@ class Settlement(Issuing):
         order_ref = self.order_of_issuing_operation(operation)
         if order_ref is not None:
             yield from self.advance_issuance(order_ref)
+
+    def wait_for_operation(self, operation_id: str, timeout: float) -> PaymentFlow[Operation]:
+        """The operation once it is settled (``succeeded`` or ``failed``: by its callback,
+        ``reconcile`` or an operator), or as it stands when ``timeout`` seconds have passed
+        on the provider's clock.
+
+        A timeout is not an error and changes nothing: an ``enqueued`` operation still
+        settles when 4WS calls back, and an ``unknown`` one needs ``reconcile`` (waiting
+        does not run it). A checkout need not wait at all; a script, a test or a refund
+        that must follow its capture does. ``NotFoundInLedgerError`` for an unknown id.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise InvalidInputError("timeout must be a number of seconds")
+        if not math.isfinite(timeout) or timeout < 0:
+            raise InvalidInputError("timeout must be a finite number of seconds, 0 or more")
+        deadline = self.clock.monotonic() + timeout
+        poll = WAIT_FIRST_POLL
+        while True:
+            operation = self._operation(operation_id)
+            left = deadline - self.clock.monotonic()
+            if operation.is_terminal or left <= 0:
+                return operation
+            yield Pause(min(poll, left))
+            poll = min(poll * 2, WAIT_MAX_POLL)
 
     # ------------------------------------------------------------------- callbacks
 

@@ -61,20 +61,12 @@ MINIMAL_PDF = (
 
 
 def sandbox_settings(base_url: str = IN_PROCESS_URL, **overrides: Any) -> Settings:
-    """Settings with the sandbox's credentials, pointing at ``base_url``."""
+    """Settings in sandbox mode (the sandbox's credentials, ``SANDBOX_DEFAULTS``) pointing
+    at ``base_url``; callbacks go to a placeholder shop until ``overrides`` say where."""
     values: dict[str, Any] = {
+        "sandbox": True,
         "documents_base_url": base_url,
-        "application_id": "SANDBOX",
-        "namespace": "sandbox",
-        "language_id": "EN",
-        "username": "sandbox",
-        "password": "sandbox-password",
-        "company_id": "XXXX",
-        "site_id": "500",
-        "entity_code": "440",
         "callback_base_url": "http://shop.sandbox.local/fourws/callback",
-        # the demo seed's financial item (seed.FINANCIAL_ITEM): a sandbox sells cards as is
-        "issuing_item_code": "GIFTCARD_IVA_TAGLIO_100",
     }
     values.update(overrides)
     return Settings(**values)

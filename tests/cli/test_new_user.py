@@ -264,6 +264,17 @@ def test_missing_configuration_exits_3_naming_the_settings(bare: Cli, tmp_path: 
     assert "FOURWS_USERNAME" in partial.stderr
 
 
+def test_sandbox_mode_fills_the_sandbox_credentials(bare: Cli, served: ServedSandbox) -> None:
+    """FOURWS_SANDBOX=1 is the explicit way to go without the tenant's variables: the
+    sandbox's own credentials fill them (here only the served sandbox's port is given)."""
+    shown = bare(
+        "giftcard", "show", EXAMPLE_CARD, FOURWS_SANDBOX="1", FOURWS_DOCUMENTS_BASE_URL=served.url
+    )
+    assert shown.code == 0, (shown.code, shown.stderr)
+    assert "1814" in shown.stdout
+    assert bare("giftcard", "show", EXAMPLE_CARD, FOURWS_SANDBOX="0").code == 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,8 @@ Environment variables:
   sandbox with the demo cards of ``shop/demo_cards.py`` on ``SHOP_SANDBOX_PORT``, default
   8766, and every process of the shop talks to it: see ``shop/demo_sandbox.py``) or
   ``http`` (a sandbox served by ``fourws-pay sandbox serve``, or the real 4WS, configured
-  with the ``FOURWS_*`` variables of fourws-pay);
+  with the ``FOURWS_*`` variables of fourws-pay; ``FOURWS_SANDBOX=1`` is needed for the
+  sandbox defaults, else the system check ``fourws_pay_oscar.E001`` names what is missing);
 - ``FOURWS_PAY_LEDGER_URL``: the ledger (default: ``sqlite:///$OSCAR_SHOP_DATA_DIR/fourws-pay-ledger.db``);
 - ``SHOP_PUBLIC_URL``: where 4WS reaches this shop (default ``http://127.0.0.1:8000``);
 - ``SHOP_DEBUG``: ``0`` to turn Django's debug mode off;

@@ -19,6 +19,12 @@ class FourWSPayOscarConfig(AppConfig):
 
     def ready(self) -> None:
         setting_changed.connect(_settings_changed, dispatch_uid="fourws_pay_oscar.settings")
+        from django.core import checks
+
+        from fourws_pay_oscar.checks import tenant_settings
+
+        # refuse to run without the 4WS tenant (fourws_pay_oscar.E001), sandbox mode aside
+        checks.register(tenant_settings)
         from django.db.models.signals import post_save
         from oscar.core.loading import get_model
 

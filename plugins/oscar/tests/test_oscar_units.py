@@ -154,7 +154,11 @@ def test_provider_is_the_giftcard_method_the_plugins_registered(tmp_path, monkey
         return manager
 
     monkeypatch.setattr(provider, "make_plugin_manager", with_shop_method)
-    config = {"BACKEND": "http", "LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    config = {
+        "BACKEND": "http",
+        "LEDGER_URL": f"sqlite:///{tmp_path / 'l.db'}",
+        "SETTINGS": {"sandbox": True},
+    }
     try:
         with override_settings(FOURWS_PAY=config):
             payments = provider.get_payments()

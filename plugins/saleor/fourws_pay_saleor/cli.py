@@ -5,6 +5,12 @@
 (``AppConfig.from_env``). ``--sandbox`` swaps 4WS for an in-process simulator seeded with the
 reference's demo cards, so a local Saleor can be pointed at the App with nothing else
 running. ``uvicorn --factory fourws_pay_saleor.cli:app_from_env`` serves the same app.
+
+Without the tenant's ``FOURWS_*`` settings (and not in sandbox mode, ``FOURWS_SANDBOX=1``)
+neither starts: ``serve`` and ``manifest`` exit 3 naming the missing variables, as the
+``fourws-pay`` command does, and ``app_from_env`` raises ``MissingConfigurationError``. An
+App that started anyway would be installed in Saleor and fail every payment with 4WS's
+"Access Denied".
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +26,14 @@ import httpx
 from starlette.applications import Starlette
 
 from fourws_pay.clock import SystemClock
+from fourws_pay.errors import ConfigurationError
 from fourws_pay.settings import Settings
 from fourws_pay_saleor.app import create_app
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.gateway import PaymentsGateway
 from fourws_pay_saleor.manifest import MANIFEST_PATH, build_manifest
+
+EXIT_CONFIGURATION = 3  # the fourws-pay command's code for missing or invalid settings
 
 
 def app_from_env() -> Starlette:
@@ -31,15 +41,28 @@ def app_from_env() -> Starlette:
     return app_for_tenant(AppConfig.from_env())
 
 
+def tenant_settings(config: AppConfig) -> tuple[Settings, dict[str, Settings]]:
+    """The 4WS settings of the App and of each channel in ``config.channel_settings``;
+    ``MissingConfigurationError`` (naming the ``FOURWS_*`` variables) when the tenant is
+    not configured and sandbox mode is off, ``ConfigurationError`` for bad values."""
+    default = Settings.from_env()
+    channels = {
+        slug: Settings.from_env(**overrides) for slug, overrides in config.channel_settings.items()
+    }
+    return default, channels
+
+
 def app_for_tenant(config: AppConfig) -> Starlette:
     """The App against the 4WS tenant of ``FOURWS_*`` (ledger at ``FOURWS_LEDGER_URL``);
-    channels in ``config.channel_settings`` get that tenant with their overrides."""
+    channels in ``config.channel_settings`` get that tenant with their overrides. Every
+    setting is checked before a ledger is opened."""
     from fourws_pay.payments import AsyncGiftCardPayments
 
-    payments = AsyncGiftCardPayments(settings=Settings.from_env())
+    default, channel_settings = tenant_settings(config)
+    payments = AsyncGiftCardPayments(settings=default)
     channels = {
-        slug: PaymentsGateway(AsyncGiftCardPayments(settings=Settings.from_env(**overrides)))
-        for slug, overrides in config.channel_settings.items()
+        slug: PaymentsGateway(AsyncGiftCardPayments(settings=settings))
+        for slug, settings in channel_settings.items()
     }
     return create_app(config, PaymentsGateway(payments), channel_gateways=channels)
 
@@ -95,12 +118,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--sandbox", action="store_true", help="use an in-process 4WS sandbox")
     sub.add_parser("manifest", help="print the manifest the App serves")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except ConfigurationError as exc:  # missing or bad settings: say which, no traceback
+        print(f"fourws-pay-saleor: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIGURATION) from None
 
+
+def _run(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {}
     if args.command == "serve" and "FOURWS_SALEOR_APP_URL" not in os.environ:
         overrides["app_url"] = f"http://{args.host}:{args.port}"
     config = AppConfig.from_env(**overrides)
     if args.command == "manifest":
+        tenant_settings(config)  # the manifest of an App that could not start is no use
         print(json.dumps(build_manifest(config), indent=2))
         return
     import uvicorn

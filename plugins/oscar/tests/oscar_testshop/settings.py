@@ -86,5 +86,7 @@ OSCAR_ALLOW_ANON_CHECKOUT = True
 
 FOURWS_PAY = {
     "BACKEND": "http",  # the tests install() their own provider on an in-process sandbox
+    # a test shop, not a tenant: sandbox mode says so (else check E001 wants FOURWS_*)
+    "SETTINGS": {"sandbox": True},
     "CALLBACK_BASE_URL": "http://testserver/fourws-pay/callback",
 }
