@@ -46,6 +46,7 @@ Callers catch the branch that matches what they can do about it::
         ├── ThrottledError             too many failed lookups for this client key
         ├── NotFoundInLedgerError      unknown reservation or operation id
         ├── InvalidStateError          the operation is not allowed in the current state
+        │   └── StaleResolveError      a staff page resolved an operation that had moved on
         └── CallbackRejected           a callback was forged, unknown or malformed
 
 Errors carry what a caller needs (``status_code``, ``message``, ``retry_after``,
@@ -371,6 +372,16 @@ class NotFoundInLedgerError(PaymentError, KeyError):
 
 class InvalidStateError(PaymentError):
     """The reservation or operation is in a state that does not allow this action."""
+
+
+class StaleResolveError(InvalidStateError):
+    """A resolve from a page showing an older state: the operation settled (a late callback,
+    ``reconcile``, another operator) since the page was drawn; nothing was changed.
+    ``state`` is what the operation is now."""
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class CallbackRejected(PaymentError):

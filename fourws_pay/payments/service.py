@@ -294,10 +294,12 @@ class GiftCardPayments(_Provider):
         """Let a hold go (idempotent)."""
         return self.core.release(reservation_id)
 
-    def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+    def resolve(
+        self, operation_id: str, *, applied: bool, note: str, actor: str | None = None
+    ) -> Operation:
         """Settle an operation in ``manual_review`` by an operator's verdict (see the core);
         the card's queued operations then get their turns."""
-        return self._run(self.core.resolve(operation_id, applied=applied, note=note))
+        return self._run(self.core.resolve(operation_id, applied=applied, note=note, actor=actor))
 
     def refund(self, operation_id: str, *, amount: Decimal | int | str | None = None) -> Operation:
         """Give captured money back to the card (all that is left, or ``amount``).
@@ -602,9 +604,13 @@ class AsyncGiftCardPayments(_Provider):
         """See ``GiftCardPayments.release``."""
         return await self._off_loop(self.core.release, reservation_id)
 
-    async def resolve(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+    async def resolve(
+        self, operation_id: str, *, applied: bool, note: str, actor: str | None = None
+    ) -> Operation:
         """See ``GiftCardPayments.resolve``."""
-        return await self._run(self.core.resolve(operation_id, applied=applied, note=note))
+        return await self._run(
+            self.core.resolve(operation_id, applied=applied, note=note, actor=actor)
+        )
 
     async def refund(
         self, operation_id: str, *, amount: Decimal | int | str | None = None

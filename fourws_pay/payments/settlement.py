@@ -368,27 +368,40 @@ class Settlement(Issuing):
         )
         return self._settle(op, OperationState.UNKNOWN, OperationState.MANUAL_REVIEW, why) or op
 
-    def resolve(self, operation_id: str, *, applied: bool, note: str) -> PaymentFlow[Operation]:
+    def resolve(
+        self, operation_id: str, *, applied: bool, note: str, actor: str | None = None
+    ) -> PaymentFlow[Operation]:
         """An operator's verdict on an operation in ``manual_review``, then the card's queue
         gets its turns (the operation no longer keeps the card busy) and, for a sold card,
         the issuing pump runs."""
-        resolved = self.resolve_only(operation_id, applied=applied, note=note)
+        resolved = self.resolve_only(operation_id, applied=applied, note=note, actor=actor)
         yield from self.after_settlement(resolved)
         return resolved
 
-    def resolve_only(self, operation_id: str, *, applied: bool, note: str) -> Operation:
+    def resolve_only(
+        self, operation_id: str, *, applied: bool, note: str, actor: str | None = None
+    ) -> Operation:
         """An operator's verdict on an operation in ``manual_review`` (e.g. after asking 4WS).
 
         ``applied=True`` settles it as succeeded (a capture's reservation becomes captured),
         ``False`` as failed (its hold stops counting). Any other state is refused, so a
         re-run after success is refused too and never moves money twice.
+
+        Who, when and why are written on the operation in the transaction that settles it
+        (``message`` "resolved by operator <actor>: <note>", ``updated_at``): the record of
+        the action cannot exist without the action, nor the action without its record.
         """
         if not isinstance(note, str) or not note.strip():
             raise InvalidInputError("say why in a note (it is kept on the operation)")
+        if actor is not None and (
+            not isinstance(actor, str) or not actor.strip() or len(actor) > 100 or "\x00" in actor
+        ):
+            raise InvalidInputError("actor must be a name of 1-100 characters")
         op = self._operation(operation_id)
         target = OperationState.SUCCEEDED if applied else OperationState.FAILED
+        who = f"resolved by operator {actor.strip()}" if actor else "resolved by operator"
         resolved = self._settle(
-            op, OperationState.MANUAL_REVIEW, target, f"resolved by operator: {note.strip()[:400]}"
+            op, OperationState.MANUAL_REVIEW, target, f"{who}: {note.strip()[:400]}"
         )
         if resolved is None:
             raise InvalidStateError(f"operation is {op.state.value}, not in manual review")
