@@ -18,6 +18,13 @@ What it does to Oscar's checkout:
 - order placed: *capture*; settlement arrives later on the callback
   (``fourws_pay_oscar.recording``).
 
+Several cards (the "Apply gift card" button, up to ``FOURWS_PAY["MAX_CARDS"]``): each
+press holds the cards at once with fourws-pay's ``reserve_order`` (all or nothing; a
+refused card leaves the applied ones held as they were), "Remove" lets the order's holds go
+and holds the rest again; "Place order" re-asserts the allocation, adds one ``Source`` per
+card, hands the rest to the shop's method and, once the order exists, ``capture_order``
+captures every hold. See "Several gift cards on one order" in the plugin's README.
+
 Partial payment needs another method: by default it is allowed exactly when a class after
 this mixin overrides ``handle_payment`` (Oscar's own does nothing). Without one the checkout
 is gift-card only: a code is required and must cover the whole order.

@@ -9,7 +9,9 @@ with ``manage.py fourws_pay_refund`` in another process, which must reach the sh
 sandbox (the card's balance moves) and be recorded once 4WS confirms. Playwright drives Debian's
 Chromium (``/usr/bin/chromium``, never a downloaded browser) through the whole checkout and
 saves a screenshot of the thank-you page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the
-test's temporary directory).
+test's temporary directory). Another order is paid with two cards ("Apply" each) and cash on
+delivery, and staff refund part of it from the dashboard's form, sent twice, which lands
+once over both cards.
 
 Skipped when Chromium or Playwright is missing, unless ``FOURWS_PAY_REQUIRE_SERVICES=1``
 (CI), where that is a failure.

@@ -158,6 +158,32 @@ def test_removing_a_card_releases_its_hold_and_replans_the_rest(
     assert (sandbox.balance(TEN), sandbox.balance(FIFTEEN)) == (Decimal("10.00"), Decimal("0.00"))
 
 
+def test_a_changed_order_total_replans_the_cards(payments, sandbox, cards, oscar_product_id):
+    """The shopper goes back and adds a second book: "Continue" holds the cards again
+    for 60.00 under a new key, after letting the holds made for 30.00 go."""
+    sandbox.add_giftcard(FIFTEEN, amount=Decimal("40.00"))
+    client = Client()
+    to_payment_details(client, oscar_product_id)
+    apply(client, TEN)
+    apply(client, FIFTEEN)
+    old = {h.id for h in payments.list_reservations([ReservationState.ACTIVE])}
+    assert active_holds(payments) == {TEN: Decimal("10.00"), FIFTEEN: Decimal("20.00")}
+    client.post(reverse("basket:add", kwargs={"pk": oscar_product_id}), {"quantity": 1})
+
+    preview = to_preview(client).content.decode()
+
+    assert "place_order" in preview
+    assert active_holds(payments) == {TEN: Decimal("10.00"), FIFTEEN: Decimal("40.00")}
+    assert not old & {h.id for h in payments.list_reservations([ReservationState.ACTIVE])}
+    assert "€10.00" in preview  # left for the invoice
+    assert place(client).status_code == 302
+    order = Order.objects.get()
+    assert order.total_incl_tax == Decimal("60.00")
+    assert order.sources.get(source_type__name=shop_views.INVOICE).amount_allocated == Decimal(
+        "10.00"
+    )
+
+
 @pytest.mark.parametrize("refused", ["unknown", "expired", "wrong_currency"])
 def test_a_refused_second_card_keeps_the_first(refused, payments, sandbox, cards, oscar_product_id):
     code = UNKNOWN
