@@ -21,6 +21,11 @@ DEMO_CARDS = [
     },
     {"barcode": "4440000000063", "amount": "50.00", "currency": "USD", "note": "US dollars"},
     {"barcode": "4440000000070", "amount": "100.00", "note": "another to pay any order in full"},
+    {
+        "barcode": "4440000000087",
+        "amount": "15.00",
+        "note": "pays 15.00; apply it with 4440000000025, the rest on delivery",
+    },
 ]
 
 

@@ -15,6 +15,8 @@ Keys (all optional)::
         "CALLBACK_BASE_URL": None,
         # how long a gift-card code carried from payment details to preview stays usable.
         "CODE_MAX_AGE": 3600,
+        # how many gift cards one order may be paid with ("Apply" on payment details).
+        "MAX_CARDS": 3,
         # order status set when 4WS refuses a capture (None leaves the status alone).
         "CAPTURE_FAILED_STATUS": None,
         "SOURCE_TYPE": "4WS gift card",
@@ -43,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "LEDGER_URL": None,
     "CALLBACK_BASE_URL": None,
     "CODE_MAX_AGE": 3600,
+    "MAX_CARDS": 3,
     "CAPTURE_FAILED_STATUS": None,
     "SOURCE_TYPE": "4WS gift card",
     "ORDER_REF_PREFIX": "oscar-",
@@ -91,3 +94,10 @@ def order_number(order_ref: str | None) -> str | None:
     if not order_ref or not order_ref.startswith(prefix):
         return None
     return order_ref[len(prefix) :] or None
+
+
+def max_cards() -> int:
+    """``MAX_CARDS``: at least 1, at most what fourws-pay holds for one order."""
+    from fourws_pay.payments.order_allocation import MAX_ORDER_CARDS
+
+    return max(1, min(int(get("MAX_CARDS")), MAX_ORDER_CARDS))

@@ -4,7 +4,8 @@
 fourws-pay                 Oscar
 =========================  ================================================================
 reserve (handle_payment)   ``Source`` with ``amount_allocated``, reference = reservation id,
-                           label = masked code; an ``Authorise`` transaction
+                           label = masked code; an ``Authorise`` transaction. Several
+                           cards: one ``Source`` per card (per hold)
 capture posted             payment event "Capture requested" (reference = operation id)
 settled (4WS callback)     ``Source.debit`` (a ``Debit`` transaction) + event "Settled"
 capture failed             event "Capture failed" + an order note for staff (+ optional

@@ -1,4 +1,5 @@
-"""Dashboard actions on the gift cards sold on an order: resend, cancel.
+"""Dashboard actions: resend and cancel the gift cards sold on an order; refund the gift
+cards an order was paid with (``refund``).
 
 Staff only (``is_staff`` with ``order.change_order``, as Oscar's dashboard asks for
 changing an order), POST only, and back to the dashboard's order page with a
@@ -15,9 +16,16 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from oscar.core.loading import get_model
 
-from fourws_pay.errors import FourWSError, NotFoundInLedgerError, SaleAlreadySpentError
+from fourws_pay.errors import (
+    FourWSError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundInLedgerError,
+    SaleAlreadySpentError,
+)
 from fourws_pay.logs import get_logger
-from fourws_pay_oscar import selling
+from fourws_pay_oscar import refunds, selling
+from fourws_pay_oscar.forms import GiftCardRefundForm
 
 log = get_logger()
 
@@ -104,5 +112,44 @@ def cancel(request: HttpRequest, number: str, card_id: str) -> HttpResponse:
             "amount": result.taking_back,
             "currency": card.currency,
         },
+    )
+    return _back(number)
+
+
+@require_POST
+def refund(request: HttpRequest, number: str) -> HttpResponse:
+    """Refund part or all of the order's gift-card payment (``refund_order``, newest
+    capture first). The form's ``refund_key`` names the refund: the same form sent again
+    finds the same refund and posts nothing twice; the message lists each card's part."""
+    if not _may_act(request):
+        return HttpResponseForbidden()
+    order = _staff_order(request, number)
+    form = GiftCardRefundForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        messages.error(request, _("Nothing was refunded: %s") % errors)
+        return _back(number)
+    key = f"staff-{number}-{form.cleaned_data['refund_key']}"
+    try:
+        outcome = refunds.refund_order_gift_cards(
+            order, form.cleaned_data["amount"], refund_key=key
+        )
+    except (InvalidInputError, InvalidStateError) as exc:
+        messages.error(request, _("Nothing was refunded: %s") % exc)
+        return _back(number)
+    except FourWSError as exc:
+        log.warning("fourws_pay_oscar.refund_failed", order=number, error=type(exc).__name__)
+        messages.error(request, _("The refund could not be made now: %s") % exc)
+        return _back(number)
+    parts = ", ".join(
+        f"{op.amount} {op.currency} to {op.masked_barcode}" for op in outcome.operations
+    )
+    messages.success(
+        request,
+        _(
+            "Refund of %(amount)s %(currency)s to the gift cards requested: %(parts)s. "
+            "Each part counts as refunded once 4WS confirms it."
+        )
+        % {"amount": outcome.refund.amount, "currency": outcome.refund.currency, "parts": parts},
     )
     return _back(number)

@@ -13,6 +13,7 @@ app_name = "fourws_pay_oscar"
 urlpatterns = [
     path("callback/<str:operation_id>/<str:token>", views.callback, name="callback"),
     path("giftcards/<str:number>/resend", staff_views.resend, name="giftcards-resend"),
+    path("giftcards/<str:number>/refund", staff_views.refund, name="giftcards-refund"),
     path(
         "giftcards/<str:number>/cancel/<str:card_id>",
         staff_views.cancel,

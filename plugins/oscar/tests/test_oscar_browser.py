@@ -9,7 +9,9 @@ with ``manage.py fourws_pay_refund`` in another process, which must reach the sh
 sandbox (the card's balance moves) and be recorded once 4WS confirms. Playwright drives Debian's
 Chromium (``/usr/bin/chromium``, never a downloaded browser) through the whole checkout and
 saves a screenshot of the thank-you page in ``$FOURWS_PAY_ARTIFACTS_DIR`` (default: the
-test's temporary directory).
+test's temporary directory). Another order is paid with two cards ("Apply" each) and cash on
+delivery, and staff refund part of it from the dashboard's form, sent twice, which lands
+once over both cards.
 
 Skipped when Chromium or Playwright is missing, unless ``FOURWS_PAY_REQUIRE_SERVICES=1``
 (CI), where that is a failure.
@@ -48,6 +50,8 @@ REPO = Path(__file__).resolve().parents[3]
 SHOP = REPO / "examples" / "oscar_shop"
 CARD = "4440000000018"  # 100.00 EUR demo card (shop/demo_cards.py)
 BUYER_CARD = "4440000000070"  # another 100.00 EUR one, buys the shop's gift card
+TEN_CARD = "4440000000025"  # 10.00 EUR
+FIFTEEN_CARD = "4440000000087"  # 15.00 EUR: with TEN_CARD on one order, the rest on delivery
 GIFTCARD_ITEM = "GIFTCARD_IVA_TAGLIO_100"  # the 4WS item the shop's gift cards are made of
 STARTUP_TIMEOUT = 90.0
 
@@ -323,6 +327,128 @@ def test_a_gift_card_bought_in_the_browser_pays_the_next_order(sync_playwright, 
     assert shop["balance"](code) == Decimal("13.00")
 
 
+def test_one_order_paid_with_two_cards_and_cash_on_delivery(sync_playwright, shop):
+    """Apply two cards on the payment page (10.00 + 15.00 of the 30.00 order), see each
+    with what it pays, place the order; 5.00 is left for cash on delivery. Then staff
+    refund 20.00 from the dashboard's form, which spans both cards' captures (newest
+    first), and press the same form again: it lands once."""
+    url = shop["url"]
+    artifacts = Path(os.environ.get("FOURWS_PAY_ARTIFACTS_DIR") or shop["data_dir"])
+    artifacts.mkdir(parents=True, exist_ok=True)
+    staff = f"staff-{shop['name']}"
+    _manage(
+        {**shop["env"], "DJANGO_SUPERUSER_PASSWORD": "pw-of-staff-1"},
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        staff,
+        "--email",
+        f"{staff}@example.com",
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url + "/")
+            page.get_by_role("link", name="Moka pot, 6 cups").first.click()
+            page.locator("#add_to_basket_form button[type=submit]").click()
+            page.wait_for_load_state()
+            page.goto(url + "/checkout/")
+            page.fill("#id_username", "two-cards@example.com")
+            page.check("input[name=options][value=anonymous]")
+            page.locator("form button[type=submit]", has_text="Continue").first.click()
+            page.wait_for_url("**/checkout/shipping-address/")
+            page.fill("#id_first_name", "Ada")
+            page.fill("#id_last_name", "Lovelace")
+            page.fill("#id_line1", "Via Roma 1")
+            page.fill("#id_line4", "Milano")
+            page.fill("#id_postcode", "20100")
+            page.locator("form button[type=submit]", has_text="Continue").first.click()
+
+            page.wait_for_url("**/checkout/payment-details/")
+            for code in (TEN_CARD, FIFTEEN_CARD):
+                page.fill("#id_giftcard_code", code)
+                with page.expect_navigation():
+                    page.click("#apply_giftcard")
+            applied = page.locator("#giftcards-applied").inner_text()
+            for expected in ("*********0025", "*********0087", "10.00", "15.00"):
+                assert expected in applied, applied
+            assert "5.00" in page.locator(".giftcards-remainder").inner_text()
+            assert TEN_CARD not in page.content()
+            assert FIFTEEN_CARD not in page.content()
+            page.screenshot(path=str(artifacts / f"oscar-two-cards-{shop['name']}.png"))
+            with page.expect_navigation():
+                page.click("#view_preview")
+
+            summary = page.locator("#giftcard-summary").inner_text()
+            for card in ("*********0025", "*********0087"):
+                assert card in summary, summary
+            assert "5.00" in summary  # still to pay, on delivery
+            page.click("#place-order")
+            page.wait_for_url("**/checkout/thank-you/")
+            body = page.locator("body").inner_text()
+            number = re.search(r"your order number is (\d+)", body)
+            assert number, body[:2000]
+            number = number.group(1)
+
+            paid = [
+                ("4WS gift card", Decimal("10.00"), Decimal("10.00"), Decimal("0.00")),
+                ("4WS gift card", Decimal("15.00"), Decimal("15.00"), Decimal("0.00")),
+                ("Cash on delivery", Decimal("5.00"), Decimal("0.00"), Decimal("0.00")),
+            ]
+            _wait_for_sources(shop, number, paid)
+            assert shop["balance"](TEN_CARD) == Decimal("0.00")
+            assert shop["balance"](FIFTEEN_CARD) == Decimal("0.00")
+
+            staff_page = browser.new_page()  # staff, in another session
+            staff_page.set_default_timeout(30_000)
+            staff_page.goto(url + "/accounts/login/")
+            staff_page.fill("#id_login-username", f"{staff}@example.com")
+            staff_page.fill("#id_login-password", "pw-of-staff-1")
+            with staff_page.expect_navigation():
+                staff_page.click("button[name=login_submit]")
+            staff_page.goto(f"{url}/dashboard/orders/{number}/")
+            dashboard = staff_page.locator("body").inner_text()
+            assert staff_page.locator("#giftcard-refund-form").count() == 1, dashboard[:3000]
+            key = staff_page.locator("#giftcard-refund-form input[name=refund_key]")
+            form_key = key.input_value()
+            staff_page.fill("#id_amount", "20.00")
+            with staff_page.expect_navigation():
+                staff_page.click("#refund-giftcards")
+            message = staff_page.locator("body").inner_text()
+            assert "Refund of 20.00 EUR to the gift cards requested" in message, message[:3000]
+            # the same form sent again (a double click, "resend"): it carries its key
+            assert key.input_value() != form_key  # the page shows a new form now
+            key.evaluate("(input, value) => { input.value = value; }", form_key)
+            staff_page.fill("#id_amount", "20.00")
+            with staff_page.expect_navigation():
+                staff_page.click("#refund-giftcards")
+            again = staff_page.locator("body").inner_text()
+            assert "Refund of 20.00 EUR to the gift cards requested" in again, again[:3000]
+            staff_page.screenshot(
+                path=str(artifacts / f"oscar-two-cards-refund-{shop['name']}.png"), full_page=True
+            )
+        finally:
+            browser.close()
+
+    # 20.00 back over both cards' captures, newest first: one whole, the other in part
+    deadline = time.monotonic() + 30
+    while True:
+        rows = _gift_card_sources(shop["data_dir"], number)
+        refunded = sorted(r[3] for r in rows if r[0] == "4WS gift card")
+        if sum(refunded) == Decimal("20.00"):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"not refunded: {rows}\n{shop['log'].read_text()[-3000:]}")
+        time.sleep(0.2)  # waiting for another process's callback, not driving logic by time
+    assert refunded in ([Decimal("5.00"), Decimal("15.00")], [Decimal("10.00"), Decimal("10.00")])
+    balances = shop["balance"](TEN_CARD) + shop["balance"](FIFTEEN_CARD)
+    assert balances == Decimal("20.00")  # once, not twice
+    for _, allocated, debited, back in rows[:2]:
+        assert back <= debited == allocated
+
+
 def _checkout(page, url: str, email: str, code: str, *, shipping: bool) -> str:
     """From the basket to the thank-you page as a guest paying with ``code``; the number."""
     page.goto(url + "/checkout/")
@@ -400,7 +526,7 @@ def _gift_card_sources(
             "SELECT t.name, s.amount_allocated, s.amount_debited, s.amount_refunded "
             "FROM payment_source s "
             "JOIN payment_sourcetype t ON t.id = s.source_type_id "
-            "JOIN order_order o ON o.id = s.order_id WHERE o.number = ?",
+            "JOIN order_order o ON o.id = s.order_id WHERE o.number = ? ORDER BY s.id",
             (order_number,),
         ).fetchall()
     return [(name, Decimal(str(a)), Decimal(str(d)), Decimal(str(r))) for name, a, d, r in rows]

@@ -3,6 +3,9 @@
 The whole code is shown only to the buyer, signed in, on their own order
 (``reveal`` below); staff and everyone else see it masked to its last four digits. With
 ``staff=True`` the list carries the dashboard's resend and cancel buttons.
+
+``{% giftcard_refunds order %}``: for staff, the refunds of the gift cards the order was
+paid with, each part (card, amount, state), and the refund form.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from django import template
 
 from fourws_pay.errors import FourWSError
 from fourws_pay.logs import get_logger
-from fourws_pay_oscar import selling
+from fourws_pay_oscar import recording, refunds, selling
+from fourws_pay_oscar.forms import GiftCardRefundForm, new_refund_key
 
 register = template.Library()
 log = get_logger()
@@ -63,5 +67,29 @@ def sold_giftcards(context: Any, order: Any, staff: bool = False) -> dict[str, A
         "staff": staff,
         "resendable": any(r["state"] == "delivered" for r in rows),
         "request": request,
+        "csrf_token": context.get("csrf_token"),
+    }
+
+
+@register.inclusion_tag("fourws_pay_oscar/order/refunds.html", takes_context=True)
+def giftcard_refunds(context: Any, order: Any) -> dict[str, Any]:
+    paid = recording.gift_card_sources(order).exists()
+    try:
+        rows = refunds.order_refunds(order) if paid else []
+    except FourWSError as exc:
+        log.warning("fourws_pay_oscar.refunds_unreadable", error=type(exc).__name__)
+        rows = []
+    settled = paid and any(
+        refunds.refundable_amount(s) > 0 for s in recording.gift_card_sources(order)
+    )
+    return {
+        "order": order,
+        "paid_by_giftcards": paid,
+        "refunds": rows,
+        # a fresh key each time the page is shown: one form, one refund
+        "refund_form": GiftCardRefundForm(initial={"refund_key": new_refund_key()})
+        if settled
+        else None,
+        "request": context.get("request"),
         "csrf_token": context.get("csrf_token"),
     }

@@ -1,4 +1,6 @@
-"""``manage.py fourws_pay_refund ORDER_NUMBER [--amount 5.00]``: refund to the gift card."""
+"""``manage.py fourws_pay_refund ORDER_NUMBER [--amount 5.00] [--key CREDIT-NOTE-17]``:
+refund to the gift cards (an order refund, newest capture first; the same ``--key`` again
+refunds nothing twice)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("order_number")
         parser.add_argument("--amount", help="amount to refund (default: all refundable)")
+        parser.add_argument("--key", help="names this refund: run again with it, it lands once")
 
     def handle(self, *args: Any, **options: Any) -> None:
         order_model = get_model("order", "Order")
@@ -33,7 +36,7 @@ class Command(BaseCommand):
             except InvalidOperation:
                 raise CommandError(f"not an amount: {options['amount']!r}") from None
         try:
-            operations = refund_gift_card(order, amount)
+            operations = refund_gift_card(order, amount, refund_key=options["key"])
         except TransportError as exc:
             url = provider.get_payments().settings.documents_base_url
             raise CommandError(f"{exc} (tried {url}; is it running?)") from None
