@@ -212,6 +212,17 @@ def test_readme_python_blocks_run_as_written(new_user_world: Any, tmp_path: Path
         order_refund = namespace["back"].refund
         assert payments.order_refunds("ORD-1002")[0].settled == order_refund.amount
 
+        # "Back office for staff": the console answers staff only, and shows the queue
+        from starlette.testclient import TestClient
+
+        with TestClient(namespace["console"]) as staff:
+            assert staff.get("/").status_code == 401
+            queue = staff.get("/", auth=("alice", "change-me"))
+            assert queue.status_code == 200
+            assert "Review queue" in queue.text
+            report = staff.get("/report.csv", auth=("alice", "change-me"))
+            assert report.text.startswith("day,currency,captured,refunded,net")
+
         # "Selling cards": two cards sold and loaded once; the first cancelled, all of it back
         kept, cancelled = namespace["sold"][1], namespace["cancelled"]
         cards = {c.id: c for c in payments.issued_cards("ORD-2001")}
