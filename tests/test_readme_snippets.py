@@ -261,3 +261,45 @@ def test_try_it_lists_the_demo_cards_the_sandbox_prints() -> None:
 
     printed = [line.split(None, 3) for line in demo_card_lines(Served())]  # type: ignore[arg-type]
     assert [(b, a, c, note) for b, a, c, note in rows] == [tuple(p) for p in printed]
+
+
+# "Production": the cron lines run as written (binary and env file swapped for this machine)
+
+
+def test_production_cron_lines_run_as_written(tmp_path: Path) -> None:
+    from fourws_pay.ledger import SQLiteStore
+    from fourws_pay.sandbox.server import start_in_thread
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Production")
+    section = text[start : text.index("\n## ", start + 1)]
+    (cron,) = [b for b in blocks(REPO / "README.md") if b.language == "sh" and b.code in section]
+    lines = cron.code.splitlines()
+    assert len(lines) == 2
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert all(line in operations for line in lines)  # the guide shows the same jobs
+    ledger = tmp_path / "ledger.db"
+    SQLiteStore(ledger).close()  # the shop's ledger exists (the jobs refuse a missing one)
+    outputs = []
+    with start_in_thread(seed="demo") as served:
+        env_file = tmp_path / "fourws-pay.env"
+        settings = {**served.env(), "FOURWS_LEDGER_URL": f"sqlite:///{ledger}"}
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
+        for line in lines:
+            schedule, command = line.split()[:5], line.split()[5:]
+            assert schedule == ["*/5", "*", "*", "*", "*"]
+            assert command[0] == "/srv/shop/.venv/bin/fourws-pay"
+            args = [str(env_file) if a == "/etc/fourws-pay.env" else a for a in command[1:]]
+            done = subprocess.run(
+                [sys.executable, "-m", "fourws_pay.cli", *args],
+                cwd=tmp_path,
+                env={k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            outputs.append(done.stdout)
+    assert "nothing needs manual review" in outputs[0]
+    assert "0 reservation(s) expired" in outputs[1]
