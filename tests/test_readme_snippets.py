@@ -250,6 +250,41 @@ def test_try_it_exports_the_settings_the_sandbox_prints() -> None:
     assert "--port 8765" in section
 
 
+def test_try_it_export_line_is_what_sandbox_serve_prints(tmp_path: Path) -> None:
+    """The real command, served on a free port: its printed export lines, port aside, are
+    the README's (the Data management URL included)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "fourws_pay.cli", "sandbox", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: list[str] = []
+    try:
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            printed.append(line.strip())
+            if line.startswith("Demo gift cards:"):
+                break
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
+    exports = [line.removeprefix("export ") for line in printed if line.startswith("export ")]
+    shown = dict(pair.split("=", 1) for pair in exports)
+    assert shown["FOURWS_DATA_BASE_URL"] == f"http://127.0.0.1:{port}"
+    (export,) = [line for line in try_it_section().splitlines() if line.startswith("export ")]
+    readme = dict(pair.split("=", 1) for pair in export.split()[1:])
+    assert list(readme) == list(shown)
+    assert {k: v.replace(f":{port}", ":8765") for k, v in shown.items()} == readme
+
+
 def test_try_it_lists_the_demo_cards_the_sandbox_prints() -> None:
     from fourws_pay.cli.sandbox_cmd import demo_card_lines
     from fourws_pay.sandbox import Sandbox

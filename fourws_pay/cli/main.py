@@ -207,7 +207,10 @@ def root(
         str | None, typer.Option("--data-url", help="4WS Data management API base URL.")
     ] = None,
     ledger: Annotated[
-        str | None, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///ledger.db.")
+        str | None,
+        typer.Option(
+            "--ledger", help="Ledger URL (default: sqlite:///fourws-pay-ledger.db, here)."
+        ),
     ] = None,
     callback_base_url: Annotated[
         str | None,
