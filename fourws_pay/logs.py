@@ -140,7 +140,9 @@ def protect_httpx_logs() -> None:
         httpx_logger.addFilter(HttpxRedactingFilter())
 
 
-ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "django.server")
+# Loggers whose records carry request paths: servers' access logs, and Django's request
+# log ("Not Found: <path>" for a 4xx answer to a forged or unknown callback).
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "django.server", "django.request")
 
 
 def redact_callback_path(text: str) -> str:
@@ -178,7 +180,8 @@ class AccessLogRedactingFilter(logging.Filter):
 
 def protect_access_logs(*logger_names: str) -> None:
     """Install ``AccessLogRedactingFilter`` on the access loggers of uvicorn, gunicorn and
-    Django's runserver (or on ``logger_names``); safe to call more than once.
+    Django's runserver and on ``django.request`` (or on ``logger_names``); safe to call more
+    than once.
 
     Call it at start-up, before serving; a later ``logging.config.dictConfig`` keeps it
     (dictConfig replaces a logger's handlers, not its filters).

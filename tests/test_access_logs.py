@@ -146,7 +146,12 @@ def test_protect_access_logs_installs_once_on_each_access_logger() -> None:
         protect_access_logs()
         for logger in loggers:
             assert sum(isinstance(f, AccessLogRedactingFilter) for f in logger.filters) == 1
-        assert set(ACCESS_LOGGERS) == {"uvicorn.access", "gunicorn.access", "django.server"}
+        assert set(ACCESS_LOGGERS) == {
+            "uvicorn.access",
+            "gunicorn.access",
+            "django.server",
+            "django.request",
+        }
     finally:
         for logger, filters in zip(loggers, saved, strict=True):
             logger.filters[:] = filters
