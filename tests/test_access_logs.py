@@ -155,3 +155,23 @@ def test_protect_access_logs_installs_once_on_each_access_logger() -> None:
     finally:
         for logger, filters in zip(loggers, saved, strict=True):
             logger.filters[:] = filters
+
+
+def test_the_filter_survives_uvicorns_own_logging_set_up() -> None:
+    """``uvicorn.run`` applies its ``LOGGING_CONFIG`` with ``dictConfig`` after the app
+    called ``protect_access_logs()``: that replaces handlers, never filters."""
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(list(g.filters), list(g.handlers), g.level, g.propagate) for g in loggers]
+    try:
+        protect_access_logs()
+        logging.config.dictConfig(LOGGING_CONFIG)
+        assert any(isinstance(f, AccessLogRedactingFilter) for f in loggers[2].filters)
+    finally:
+        for logger, (filters, handlers, level, propagate) in zip(loggers, saved, strict=True):
+            logger.filters[:] = filters
+            logger.handlers[:] = handlers
+            logger.level, logger.propagate = level, propagate
