@@ -38,6 +38,8 @@ class Lines(logging.Handler):
 def access_log() -> Iterator[Lines]:
     logger = logging.getLogger("uvicorn.access")
     saved = (logger.level, logger.propagate, list(logger.filters))
+    # start unprotected whatever ran before (a Django app's ready() may have installed it)
+    logger.filters[:] = [f for f in saved[2] if not isinstance(f, AccessLogRedactingFilter)]
     handler = Lines()
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
