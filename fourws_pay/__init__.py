@@ -81,7 +81,9 @@ if _typing.TYPE_CHECKING:
         open_store as open_store,
     )
     from fourws_pay.logs import (
+        AccessLogRedactingFilter as AccessLogRedactingFilter,
         mask_barcode as mask_barcode,
+        protect_access_logs as protect_access_logs,
     )
     from fourws_pay.payments import (
         AsyncGiftCardPayments as AsyncGiftCardPayments,
@@ -123,6 +125,7 @@ _EXPORTS: dict[str, str] = {
     "APIError": "fourws_pay.errors",
     "APIFailure": "fourws_pay.errors",
     "APIStatusError": "fourws_pay.errors",
+    "AccessLogRedactingFilter": "fourws_pay.logs",
     "AmbiguousOutcomeError": "fourws_pay.errors",
     "AsyncClient": "fourws_pay.api.client",
     "AsyncGiftCardPayments": "fourws_pay.payments",
@@ -202,6 +205,7 @@ _EXPORTS: dict[str, str] = {
     "make_plugin_manager": "fourws_pay.plugins",
     "mask_barcode": "fourws_pay.logs",
     "open_store": "fourws_pay.ledger",
+    "protect_access_logs": "fourws_pay.logs",
 }
 
 

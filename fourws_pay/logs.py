@@ -111,7 +111,7 @@ _TOKEN_SEGMENT = re.compile(r"/(op_[0-9a-f]{8,})/[A-Za-z0-9_\-]{16,}")
 
 def redact_logged_url(text: str) -> str:
     """Mask card numbers (digit runs of 8 or more) and callback tokens in a URL string."""
-    text = _TOKEN_SEGMENT.sub(lambda m: f"/{m.group(1)}/****", text)
+    text = redact_callback_path(text)
     return _LONG_DIGITS.sub(lambda m: mask_barcode(m.group(0)), text)
 
 
@@ -138,6 +138,58 @@ def protect_httpx_logs() -> None:
     httpx_logger = logging.getLogger("httpx")
     if not any(isinstance(f, HttpxRedactingFilter) for f in httpx_logger.filters):
         httpx_logger.addFilter(HttpxRedactingFilter())
+
+
+# Loggers whose records carry request paths: servers' access logs, and Django's request
+# log ("Not Found: <path>" for a 4xx answer to a forged or unknown callback).
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "django.server", "django.request")
+
+
+def redact_callback_path(text: str) -> str:
+    """``…/op_<id>/<secret>`` -> ``…/op_<id>/****`` wherever it appears in ``text``."""
+    return _TOKEN_SEGMENT.sub(lambda m: f"/{m.group(1)}/****", text)
+
+
+def _redacted(value: object) -> object:
+    return redact_callback_path(value) if isinstance(value, str) and "/op_" in value else value
+
+
+class AccessLogRedactingFilter(logging.Filter):
+    """Masks the secret of callback paths in web-server access-log records.
+
+    4WS calls back on ``<callback base>/<operation id>/<secret>``; the secret is what
+    authenticates the callback, and a server's access log would otherwise keep it in clear
+    for anyone who reads the logs. The filter rewrites the record's arguments in place
+    (uvicorn's tuple, gunicorn's dict of atoms, Django runserver's request line) and its
+    message, so every handler and formatter sees ``…/op_<id>/****``; it never drops a
+    record, adds no handler and changes no level. Attach it to a logger (see
+    ``protect_access_logs``) or to a handler that receives access records.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_redacted(arg) for arg in args)
+        elif isinstance(args, MutableMapping):  # gunicorn's atoms: keep its mapping class
+            for key in list(args):
+                args[key] = _redacted(args[key])
+        if isinstance(record.msg, str):
+            record.msg = redact_callback_path(record.msg)
+        return True
+
+
+def protect_access_logs(*logger_names: str) -> None:
+    """Install ``AccessLogRedactingFilter`` on the access loggers of uvicorn, gunicorn and
+    Django's runserver and on ``django.request`` (or on ``logger_names``); safe to call more
+    than once.
+
+    Call it at start-up, before serving; a later ``logging.config.dictConfig`` keeps it
+    (dictConfig replaces a logger's handlers, not its filters).
+    """
+    for name in logger_names or ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, AccessLogRedactingFilter) for f in logger.filters):
+            logger.addFilter(AccessLogRedactingFilter())
 
 
 def _wrap(initial: dict[str, Any]) -> Any:

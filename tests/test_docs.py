@@ -83,3 +83,86 @@ def test_the_license_the_metadata_declares_is_there() -> None:
     text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License")
     assert "Copyright (c) 2026 the fourws-pay authors" in text
+
+
+# Shell commands in the READMEs run without an activated venv
+
+
+SHELL_FENCE = re.compile(r"^```(?:bash|sh)\s*$")
+READMES = [REPO / "README.md", *sorted(REPO.glob("plugins/*/README.md"))]
+VENV_PREFIX = re.compile(r"^(?:\.\./)*\.venv/bin/")
+
+
+def shell_lines(path: Path) -> list[str]:
+    """The commands of the ``bash``/``sh`` blocks, comments dropped, ``&&`` split."""
+    lines, inside = [], False
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if raw.startswith("```"):
+            inside = bool(SHELL_FENCE.match(raw)) and not inside
+            continue
+        command = re.sub(r"\s#\s.*$", "", raw).strip().rstrip("\\").strip()
+        if inside and command and not command.startswith("#"):
+            lines += [part.strip() for part in command.split("&&") if part.strip()]
+    return lines
+
+
+def program(command: str) -> str:
+    """The program a command runs, after ``VAR=value`` assignments."""
+    words = [w for w in command.split() if not re.match(r"^[A-Z_][A-Z0-9_]*=", w)]
+    return words[0] if words else ""
+
+
+@pytest.mark.parametrize("path", READMES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_python_and_pytest_commands_name_the_venv(path: Path) -> None:
+    """``pytest ...`` or ``python ...`` would need the venv activated; the READMEs say
+    ``.venv/bin/python -m pytest`` (relative to where the reader is) instead."""
+    bare = [
+        c
+        for c in shell_lines(path)
+        if re.match(r"^(?:python3?|pytest)$", program(c)) and not c.startswith("python3 -m venv")
+    ]
+    assert not bare, f"{path.relative_to(REPO)}: commands that need an activated venv: {bare}"
+    for command in shell_lines(path):
+        if "-m pytest" in command:
+            assert VENV_PREFIX.match(program(command)), command
+
+
+PLUGIN_TEST_COMMANDS = sorted(
+    {
+        c
+        for p in READMES[1:]
+        for c in shell_lines(p)
+        if program(c) == ".venv/bin/python" and " -m pytest " in c
+    }
+)
+
+
+def test_plugin_readmes_have_test_commands() -> None:
+    assert any("plugins/oscar/tests" in c for c in PLUGIN_TEST_COMMANDS)
+    assert any("plugins/saleor/tests" in c for c in PLUGIN_TEST_COMMANDS)
+
+
+@pytest.mark.parametrize("command", PLUGIN_TEST_COMMANDS)
+def test_plugin_test_commands_collect_from_the_repository_root(command: str) -> None:
+    """Each command, run from the root as written (this interpreter for the venv's), finds
+    its tests: the paths and marker expressions are right."""
+    import shlex
+    import subprocess
+    import sys
+
+    words = [w for w in shlex.split(command) if not re.match(r"^[A-Z_][A-Z0-9_]*=", w)]
+    assert words[:3] == [".venv/bin/python", "-m", "pytest"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *words[3:], "--collect-only", "-q", "-p", "no:randomly"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # "N tests collected", or per-file counts when the command's own -q makes it -qq
+    counts = re.findall(
+        r"(?:^|\s)([1-9]\d*)(?:/\d+)? tests? collected\b|\.py: ([1-9]\d*)$", done.stdout, re.M
+    )
+    assert counts, done.stdout[-1000:]

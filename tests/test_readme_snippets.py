@@ -381,6 +381,41 @@ def test_try_it_exports_the_settings_the_sandbox_prints() -> None:
     assert "--port 8765" in section
 
 
+def test_try_it_export_line_is_what_sandbox_serve_prints(tmp_path: Path) -> None:
+    """The real command, served on a free port: its printed export lines, port aside, are
+    the README's (the Data management URL included)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "fourws_pay.cli", "sandbox", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: list[str] = []
+    try:
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            printed.append(line.strip())
+            if line.startswith("Demo gift cards:"):
+                break
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
+    exports = [line.removeprefix("export ") for line in printed if line.startswith("export ")]
+    shown = dict(pair.split("=", 1) for pair in exports)
+    assert shown["FOURWS_DATA_BASE_URL"] == f"http://127.0.0.1:{port}"
+    (export,) = [line for line in try_it_section().splitlines() if line.startswith("export ")]
+    readme = dict(pair.split("=", 1) for pair in export.split()[1:])
+    assert list(readme) == list(shown)
+    assert {k: v.replace(f":{port}", ":8765") for k, v in shown.items()} == readme
+
+
 def test_try_it_lists_the_demo_cards_the_sandbox_prints() -> None:
     from fourws_pay.cli.sandbox_cmd import demo_card_lines
     from fourws_pay.sandbox import Sandbox
@@ -407,3 +442,45 @@ def test_try_it_sandbox_mode_alone_gives_the_exported_settings() -> None:
     for name in exported:
         field = name.removeprefix("FOURWS_").lower()
         assert getattr(by_flag, field) == getattr(by_line, field), name
+
+
+# "Production": the cron lines run as written (binary and env file swapped for this machine)
+
+
+def test_production_cron_lines_run_as_written(tmp_path: Path) -> None:
+    from fourws_pay.ledger import SQLiteStore
+    from fourws_pay.sandbox.server import start_in_thread
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Production")
+    section = text[start : text.index("\n## ", start + 1)]
+    (cron,) = [b for b in blocks(REPO / "README.md") if b.language == "sh" and b.code in section]
+    lines = cron.code.splitlines()
+    assert len(lines) == 2
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert all(line in operations for line in lines)  # the guide shows the same jobs
+    ledger = tmp_path / "ledger.db"
+    SQLiteStore(ledger).close()  # the shop's ledger exists (the jobs refuse a missing one)
+    outputs = []
+    with start_in_thread(seed="demo") as served:
+        env_file = tmp_path / "fourws-pay.env"
+        settings = {**served.env(), "FOURWS_LEDGER_URL": f"sqlite:///{ledger}"}
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
+        for line in lines:
+            schedule, command = line.split()[:5], line.split()[5:]
+            assert schedule == ["*/5", "*", "*", "*", "*"]
+            assert command[0] == "/srv/shop/.venv/bin/fourws-pay"
+            args = [str(env_file) if a == "/etc/fourws-pay.env" else a for a in command[1:]]
+            done = subprocess.run(
+                [sys.executable, "-m", "fourws_pay.cli", *args],
+                cwd=tmp_path,
+                env={k: v for k, v in os.environ.items() if not k.startswith("FOURWS_")},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            outputs.append(done.stdout)
+    assert "nothing needs manual review" in outputs[0]
+    assert "0 reservation(s) expired" in outputs[1]

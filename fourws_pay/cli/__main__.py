@@ -1,5 +1,5 @@
 """``python -m fourws_pay.cli``: the ``fourws-pay`` command without its console script."""
 
-from fourws_pay.cli.main import run
+from fourws_pay.cli import run
 
 run()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,11 @@ from fourws_pay.api.client import AsyncClient
 from fourws_pay.clock import Clock
 from fourws_pay.errors import (
     APIError,
+    AuthenticationError,
     FourWSError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitedError,
     TransportError,
     UniqueConstraintError,
@@ -38,6 +41,9 @@ LEVELS = 5
 DIMENSION_COLUMNS = tuple(f"dimension_level{i}" for i in range(1, LEVELS + 1))
 COLUMNS = ("item_code", "barcode", "barcode_type", *DIMENSION_COLUMNS)
 MAX_CODE_LENGTH = 250
+# 4WS's symbology names are not listed (the reference shows "EAN13"): any short name of
+# letters, digits, "-" and "_" is passed on; only EAN-13, EAN-8 and UPC-A are checked.
+_BARCODE_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,13 @@ def check_barcode(barcode: str, barcode_type: str) -> str | None:
         if barcode[12] != expected:
             return f"EAN-13 check digit is {barcode[12]}, expected {expected}"
         return None
+    if kind in ("UPCA", "UPC-A", "UPC"):
+        if len(barcode) != 12 or not (barcode.isdigit() and barcode.isascii()):
+            return "UPC-A must be exactly 12 digits"
+        expected = ean13_check_digit("0" + barcode[:11])  # UPC-A is EAN-13 with a leading 0
+        if barcode[11] != expected:
+            return f"UPC-A check digit is {barcode[11]}, expected {expected}"
+        return None
     if kind in ("EAN8", "EAN-8"):
         if len(barcode) != 8 or not (barcode.isdigit() and barcode.isascii()):
             return "EAN-8 must be exactly 8 digits"
@@ -101,6 +114,8 @@ def check_row(line: int, record: dict[str, str]) -> Row | Rejected:
         return reject("item_code has control characters or '/', or is too long")
     if not barcode:
         return reject("barcode is empty")
+    if not _BARCODE_TYPE.fullmatch(barcode_type):
+        return reject("barcode_type must be a symbology name such as EAN13, EAN8 or CODE128")
     problem = check_barcode(barcode, barcode_type)
     if problem:
         return reject(problem)
@@ -321,11 +336,24 @@ class Importer:
                 if attempt == self.max_retries:
                     self._add(report.failed, row, f"rate limited {attempt + 1} times")
                 continue
+            except (AuthenticationError, PermissionDeniedError):
+                # Not this row's fault: every row would be refused the same way, and
+                # recording them as rejected would hide them from the re-run that follows
+                # the fix. The import stops; the row stays "sending" (resumable).
+                raise
             except UniqueConstraintError as exc:
                 await self._already_there(row, report, exc)
                 return
             except NotFoundError as exc:
-                self._reject(report, row, f"not found: {exc.message}")
+                # A SKU is the item plus its dimensions: 4WS may say "product not found"
+                # for either part, so the row's whole SKU is named.
+                dims = "/".join(row.dimensions) or "no dimensions"
+                self._reject(
+                    report,
+                    row,
+                    f"unknown SKU {row.item_code} ({dims}): 4WS has no such item or variant "
+                    f"({exc.message})",
+                )
                 return
             except TransportError as exc:
                 self._add(report.failed, row, f"4WS unreachable: {exc}")

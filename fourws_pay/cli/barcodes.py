@@ -59,6 +59,7 @@ def import_barcodes(
     report_file = report_path or file.with_name(file.name + ".rejected.csv")
     if not dry_run and rows:
         resume = StateFile(state_file)
+        todo = len(rows)
         try:
             todo = sum(1 for r in rows if r.barcode not in resume.inserted)
             with output.progress(
@@ -78,6 +79,13 @@ def import_barcodes(
                         await importer.run(rows, report, on_done=lambda: progress.advance(task))
 
                 asyncio.run(insert_all())
+        except KeyboardInterrupt:
+            done = report.inserted + report.already_present
+            raise KeyboardInterrupt(
+                f"interrupted after {done} of {todo} insert(s); every answered one is "
+                f"recorded in {state_file}: re-run the same command to resume (nothing "
+                "is inserted twice)"
+            ) from None
         finally:
             resume.close()
     problems = [*report.invalid, *report.rejected, *report.failed]

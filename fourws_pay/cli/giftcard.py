@@ -56,10 +56,25 @@ PublicUrlOpt = Annotated[
 ]
 
 
-def card_record(card: GiftCard, reveal: bool) -> dict[str, Any]:
+def card_status(card: GiftCard, now: datetime) -> str:
+    """What a shop can do with the card now, by the payment rules' own dates: an expired
+    or not-yet-valid card still reads ``flgActive = Y`` and a balance, but cannot pay."""
+    if not card.flg_active:
+        return "not active"
+    if card.expiration_date is not None and now >= card.expiration_date:
+        return f"EXPIRED since {output.when(card.expiration_date)} UTC"
+    if card.activation_date is not None and now < card.activation_date:
+        return f"not valid until {output.when(card.activation_date)} UTC"
+    return "active"
+
+
+def card_record(card: GiftCard, reveal: bool, now: datetime) -> dict[str, Any]:
     """The fields an operator needs, barcode masked unless ``reveal``."""
+    status = card_status(card, now)
     return {
         "barcode": output.show_code(card.card_barcode, reveal),
+        "status": status,
+        "expired": status.startswith("EXPIRED"),
         "active": card.flg_active,
         "amount": quantize(card.amount, card.decimal_number),
         "original_amount": None
@@ -84,14 +99,19 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a card's balance, validity and flags (Get Giftcard)."""
-    card = get_state(ctx).client().get_giftcard(barcode)
-    record = card_record(card, reveal)
+    state = get_state(ctx)
+    card = state.client().get_giftcard(barcode)
+    record = card_record(card, reveal, state.clock.now())
     if as_json:
         output.print_json(record)
         return
+    shown = {k: v for k, v in record.items() if k != "expired"}  # the status says it
     output.key_values(
-        f"Gift card {record['barcode']}",
-        [(k, output.money(v) if isinstance(v, Decimal) else v) for k, v in record.items()],
+        f"Gift card {record['barcode']} ({record['status']})",
+        [
+            (k, output.money(v, decimals=card.decimal_number) if isinstance(v, Decimal) else v)
+            for k, v in shown.items()
+        ],
     )
 
 
@@ -182,8 +202,12 @@ def activate(
     card = _existing_card(state.client(), barcode)
     shown = output.show_code(barcode, reveal)
     active = card is not None and card.flg_active
+    balance = (
+        None
+        if card is None
+        else output.money(quantize(card.amount, card.decimal_number), card.currency)
+    )
     if card is not None and active and not top_up:
-        balance = output.money(quantize(card.amount, card.decimal_number), card.currency)
         raise InvalidStateError(
             f"card {shown} is already active (balance {balance}); nothing was sent. "
             "Pass --top-up to add --amount to it"
@@ -215,22 +239,40 @@ def activate(
         update = GiftCardUpdate(**fields)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid activation: {exc.errors()[0]['msg']}") from None
-    result: dict[str, Any] = {"barcode": shown, "amount": value, "top_up": top_up}
+    what = "top-up" if top_up else "activation"
+    loaded = output.padded(update.amount, card.decimal_number if card else decimals)
+    before = f" (balance before: {balance})" if top_up and balance else ""
+    advice = (
+        f"do not run the {what} again (the card could be loaded twice): check the card with "
+        f"`fourws-pay giftcard show {barcode if reveal else 'CARD'}`; it is applied once the "
+        f"balance shows {output.money(loaded, card.currency if card else currency)} "
+        f"more{before}"
+    )
+
+    def send() -> Any:
+        try:
+            return state.client().update_giftcard(update)
+        except AmbiguousOutcomeError as exc:
+            raise AmbiguousOutcomeError(
+                f"{exc}; the {what} may have been applied: {advice}",
+                endpoint="update_giftcard",
+            ) from None
+
+    result: dict[str, Any] = {"barcode": shown, "amount": loaded, "top_up": top_up}
     if receiver is None:
-        queued = state.client().update_giftcard(update)
+        queued = send()
         result.update(queue_id=queued.queue_id, state="enqueued")
     else:
         with receiver:
-            queued = state.client().update_giftcard(update)
+            queued = send()
             try:
                 body = wait_for_callback(receiver, "activate", timeout, "waiting for 4WS")
             except RequestTimeout as exc:
                 # 4WS has the update: a re-run would load the card twice, so this is
                 # ambiguous (exit 9), never "retry later" (exit 8).
                 raise AmbiguousOutcomeError(
-                    f"the activation was queued (queue id {queued.queue_id}) but {exc}; it "
-                    "may still be applied: check the card with `fourws-pay giftcard show` "
-                    "before running it again",
+                    f"the {what} was queued (queue id {queued.queue_id}) but {exc}; it "
+                    f"may still be applied: {advice}",
                     endpoint="update_giftcard",
                 ) from None
         outcome = parse_model(
@@ -243,7 +285,10 @@ def activate(
     if as_json:
         output.print_json(result)
     else:
-        output.key_values("Activation", result.items())
+        output.key_values(
+            "Top-up" if top_up else "Activation",
+            [(k, output.money(v) if isinstance(v, Decimal) else v) for k, v in result.items()],
+        )
 
 
 def write_generated(cards: list[GeneratedGiftCard], path: Path) -> None:

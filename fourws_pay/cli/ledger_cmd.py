@@ -15,6 +15,8 @@ import typer
 
 from fourws_pay.cli import exitcodes, output
 from fourws_pay.cli.config import get_state
+from fourws_pay.errors import InvalidInputError
+from fourws_pay.ledger import LedgerStore
 from fourws_pay.payments.models import (
     Operation,
     OperationKind,
@@ -70,7 +72,30 @@ def reservation_record(r: Reservation, op: Operation | None, reveal: bool) -> di
     }
 
 
-def operation_record(op: Operation, reveal: bool) -> dict[str, Any]:
+def order_of(store: LedgerStore, op: Operation) -> str | None:
+    """The shop order an operation belongs to: its reservation's, or for a sold card's
+    activation or generation, the sale's."""
+    if op.kind in (OperationKind.CAPTURE, OperationKind.REFUND):
+        reservation = store.get_reservation(op.reservation_id)
+        return reservation.order_ref if reservation is not None else None
+    card = store.get_issued_card(op.reservation_id)
+    return card.order_ref if card is not None else None
+
+
+RESOLVE_CHOICES = (
+    "--applied if 4WS applied it (a capture's hold becomes captured and its order is paid; "
+    "a refund's money is back on the card), or --not-applied if it did not (a capture's hold "
+    "stops counting and the order must be paid another way; a refund can be asked again)"
+)
+
+
+def resolve_step(op_id: str) -> str:
+    return f'fourws-pay resolve {op_id} --applied|--not-applied --note "what 4WS said"'
+
+
+def operation_record(
+    op: Operation, reveal: bool, store: LedgerStore | None = None
+) -> dict[str, Any]:
     return {
         "id": op.id,
         "kind": op.kind,
@@ -78,6 +103,7 @@ def operation_record(op: Operation, reveal: bool) -> dict[str, Any]:
         "amount": op.amount,
         "currency": op.currency,
         "state": op.state,
+        "order_ref": order_of(store, op) if store is not None else None,
         "reservation_id": op.reservation_id,
         "created_at": op.created_at,
         "deadline": op.deadline,
@@ -89,11 +115,12 @@ def operation_record(op: Operation, reveal: bool) -> dict[str, Any]:
 def _operations_table(title: str, records: list[dict[str, Any]]) -> None:
     output.print_table(
         title,
-        ("operation", "kind", "card", "amount", "state", "created", "note"),
+        ("operation", "kind", "order", "card", "amount", "state", "created", "note"),
         (
             (
                 r["id"],
                 r["kind"].value,
+                r["order_ref"] or "",
                 r["card"],
                 output.money(r["amount"], r["currency"]),
                 r["state"].value,
@@ -184,7 +211,7 @@ def reconcile(
     review = payments.list_operations([OperationState.MANUAL_REVIEW])  # this run's and before
     examined = [*report.succeeded, *report.failed, *report.manual_review, *report.still_pending]
     sections: dict[str, list[dict[str, Any]]] = {
-        name: [operation_record(op, reveal) for op in ops]
+        name: [operation_record(op, reveal, payments.store) for op in ops]
         for name, ops in (
             ("found", examined),
             ("succeeded", report.succeeded),
@@ -203,6 +230,8 @@ def reconcile(
         }
         for card in report.issuing
     ]
+    for record in sections["manual_review"]:
+        record["next_step"] = resolve_step(record["id"])
     if as_json:
         output.print_json(
             {
@@ -228,6 +257,15 @@ def reconcile(
             typer.echo(f"{len(sold)} sold card(s) carried on: {summary}")
         if not review:
             typer.echo("nothing needs manual review")
+        for record in sections["manual_review"]:
+            order = f"order {record['order_ref']}" if record["order_ref"] else "no order"
+            typer.echo(
+                f"{record['id']} ({order}, {record['kind'].value} of "
+                f"{output.money(record['amount'], record['currency'])} on card "
+                f"{record['card']}): ask 4WS whether it applied this balance change, then run\n"
+                f"  {resolve_step(record['id'])}\n"
+                f"  with {RESOLVE_CHOICES}."
+            )
     if review:
         raise typer.Exit(exitcodes.FAILURE)
 
@@ -236,21 +274,30 @@ def resolve(
     ctx: typer.Context,
     operation_id: Annotated[str, typer.Argument(help="Operation id (op_...) in manual review.")],
     applied: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--applied/--not-applied",
-            help="What 4WS says: did it apply this balance change?",
+            help="What 4WS says: did it apply this balance change? (required)",
             show_default=False,
         ),
-    ],
-    note: Annotated[str, typer.Option("--note", help="Why (kept on the operation).")],
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="Why (kept on the operation; required).")
+    ] = None,
     reveal: RevealOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Settle an operation in manual review with what 4WS confirmed (after asking it)."""
     payments = get_state(ctx).payments(api=False, existing_ledger=True)
+    if applied is None or note is None:
+        missing = "--applied or --not-applied" if applied is None else "--note"
+        raise InvalidInputError(
+            f"say what 4WS confirmed ({missing} is missing); nothing was changed: "
+            f"{resolve_step(operation_id)}, with {RESOLVE_CHOICES}. Until then the "
+            "operation stays in manual review and its hold keeps counting"
+        )
     operation = payments.resolve(operation_id, applied=applied, note=note)
-    record = operation_record(operation, reveal)
+    record = operation_record(operation, reveal, payments.store)
     if as_json:
         output.print_json(record)
     else:

@@ -20,7 +20,14 @@ from typer.core import TyperGroup
 
 from fourws_pay.cli import argv, exitcodes
 from fourws_pay.cli.config import CliContext, Runtime, configure_logging
-from fourws_pay.errors import FourWSError, RateLimitedError, ThrottledError, TransportError
+from fourws_pay.errors import (
+    AuthenticationError,
+    FourWSError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ThrottledError,
+    TransportError,
+)
 
 _json_errors: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "fourws_pay_cli_json_errors", default=False
@@ -43,6 +50,22 @@ def tried_url(exc: FourWSError, state: object) -> str | None:
     return None if url in str(exc) else url
 
 
+def hint_for(exc: FourWSError) -> str | None:
+    """What the operator should check next, for failures whose fix is in the settings."""
+    if isinstance(exc, AuthenticationError):
+        return (
+            "4WS refused the credentials: check FOURWS_USERNAME and FOURWS_PASSWORD, then "
+            "FOURWS_APPLICATION_ID, FOURWS_NAMESPACE, FOURWS_COMPANY_ID and FOURWS_SITE_ID "
+            "(environment, ./.env or --env-file)"
+        )
+    if isinstance(exc, PermissionDeniedError):
+        return (
+            "the 4WS user FOURWS_USERNAME lacks the permission for this call: ask your 4WS "
+            "administrator, or check FOURWS_COMPANY_ID and FOURWS_SITE_ID"
+        )
+    return None
+
+
 def error_record(exc: FourWSError, state: object = None) -> dict[str, Any]:
     """What the command says about an expected failure; messages are already masked."""
     record: dict[str, Any] = {
@@ -56,6 +79,9 @@ def error_record(exc: FourWSError, state: object = None) -> dict[str, Any]:
     url = tried_url(exc, state)
     if url is not None:
         record["url"] = url
+    hint = hint_for(exc)
+    if hint is not None:
+        record["hint"] = hint
     for extra in ("missing", "endpoint"):
         value = getattr(exc, extra, None)
         if value:
@@ -71,6 +97,8 @@ def error_line(exc: FourWSError, state: object = None) -> str:
         line += f" (tried {record['url']})"
     if "retry_after" in record:
         line += f" (retry after {record['retry_after']:g}s)"
+    if "hint" in record:
+        line += f"; {record['hint']}"
     return line
 
 
@@ -91,10 +119,12 @@ class _Group(TyperGroup):
         except FourWSError as exc:
             print_error(error_record(exc, ctx.obj), error_line(exc, ctx.obj))
             raise typer.Exit(exitcodes.exit_code_for(exc)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # A command may say what to do next (``KeyboardInterrupt("... re-run ...")``).
+            message = str(exc) or "interrupted"
             print_error(
-                {"type": "Interrupted", "message": "interrupted", "exit_code": 130},
-                "fourws-pay: interrupted",
+                {"type": "Interrupted", "message": message, "exit_code": 130},
+                f"fourws-pay: {message}",
             )
             raise typer.Exit(exitcodes.INTERRUPTED) from None
 
@@ -177,7 +207,10 @@ def root(
         str | None, typer.Option("--data-url", help="4WS Data management API base URL.")
     ] = None,
     ledger: Annotated[
-        str | None, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///ledger.db.")
+        str | None,
+        typer.Option(
+            "--ledger", help="Ledger URL (default: sqlite:///fourws-pay-ledger.db, here)."
+        ),
     ] = None,
     callback_base_url: Annotated[
         str | None,

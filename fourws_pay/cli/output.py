@@ -89,9 +89,20 @@ def show_code(code: str | None, reveal: bool) -> str:
     return code if reveal else mask_barcode(code)
 
 
-def money(value: Decimal | None, currency: str | None = None) -> str:
+def padded(value: Decimal, decimals: int) -> Decimal:
+    """``value`` with at least ``decimals`` digits (``72.9`` -> ``72.90``), never rounded: a
+    value with more digits keeps them all."""
+    if value.is_finite() and int(value.as_tuple().exponent) > -decimals:
+        return value.quantize(Decimal(1).scaleb(-decimals))  # only adds zeros: exact
+    return value
+
+
+def money(value: Decimal | None, currency: str | None = None, decimals: int | None = None) -> str:
+    """An amount as the card writes it, with ``decimals`` digits when given (``padded``)."""
     if value is None:
         return ""
+    if decimals is not None:
+        value = padded(value, decimals)
     return f"{format(value, 'f')} {currency}".strip() if currency else format(value, "f")
 
 

@@ -12,6 +12,7 @@ from fourws_pay.api.models import LoyaltyVoucher
 from fourws_pay.cli import output
 from fourws_pay.cli.config import get_state
 from fourws_pay.errors import InvalidInputError
+from fourws_pay.money import DEFAULT_DECIMALS
 
 app = typer.Typer(help="Read customers' loyalty vouchers.", no_args_is_help=True)
 
@@ -40,7 +41,8 @@ def voucher_record(voucher: LoyaltyVoucher, reveal: bool, now: datetime) -> dict
         "id": voucher.id,
         "barcode": output.show_code(voucher.barcode, reveal),
         "card_barcode": output.show_code(voucher.card_barcode, reveal),
-        "amount": voucher.total_amount,
+        # vouchers carry no decimalNumber: written with the currency's usual two digits
+        "amount": output.padded(voucher.total_amount, DEFAULT_DECIMALS),
         "currency": voucher.currency,
         "status": voucher.document_status,
         "usable": voucher.is_usable(now),

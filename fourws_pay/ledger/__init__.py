@@ -24,6 +24,12 @@ _SCHEMES = {
     "mariadb": "fourws_pay.ledger.mysql",
     "redis": "fourws_pay.ledger.redis",
 }
+# The distribution extra that installs each store's driver (pyproject.toml).
+_EXTRAS = {
+    "fourws_pay.ledger.postgres": "postgres",
+    "fourws_pay.ledger.mysql": "mysql",
+    "fourws_pay.ledger.redis": "redis",
+}
 
 
 def open_store(url: str, **options: Any) -> LedgerStore:
@@ -42,9 +48,10 @@ def open_store(url: str, **options: Any) -> LedgerStore:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        extra = _EXTRAS[module_name]
         raise ConfigurationError(
-            f"the {scheme} ledger is not available here ({exc.name} missing); "
-            "install the matching fourws-pay extra"
+            f"the {scheme} ledger needs its driver ({exc.name} is not installed): "
+            f'pip install "fourws-pay[{extra}]"'
         ) from None
     store: LedgerStore = module.open_store(url, **options)
     return store

@@ -222,6 +222,8 @@ class Sandbox:
         s = self.settings
         return {
             "FOURWS_DOCUMENTS_BASE_URL": base_url or s.documents_base_url,
+            # the sandbox serves both APIs on one address; a real tenant may have two
+            "FOURWS_DATA_BASE_URL": base_url or s.data_url,
             "FOURWS_APPLICATION_ID": s.application_id,
             "FOURWS_NAMESPACE": s.namespace,
             "FOURWS_LANGUAGE_ID": s.language_id,

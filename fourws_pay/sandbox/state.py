@@ -453,8 +453,11 @@ class Books:
         """Raises ``LookupError`` (404) for unknown product/SKU, ``FileExistsError`` (422)."""
         product = self.products.get(item_code)
         key = _dims(dims)
-        if product is None or (product.skus and key not in product.skus):
+        if product is None:
             raise LookupError(f"Product not found with item_code: {item_code}")
+        if product.skus and key not in product.skus:
+            shown = ", ".join(v for v in key if v is not None) or "no dimensions"
+            raise LookupError(f"SKU not found for item_code {item_code}: {shown}")
         if barcode in self.barcodes:
             raise FileExistsError(f"Unique constraint error, this barcode {barcode} already exists")
         self._prog_id += 1

@@ -138,12 +138,20 @@ FOURWS_PAY = {
     "GIFTCARD_ITEM_CODE": os.environ.get("SHOP_GIFTCARD_ITEM", GIFTCARD_ITEM),
 }
 
+# One handler, on the root logger, and the loggers only set levels (their records reach
+# it by propagation). A handler on "fourws_pay" itself printed every event twice: Oscar
+# calls the root-level logging.info() (missing product images), which runs
+# logging.basicConfig() when the root has no handler, and records reached both handlers.
+# "django" loses the console handler of Django's defaults for the same reason
+# (runserver's access lines keep their own "django.server" handler).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "fourws_pay": {"handlers": ["console"], "level": "INFO"},
-        "oscar.checkout": {"handlers": ["console"], "level": "INFO"},
+        "django": {"handlers": [], "level": "INFO"},
+        "fourws_pay": {"level": "INFO"},
+        "oscar.checkout": {"level": "INFO"},
     },
 }

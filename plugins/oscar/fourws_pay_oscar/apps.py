@@ -18,6 +18,11 @@ class FourWSPayOscarConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
+        from fourws_pay import protect_access_logs
+
+        # The callback view's path carries each callback's secret: runserver's and
+        # gunicorn's access logs, and django.request's 404 warnings, must not keep it.
+        protect_access_logs()
         setting_changed.connect(_settings_changed, dispatch_uid="fourws_pay_oscar.settings")
         from django.core import checks
 

@@ -273,6 +273,15 @@ def test_customer_pays_with_a_gift_card_in_the_browser(sync_playwright, shop):
     _wait_for_sources(shop, number.group(1), refunded)
     assert shop["balance"]() == Decimal("75.00")
 
+    # runserver's output: each payment event once, and no callback secret in any line
+    log = shop["log"].read_text()
+    events = [line for line in log.splitlines() if "event='fourws_pay.payments." in line]
+    assert events, log[-3000:]
+    assert len(events) == len(set(events)), "events logged twice:\n" + "\n".join(events)
+    secrets = re.findall(r"/fourws-pay/callback/op_[0-9a-f]+/([^\s'\"]*)", log)
+    assert secrets, log[-3000:]  # runserver logged the callbacks...
+    assert set(secrets) == {"****"}, log[-3000:]  # ...with their secrets masked
+
 
 def test_a_gift_card_bought_in_the_browser_pays_the_next_order(sync_playwright, shop):
     """Buy the shop's gift card for a friend, read the code from the e-mail the shop sends

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -198,8 +199,28 @@ def test_refusal_when_the_code_is_entered(
     page = response.content.decode()
     assert _message(reason) in page
     assert "Traceback" not in page
-    assert CARD not in page
+    # what the customer typed stays in the field (to correct one digit), and only there
+    assert page.count(CARD) == 1
+    assert re.search(rf'<input type="text" name="giftcard_code"[^>]*value="{CARD}"', page)
+    assert "Amount due" in page
     _assert_nothing_taken(payments, sandbox, balance)
+
+
+def test_the_payment_step_shows_the_amount_due_and_an_empty_field(
+    payments, sandbox, oscar_product_id
+):
+    page = to_payment_details(Client(), oscar_product_id).content.decode()
+    due = re.search(r'id="giftcard-amount-due">\s*Amount due: <strong>([^<]+)</strong>', page)
+    assert due, page[:3000]
+    assert "30.00" in due.group(1)  # the order's total, shipping included
+    assert re.search(r'<input type="text" name="giftcard_code"[^>]*value=""', page)
+
+
+def test_a_typed_code_with_spaces_is_kept_as_typed(payments, sandbox, oscar_product_id):
+    client = Client()
+    to_payment_details(client, oscar_product_id)
+    page = submit_code(client, "2000 0000 9999").content.decode()  # no such card
+    assert 'value="2000 0000 9999"' in page
 
 
 @pytest.mark.parametrize("name", [n for n in REFUSALS if REFUSALS[n][1] is not None])

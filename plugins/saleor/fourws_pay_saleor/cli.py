@@ -136,6 +136,11 @@ def _run(args: argparse.Namespace) -> None:
         return
     import uvicorn
 
+    from fourws_pay import protect_access_logs
+
+    # 4WS calls back on <app url>/<callback path>/<operation id>/<secret>: uvicorn's access
+    # log (on here) must not keep the secret. uvicorn's logging set-up keeps the filter.
+    protect_access_logs()
     app = app_with_sandbox(config) if args.sandbox else app_for_tenant(config)
     print(f"Manifest: {config.url(MANIFEST_PATH)}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

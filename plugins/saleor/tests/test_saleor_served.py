@@ -102,6 +102,14 @@ def test_cli_serves_the_manifest_with_a_sandbox(tmp_path: object) -> None:
             break
         assert manifest is not None, "the App did not come up"
         assert manifest["tokenTargetUrl"] == f"http://127.0.0.1:{port}/api/register"
+        # a (forged) 4WS callback: uvicorn's access line must not keep its secret
+        secret = "Jq3kT9xv0b_Wm2Lr8YtZpE5sNcA7uHdG4fKiVoQ1yXw"
+        path = f"/fourws/callback/op_0123456789abcdef0123456789abcdef/{secret}"
+        forged = httpx.post(f"http://127.0.0.1:{port}{path}", content=b"{}", timeout=5)
+        assert forged.status_code >= 400
     finally:
         process.terminate()
         process.wait(timeout=10)
+    logged = process.stdout.read().decode() if process.stdout else ""
+    assert "/fourws/callback/op_0123456789abcdef0123456789abcdef/****" in logged, logged
+    assert secret not in logged
