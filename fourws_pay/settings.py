@@ -55,6 +55,7 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 SANDBOX_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "documents_base_url": "http://127.0.0.1:8765",
+        "data_base_url": "http://127.0.0.1:8765",  # what `sandbox serve` prints too
         "application_id": "SANDBOX",
         "namespace": "sandbox",
         "language_id": "EN",

@@ -270,6 +270,16 @@ def reconcile(
         raise typer.Exit(exitcodes.FAILURE)
 
 
+def _operator() -> str:
+    """Who runs the command, for the record on the operation (``cli:<login>``)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:100]
+    except (KeyError, OSError):  # no login name (a container without passwd entry)
+        return "cli"
+
+
 def resolve(
     ctx: typer.Context,
     operation_id: Annotated[str, typer.Argument(help="Operation id (op_...) in manual review.")],
@@ -296,7 +306,7 @@ def resolve(
             f"{resolve_step(operation_id)}, with {RESOLVE_CHOICES}. Until then the "
             "operation stays in manual review and its hold keeps counting"
         )
-    operation = payments.resolve(operation_id, applied=applied, note=note)
+    operation = payments.resolve(operation_id, applied=applied, note=note, actor=_operator())
     record = operation_record(operation, reveal, payments.store)
     if as_json:
         output.print_json(record)

@@ -102,6 +102,23 @@ def test_resolve_without_a_verdict_names_both_and_what_happens_to_the_hold(
     assert payments.get_operation(op_id).state is OperationState.MANUAL_REVIEW
 
 
+def test_resolve_records_who_ran_it_on_the_operation(
+    invoke: Invoke,
+    payments: GiftCardPayments,
+    sandbox: Sandbox,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op_id = capture_in_review(payments, sandbox, clock, "ORD-6")
+    assert invoke("reconcile").exit_code == 1
+    monkeypatch.setattr("getpass.getuser", lambda: "erin")
+    result = invoke("resolve", op_id, "--applied", "--note", "4WS ticket 12")
+    assert result.exit_code == 0, result.output
+    done = payments.get_operation(op_id)
+    assert done.state is OperationState.SUCCEEDED
+    assert done.message == "resolved by operator cli:erin: 4WS ticket 12"
+
+
 def test_an_ambiguous_top_up_says_check_show_and_do_not_rerun(
     invoke: Invoke, sandbox: Sandbox
 ) -> None:
