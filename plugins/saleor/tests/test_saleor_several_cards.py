@@ -1,0 +1,223 @@
+"""Several gift cards on one Saleor checkout (issue 20, item 3).
+
+Saleor pays a checkout with any number of transactions: each gift card the shopper adds is
+its own ``transactionInitialize`` and so its own ``TransactionItem``, next to whatever else
+pays the rest (here a staff ``transactionCreate`` with ``amountCharged``). The fake sums
+them as Saleor does (``FakeCheckout``); every test compares what Saleor would show per
+transaction with each sandbox card's books: a card is debited (and credited) exactly what
+its own transaction says, nothing crosses cards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from fake_saleor import action_payload, gateway_payload, session_payload
+from fourws_pay_saleor.payloads import WebhookEvent
+from saleor_world import World
+
+CHARGE = WebhookEvent.TRANSACTION_CHARGE_REQUESTED
+REFUND = WebhookEvent.TRANSACTION_REFUND_REQUESTED
+
+CHECKOUT = "Q2hlY2tvdXQ6MjA="
+TOTAL = Decimal("100.00")
+CARD_A = "2000000020001"
+CARD_B = "2000000020002"
+
+
+def cards(world: World, a: str = "30.00", b: str = "45.00") -> None:
+    world.sandbox.add_giftcard(CARD_A, Decimal(a))
+    world.sandbox.add_giftcard(CARD_B, Decimal(b))
+
+
+def books(world: World, barcode: str) -> tuple[Decimal, Decimal]:
+    """(balance, Σ consumed) of a card in the sandbox's books."""
+    return world.sandbox.balance(barcode), world.sandbox.total_consumed(barcode)
+
+
+async def usable(world: World, card: str, amount: Decimal) -> Decimal:
+    """PAYMENT_GATEWAY_INITIALIZE_SESSION for what is still to pay: the card's usable part."""
+    payload = gateway_payload(amount, card)
+    payload["sourceObject"]["totalPrice"]["gross"]["amount"] = TOTAL
+    payload["sourceObject"]["id"] = CHECKOUT
+    answer = await world.saleor.send(
+        world.client, WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION, payload
+    )
+    data = answer.json()["data"]
+    assert data["ok"] is True, data
+    return Decimal(str(data["usableAmount"]))
+
+
+async def start(
+    world: World, tx: str, card: str, amount: Decimal, kind: str = "CHARGE"
+) -> dict[str, object]:
+    """transactionInitialize of one card for part of the checkout (its own idempotency key)."""
+    response = await world.saleor.initialize(
+        world.client,
+        session_payload(
+            tx,
+            amount,
+            kind,
+            card,
+            idempotency_key=f"idem-{tx}",
+            checkout_total=TOTAL,
+            checkout_id=CHECKOUT,
+        ),
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def request(world: World, event: WebhookEvent, tx: str, amount: str, at: str) -> None:
+    kind = "CHARGE" if event is CHARGE else "REFUND"
+    [response] = await world.saleor.request_action(
+        world.client, event, action_payload(tx, Decimal(amount), kind, issued_at=at)
+    )
+    assert response.status_code == 200, response.text
+
+
+async def settle(world: World, passes: int = 3) -> None:
+    for _ in range(passes):
+        await world.settle()
+        await world.state.maintain()
+        await world.settle()
+        await world.flush()
+
+
+def booked(world: World, tx: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(authorized, charged, refunded) of one transaction, as Saleor derives them."""
+    values = world.saleor.transaction(tx).amounts()
+    return values["authorized"], values["charged"], values["refunded"]
+
+
+async def two_cards_and_the_rest(world: World) -> str:
+    """Card A pays 30, card B 45, another method the last 25; returns the staff tx."""
+    cards(world)
+    assert await usable(world, CARD_A, TOTAL) == Decimal("30.00")
+    assert (await start(world, "tx-a", CARD_A, Decimal("30.00")))["result"] == "CHARGE_REQUEST"
+    await settle(world)
+    assert await usable(world, CARD_B, Decimal("70.00")) == Decimal("45.00")
+    assert (await start(world, "tx-b", CARD_B, Decimal("45.00")))["result"] == "CHARGE_REQUEST"
+    await settle(world)
+    assert world.saleor.checkout_statuses(CHECKOUT) == ("PARTIAL", "PARTIAL")
+    return world.saleor.transaction_create(CHECKOUT, Decimal("25.00"), psp="cash-1")
+
+
+async def test_two_cards_and_another_method_complete_the_order(world: World) -> None:
+    staff = await two_cards_and_the_rest(world)
+    assert world.saleor.checkout_statuses(CHECKOUT) == ("FULL", "FULL")
+    order = world.saleor.complete(CHECKOUT)
+    assert order.statuses(world.saleor.transactions) == ("FULL", "FULL")
+    assert booked(world, "tx-a") == (Decimal(0), Decimal("30.00"), Decimal(0))
+    assert booked(world, "tx-b") == (Decimal(0), Decimal("45.00"), Decimal(0))
+    assert booked(world, staff) == (Decimal(0), Decimal("25.00"), Decimal(0))
+    assert books(world, CARD_A) == (Decimal(0), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal(0), Decimal("45.00"))
+    # Each card was debited once, by its own transaction.
+    assert [r.amount for r in world.sandbox.applied_operations(CARD_A)] == [Decimal("-30.00")]
+    assert [r.amount for r in world.sandbox.applied_operations(CARD_B)] == [Decimal("-45.00")]
+
+
+async def test_two_authorized_cards_are_charged_after_the_order_is_placed(world: World) -> None:
+    cards(world)
+    assert (await start(world, "tx-a", CARD_A, Decimal("30.00"), "AUTHORIZATION"))[
+        "result"
+    ] == "AUTHORIZATION_SUCCESS"
+    assert (await start(world, "tx-b", CARD_B, Decimal("45.00"), "AUTHORIZATION"))[
+        "result"
+    ] == "AUTHORIZATION_SUCCESS"
+    world.saleor.transaction_create(CHECKOUT, Decimal("25.00"))
+    assert world.saleor.checkout_statuses(CHECKOUT) == ("FULL", "PARTIAL")
+    order = world.saleor.complete(CHECKOUT)
+    await request(world, CHARGE, "tx-a", "30.00", "2026-01-01T12:01:00Z")
+    await request(world, CHARGE, "tx-b", "45.00", "2026-01-01T12:01:01Z")
+    await settle(world)
+    assert order.statuses(world.saleor.transactions) == ("FULL", "FULL")
+    assert booked(world, "tx-a") == (Decimal(0), Decimal("30.00"), Decimal(0))
+    assert booked(world, "tx-b") == (Decimal(0), Decimal("45.00"), Decimal(0))
+    assert books(world, CARD_A) == (Decimal(0), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal(0), Decimal("45.00"))
+
+
+async def test_each_refund_lands_on_its_own_card(world: World) -> None:
+    await two_cards_and_the_rest(world)
+    order = world.saleor.complete(CHECKOUT)
+    await request(world, REFUND, "tx-a", "10.00", "2026-01-01T12:10:00Z")
+    await request(world, REFUND, "tx-b", "45.00", "2026-01-01T12:10:01Z")
+    await settle(world)
+    assert booked(world, "tx-a") == (Decimal(0), Decimal("20.00"), Decimal("10.00"))
+    assert booked(world, "tx-b") == (Decimal(0), Decimal(0), Decimal("45.00"))
+    assert books(world, CARD_A) == (Decimal("10.00"), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal("45.00"), Decimal("45.00"))
+    assert order.statuses(world.saleor.transactions)[1] == "PARTIAL"
+    # A refund larger than what its own transaction charged is refused, never taken
+    # from the other card's charge.
+    await request(world, REFUND, "tx-a", "25.00", "2026-01-01T12:11:00Z")
+    await settle(world)
+    assert booked(world, "tx-a") == (Decimal(0), Decimal("20.00"), Decimal("10.00"))
+    assert books(world, CARD_A) == (Decimal("10.00"), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal("45.00"), Decimal("45.00"))
+
+
+async def test_one_card_in_two_transactions_takes_its_turn(world: World) -> None:
+    """The same barcode added twice: the second capture waits for the first (card queue)."""
+    world.sandbox.add_giftcard(CARD_A, Decimal("80.00"))
+    first = await start(world, "tx-1", CARD_A, Decimal("40.00"))
+    # No settlement in between: the first capture is still in flight at 4WS.
+    second = await start(world, "tx-2", CARD_A, Decimal("35.00"))
+    assert first["result"] == "CHARGE_REQUEST"
+    assert second["result"] == "CHARGE_REQUEST", second  # waits its turn, not refused
+    await settle(world)
+    world.saleor.transaction_create(CHECKOUT, Decimal("25.00"))
+    order = world.saleor.complete(CHECKOUT)
+    assert order.statuses(world.saleor.transactions) == ("FULL", "FULL")
+    assert booked(world, "tx-1") == (Decimal(0), Decimal("40.00"), Decimal(0))
+    assert booked(world, "tx-2") == (Decimal(0), Decimal("35.00"), Decimal(0))
+    assert books(world, CARD_A) == (Decimal("5.00"), Decimal("75.00"))
+
+    await request(world, REFUND, "tx-1", "15.00", "2026-01-01T12:10:00Z")
+    await request(world, REFUND, "tx-2", "35.00", "2026-01-01T12:10:01Z")
+    await settle(world)
+    assert booked(world, "tx-1") == (Decimal(0), Decimal("25.00"), Decimal("15.00"))
+    assert booked(world, "tx-2") == (Decimal(0), Decimal(0), Decimal("35.00"))
+    assert books(world, CARD_A) == (Decimal("55.00"), Decimal("75.00"))
+
+
+async def test_two_cards_charged_and_refunded_at_once(world: World) -> None:
+    cards(world)
+    answers = await asyncio.gather(
+        start(world, "tx-a", CARD_A, Decimal("30.00")),
+        start(world, "tx-b", CARD_B, Decimal("45.00")),
+    )
+    assert [a["result"] for a in answers] == ["CHARGE_REQUEST", "CHARGE_REQUEST"]
+    await settle(world)
+    world.saleor.transaction_create(CHECKOUT, Decimal("25.00"))
+    order = world.saleor.complete(CHECKOUT)
+    assert order.statuses(world.saleor.transactions) == ("FULL", "FULL")
+    assert books(world, CARD_A) == (Decimal(0), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal(0), Decimal("45.00"))
+
+    await asyncio.gather(
+        request(world, REFUND, "tx-a", "12.00", "2026-01-01T12:10:00Z"),
+        request(world, REFUND, "tx-b", "45.00", "2026-01-01T12:10:00Z"),
+    )
+    await settle(world)
+    assert booked(world, "tx-a") == (Decimal(0), Decimal("18.00"), Decimal("12.00"))
+    assert booked(world, "tx-b") == (Decimal(0), Decimal(0), Decimal("45.00"))
+    assert books(world, CARD_A) == (Decimal("12.00"), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal("45.00"), Decimal("45.00"))
+
+
+async def test_the_same_card_charged_twice_at_once(world: World) -> None:
+    world.sandbox.add_giftcard(CARD_A, Decimal("75.00"))
+    answers = await asyncio.gather(
+        start(world, "tx-1", CARD_A, Decimal("40.00")),
+        start(world, "tx-2", CARD_A, Decimal("35.00")),
+    )
+    assert [a["result"] for a in answers] == ["CHARGE_REQUEST", "CHARGE_REQUEST"], answers
+    await settle(world)
+    assert booked(world, "tx-1") == (Decimal(0), Decimal("40.00"), Decimal(0))
+    assert booked(world, "tx-2") == (Decimal(0), Decimal("35.00"), Decimal(0))
+    assert books(world, CARD_A) == (Decimal(0), Decimal("75.00"))
