@@ -33,7 +33,8 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   with ``amountCharged`` is another method, booked as one CHARGE_SUCCESS). Its authorize
   status sums authorized + authorize-pending + charged + charge-pending over them, its
   charge status charged + charge-pending; ``checkoutComplete`` needs the authorize status
-  FULL, and the order's charge status sums the transactions' ``charged`` only.
+  FULL, and the order's charge status sums the transactions' ``charged`` only. Without an
+  amount, ``paymentGatewayInitialize`` sends what is still to pay (``amount_to_pay``).
 - tokens of an App installed with ``activateAfterInstallation: false`` (and unknown tokens)
   are anonymous to Saleor until the App is activated: ``query { app { id } }`` gets HTTP 200,
   ``app: null`` and a ``PermissionDenied`` error (``saleor/graphql/core/...``: the API
@@ -285,6 +286,17 @@ class FakeCheckout:
         authorized = sum((a["authorized"] + a["authorize_pending"] for a in amounts), Decimal(0))
         return _status(authorized + charged, self.total), _status(charged, self.total)
 
+    def amount_to_pay(self, transactions: dict[str, SaleorTransaction]) -> Decimal:
+        """What Saleor sends as the amount when the storefront gives none
+        (``BaseMutation.get_amount``, saleor/graphql/payment/mutations/base.py): the total
+        less, per transaction, the larger of authorized and charged, and what is pending."""
+        amount = self.total
+        for tx in self.transaction_ids:
+            values = transactions[tx].amounts()
+            amount -= max(values["authorized"], values["charged"])
+            amount -= values["authorize_pending"] + values["charge_pending"]
+        return max(amount, Decimal(0))
+
 
 @dataclass
 class FakeSaleor:
@@ -328,6 +340,23 @@ class FakeSaleor:
         tx.events.append(Event("CHARGE_SUCCESS", psp, charged, message="Manual adjustment"))
         paying.transaction_ids.append(tx.id)
         return tx.id
+
+    async def gateway_initialize(
+        self,
+        app: httpx.AsyncClient,
+        checkout_id: str,
+        code: str,
+        amount: Decimal | None = None,
+        currency: str = "EUR",
+    ) -> httpx.Response:
+        """``paymentGatewayInitialize`` on a checkout; without ``amount`` Saleor sends what
+        is still to pay (``FakeCheckout.amount_to_pay``)."""
+        paying = self.checkout(checkout_id)
+        if amount is None:
+            amount = paying.amount_to_pay(self.transactions)
+        payload = gateway_payload(amount, code, currency)
+        payload["sourceObject"] = checkout(paying.total, currency, checkout_id)
+        return await self.send(app, WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION, payload)
 
     def complete(self, checkout_id: str) -> FakeCheckout:
         """``checkoutComplete``: refused unless the transactions cover the total."""

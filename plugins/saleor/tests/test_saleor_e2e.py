@@ -655,6 +655,190 @@ def test_two_checkouts_on_one_card_at_once(e2e: E2E) -> None:
         assert order_status(e2e, order)[0] == "FULL"
 
 
+def staff_payment(e2e: E2E, checkout: str, amount: Decimal) -> str:
+    """Another payment method: staff ``transactionCreate`` with ``amountCharged`` (the
+    staff token has HANDLE_PAYMENTS); Saleor books it as a CHARGE_SUCCESS of its own."""
+    created = e2e.saleor.mutate(
+        "mutation($id: ID!, $t: TransactionCreateInput!) { transactionCreate(id: $id,"
+        f" transaction: $t) {{ transaction {{ id }} {ERRORS} }} }}",
+        id=checkout,
+        t={
+            "name": "Cash on delivery",
+            "pspReference": f"cash-{time.time_ns()}",
+            "amountCharged": {"amount": str(amount), "currency": "USD"},
+        },
+    )
+    return str(created["transaction"]["id"])
+
+
+def checkout_status(e2e: E2E, checkout: str) -> tuple[str, str]:
+    data = e2e.saleor.query(
+        "query($id: ID!) { checkout(id: $id) { chargeStatus authorizeStatus } }", id=checkout
+    )["checkout"]
+    return data["chargeStatus"], data["authorizeStatus"]
+
+
+def order_transactions(e2e: E2E, order: str) -> dict[str, dict[str, Decimal]]:
+    """What Saleor recorded per transaction of the order: {id: {charged, refunded, ...}}."""
+    data = e2e.saleor.query(
+        "query($id: ID!) { order(id: $id) { transactions { id name"
+        " chargedAmount { amount } refundedAmount { amount } authorizedAmount { amount } } } }",
+        id=order,
+    )["order"]["transactions"]
+    return {
+        tx["id"]: {
+            key.removesuffix("Amount"): Decimal(str(value["amount"]))
+            for key, value in tx.items()
+            if key.endswith("Amount")
+        }
+        for tx in data
+    }
+
+
+def split(total: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    """Card A pays ~30 %, card B ~45 %, another method the rest."""
+    first = (total * Decimal("0.30")).quantize(Decimal("0.01"))
+    second = (total * Decimal("0.45")).quantize(Decimal("0.01"))
+    return first, second, total - first - second
+
+
+def refund_both(e2e: E2E, tx_a: str, part_a: Decimal, tx_b: str, part_b: Decimal) -> Decimal:
+    """Refund half of A and all of B (at once); returns A's refund."""
+    half = (part_a / 2).quantize(Decimal("0.01"))
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda r: request_action(e2e, r[0], "REFUND", r[1]),
+                [(tx_a, half), (tx_b, part_b)],
+            )
+        )
+    wait_amounts(e2e, tx_a, refunded=str(half), charged=str(part_a - half), refundPending="0")
+    wait_amounts(e2e, tx_b, refunded=str(part_b), charged="0", refundPending="0")
+    return half
+
+
+def test_two_cards_and_another_method_on_one_checkout(e2e: E2E) -> None:
+    """Issue 20 item 3: each card is its own transaction; refunds stay on their card."""
+    set_flow(e2e, "CHARGE")
+    checkout, total = new_checkout(e2e, quantity=2)
+    part_a, part_b, rest = split(total)
+    # Card B could pay all that is left; the shopper pays only part_b with it.
+    card_a, card_b = e2e.card(str(part_a)), e2e.card(str(part_b + rest))
+    offer = gateway_init(e2e, checkout, card_a)
+    assert (offer["coversFullAmount"], Decimal(str(offer["usableAmount"]))) == (False, part_a)
+    tx_a = initialize(e2e, checkout, card_a, part_a)["transaction"]["id"]
+    wait_amounts(e2e, tx_a, charged=str(part_a), chargePending="0")
+    # Without an amount Saleor asks for what is still to pay, not the checkout's total.
+    offer = gateway_init(e2e, checkout, card_b)
+    assert (offer["coversFullAmount"], Decimal(str(offer["usableAmount"]))) == (
+        True,
+        total - part_a,
+    ), offer
+    tx_b = initialize(e2e, checkout, card_b, part_b)["transaction"]["id"]
+    wait_amounts(e2e, tx_b, charged=str(part_b), chargePending="0")
+    assert checkout_status(e2e, checkout) == ("PARTIAL", "PARTIAL")
+    staff = staff_payment(e2e, checkout, rest)
+    assert checkout_status(e2e, checkout) == ("FULL", "FULL")
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order) == ("FULL", "FULL")
+    recorded = order_transactions(e2e, order)
+    print("two cards + another method, Saleor recorded:", total, recorded)
+    assert {tx: v["charged"] for tx, v in recorded.items()} == {
+        tx_a: part_a,
+        tx_b: part_b,
+        staff: rest,
+    }
+    assert e2e.books(card_a) == (Decimal(0), part_a)
+    assert e2e.books(card_b) == (rest, part_b)
+
+    half = refund_both(e2e, tx_a, part_a, tx_b, part_b)
+    print("after refunding half of A and all of B:", order_transactions(e2e, order))
+    assert e2e.books(card_a) == (half, part_a)  # credited exactly its own refund
+    assert e2e.books(card_b) == (part_b + rest, part_b)
+    assert order_transactions(e2e, order)[staff]["charged"] == rest
+    assert order_status(e2e, order)[0] == "PARTIAL"
+
+
+def test_one_card_in_two_transactions_of_one_checkout(e2e: E2E) -> None:
+    """The same barcode added twice: the second capture waits its turn in the card queue."""
+    set_flow(e2e, "CHARGE")
+    checkout, total = new_checkout(e2e, quantity=2)
+    part_a, part_b, rest = split(total)
+    card = e2e.card(str(part_a + part_b))
+    first = initialize(e2e, checkout, card, part_a)
+    second = initialize(e2e, checkout, card, part_b)  # the first may still be in flight
+    print(
+        "one card twice, initialize answered:",
+        first["transactionEvent"]["type"],
+        second["transactionEvent"]["type"],
+    )
+    tx_a, tx_b = first["transaction"]["id"], second["transaction"]["id"]
+    wait_amounts(e2e, tx_a, charged=str(part_a), chargePending="0")
+    wait_amounts(e2e, tx_b, charged=str(part_b), chargePending="0")
+    staff_payment(e2e, checkout, rest)
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order) == ("FULL", "FULL")
+    assert e2e.books(card) == (Decimal(0), part_a + part_b)
+    assert e2e.held(card) == 0
+    half = refund_both(e2e, tx_a, part_a, tx_b, part_b)
+    print("one card twice, after the refunds:", order_transactions(e2e, order))
+    assert e2e.books(card) == (half + part_b, part_a + part_b)
+
+
+def test_two_authorized_cards_of_one_order_charged_at_once(e2e: E2E) -> None:
+    set_flow(e2e, "AUTHORIZATION")
+    checkout, total = new_checkout(e2e, quantity=2)
+    part_a, part_b, rest = split(total)
+    card_a, card_b = e2e.card(str(part_a)), e2e.card(str(part_b))
+    tx_a = initialize(e2e, checkout, card_a, part_a)["transaction"]["id"]
+    tx_b = initialize(e2e, checkout, card_b, part_b)["transaction"]["id"]
+    staff_payment(e2e, checkout, rest)
+    assert checkout_status(e2e, checkout) == ("PARTIAL", "FULL")
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order) == ("PARTIAL", "FULL")
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda c: request_action(e2e, c[0], "CHARGE", c[1]),
+                [(tx_a, part_a), (tx_b, part_b)],
+            )
+        )
+    wait_amounts(e2e, tx_a, charged=str(part_a), authorized="0", chargePending="0")
+    wait_amounts(e2e, tx_b, charged=str(part_b), authorized="0", chargePending="0")
+    print("two authorizations charged at once:", order_transactions(e2e, order))
+    assert order_status(e2e, order) == ("FULL", "FULL")
+    assert e2e.books(card_a) == (Decimal(0), part_a)
+    assert e2e.books(card_b) == (Decimal(0), part_b)
+    assert e2e.held(card_a) == e2e.held(card_b) == 0
+
+
+def test_two_cards_of_one_checkout_charged_at_once(e2e: E2E) -> None:
+    set_flow(e2e, "CHARGE")
+    checkout, total = new_checkout(e2e, quantity=2)
+    part_a, part_b, rest = split(total)
+    card_a, card_b = e2e.card(str(part_a)), e2e.card(str(part_b))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda c: initialize(e2e, checkout, c[0], c[1]),
+                [(card_a, part_a), (card_b, part_b)],
+            )
+        )
+    print("two cards at once, initialize answered:", [a["transactionEvent"] for a in answers])
+    tx_a, tx_b = (answer["transaction"]["id"] for answer in answers)
+    wait_amounts(e2e, tx_a, charged=str(part_a), chargePending="0")
+    wait_amounts(e2e, tx_b, charged=str(part_b), chargePending="0")
+    staff_payment(e2e, checkout, rest)
+    order = complete(e2e, checkout)
+    assert order_status(e2e, order) == ("FULL", "FULL")
+    assert e2e.books(card_a) == (Decimal(0), part_a)
+    assert e2e.books(card_b) == (Decimal(0), part_b)
+    half = refund_both(e2e, tx_a, part_a, tx_b, part_b)
+    print("two cards at once, after the refunds:", order_transactions(e2e, order))
+    assert e2e.books(card_a) == (half, part_a)
+    assert e2e.books(card_b) == (part_b, part_b)
+
+
 def test_4ws_fault_is_resolved_by_the_maintenance_loop(e2e: E2E) -> None:
     from fourws_pay.sandbox import Fault
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from fake_saleor import action_payload, gateway_payload, session_payload
+from fake_saleor import action_payload, session_payload
 from fourws_pay_saleor.payloads import WebhookEvent
 from saleor_world import World
 
@@ -36,14 +36,10 @@ def books(world: World, barcode: str) -> tuple[Decimal, Decimal]:
     return world.sandbox.balance(barcode), world.sandbox.total_consumed(barcode)
 
 
-async def usable(world: World, card: str, amount: Decimal) -> Decimal:
-    """PAYMENT_GATEWAY_INITIALIZE_SESSION for what is still to pay: the card's usable part."""
-    payload = gateway_payload(amount, card)
-    payload["sourceObject"]["totalPrice"]["gross"]["amount"] = TOTAL
-    payload["sourceObject"]["id"] = CHECKOUT
-    answer = await world.saleor.send(
-        world.client, WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION, payload
-    )
+async def usable(world: World, card: str, amount: Decimal | None = None) -> Decimal:
+    """paymentGatewayInitialize with the card; Saleor's amount is what is still to pay."""
+    world.saleor.checkout(CHECKOUT, TOTAL)
+    answer = await world.saleor.gateway_initialize(world.client, CHECKOUT, card, amount)
     data = answer.json()["data"]
     assert data["ok"] is True, data
     return Decimal(str(data["usableAmount"]))
@@ -95,10 +91,11 @@ def booked(world: World, tx: str) -> tuple[Decimal, Decimal, Decimal]:
 async def two_cards_and_the_rest(world: World) -> str:
     """Card A pays 30, card B 45, another method the last 25; returns the staff tx."""
     cards(world)
-    assert await usable(world, CARD_A, TOTAL) == Decimal("30.00")
+    assert await usable(world, CARD_A) == Decimal("30.00")
     assert (await start(world, "tx-a", CARD_A, Decimal("30.00")))["result"] == "CHARGE_REQUEST"
     await settle(world)
-    assert await usable(world, CARD_B, Decimal("70.00")) == Decimal("45.00")
+    assert world.saleor.checkout(CHECKOUT).amount_to_pay(world.saleor.transactions) == 70
+    assert await usable(world, CARD_B) == Decimal("45.00")
     assert (await start(world, "tx-b", CARD_B, Decimal("45.00")))["result"] == "CHARGE_REQUEST"
     await settle(world)
     assert world.saleor.checkout_statuses(CHECKOUT) == ("PARTIAL", "PARTIAL")
@@ -131,8 +128,11 @@ async def test_two_authorized_cards_are_charged_after_the_order_is_placed(world:
     world.saleor.transaction_create(CHECKOUT, Decimal("25.00"))
     assert world.saleor.checkout_statuses(CHECKOUT) == ("FULL", "PARTIAL")
     order = world.saleor.complete(CHECKOUT)
-    await request(world, CHARGE, "tx-a", "30.00", "2026-01-01T12:01:00Z")
-    await request(world, CHARGE, "tx-b", "45.00", "2026-01-01T12:01:01Z")
+    # Both cards charged at once, as staff charging the order's transactions would.
+    await asyncio.gather(
+        request(world, CHARGE, "tx-a", "30.00", "2026-01-01T12:01:00Z"),
+        request(world, CHARGE, "tx-b", "45.00", "2026-01-01T12:01:00Z"),
+    )
     await settle(world)
     assert order.statuses(world.saleor.transactions) == ("FULL", "FULL")
     assert booked(world, "tx-a") == (Decimal(0), Decimal("30.00"), Decimal(0))
@@ -165,7 +165,9 @@ async def test_one_card_in_two_transactions_takes_its_turn(world: World) -> None
     """The same barcode added twice: the second capture waits for the first (card queue)."""
     world.sandbox.add_giftcard(CARD_A, Decimal("80.00"))
     first = await start(world, "tx-1", CARD_A, Decimal("40.00"))
-    # No settlement in between: the first capture is still in flight at 4WS.
+    # No settlement in between: the first capture is still in flight at 4WS, and the card
+    # offers only what that capture leaves.
+    assert await usable(world, CARD_A) == Decimal("40.00")
     second = await start(world, "tx-2", CARD_A, Decimal("35.00"))
     assert first["result"] == "CHARGE_REQUEST"
     assert second["result"] == "CHARGE_REQUEST", second  # waits its turn, not refused
