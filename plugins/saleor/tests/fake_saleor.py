@@ -33,7 +33,8 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   with ``amountCharged`` is another method, booked as one CHARGE_SUCCESS). Its authorize
   status sums authorized + authorize-pending + charged + charge-pending over them, its
   charge status charged + charge-pending; ``checkoutComplete`` needs the authorize status
-  FULL, and the order's charge status sums the transactions' ``charged`` only. Without an
+  FULL, and an order's statuses leave the pending amounts out (so an order placed while a
+  charge is pending is PARTIAL until the charge is reported). Without an
   amount, ``paymentGatewayInitialize`` sends what is still to pay (``amount_to_pay``).
 - tokens of an App installed with ``activateAfterInstallation: false`` (and unknown tokens)
   are anonymous to Saleor until the App is activated: ``query { app { id } }`` gets HTTP 200,
@@ -257,13 +258,14 @@ class SaleorTransaction:
         )
 
 
-def _status(covered: Decimal, total: Decimal) -> str:
-    """Saleor's NONE/PARTIAL/FULL/OVERCHARGED for ``covered`` of ``total`` (> 0)."""
+def _status(covered: Decimal, total: Decimal, *, charge: bool = True) -> str:
+    """Saleor's NONE/PARTIAL/FULL(/OVERCHARGED, charge status only) for ``covered`` of
+    ``total`` (> 0)."""
     if covered <= 0:
         return "NONE"
     if covered < total:
         return "PARTIAL"
-    return "FULL" if covered == total else "OVERCHARGED"
+    return "OVERCHARGED" if charge and covered > total else "FULL"
 
 
 @dataclass
@@ -279,12 +281,15 @@ class FakeCheckout:
         """(authorize status, charge status) the way Saleor sums the transactions."""
         amounts = [transactions[t].amounts() for t in self.transaction_ids]
         charged = sum((a["charged"] for a in amounts), Decimal(0))
-        if self.order:  # update_order_charge_data: charged_value only
+        if self.order:  # update_order_charge_data / _authorize_data: no pending amounts
             authorized = sum((a["authorized"] for a in amounts), Decimal(0))
-            return _status(authorized + charged, self.total), _status(charged, self.total)
-        charged += sum((a["charge_pending"] for a in amounts), Decimal(0))
-        authorized = sum((a["authorized"] + a["authorize_pending"] for a in amounts), Decimal(0))
-        return _status(authorized + charged, self.total), _status(charged, self.total)
+        else:
+            charged += sum((a["charge_pending"] for a in amounts), Decimal(0))
+            authorized = sum(
+                (a["authorized"] + a["authorize_pending"] for a in amounts), Decimal(0)
+            )
+        authorize = _status(authorized + charged, self.total, charge=False)
+        return authorize, _status(charged, self.total)
 
     def amount_to_pay(self, transactions: dict[str, SaleorTransaction]) -> Decimal:
         """What Saleor sends as the amount when the storefront gives none
