@@ -45,6 +45,7 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -420,6 +421,16 @@ class FakeSaleor:
             return JSONResponse({"data": _nulls(query), "errors": [PERMISSION_DENIED]})
         if "app {" in query or "app{" in query:
             return JSONResponse({"data": {"app": {"id": APP_ID}}})
+        if "transaction(id:" in query:
+            # A transaction's events, as the App (HANDLE_PAYMENTS) may read them.
+            tx_id = document["variables"]["id"]
+            known = self.transactions.get(tx_id)
+            events = [
+                {"type": e.type, "pspReference": e.psp}
+                for e in (known.events if known is not None else [])
+            ]
+            data = {"transaction": {"id": tx_id, "events": events} if known else None}
+            return JSONResponse({"data": data})
         if "updatePrivateMetadata" in query:
             # Saleor's updatePrivateMetadata: needs MANAGE_ORDERS on an order (the App has
             # it when it sells cards); items are merged key by key.
@@ -562,13 +573,20 @@ class FakeSaleor:
         *,
         lose_answers: int = 0,
         max_retries: int = 5,
+        before_retry: Callable[[], Awaitable[Any]] | None = None,
     ) -> list[httpx.Response]:
         """A ``*_REQUESTED`` webhook as Saleor's Celery task sends it, retries included.
 
         ``lose_answers`` answers are replaced by a 502 on the way back (a proxy timing out
-        after the App did its work). Retries carry an empty body, as Saleor's do.
+        after the App did its work). Retries carry an empty body, as Saleor's do; the
+        request event exists from the start, under no reference (transactionRequestAction
+        creates it before the Celery task runs). ``before_retry`` runs in the gap Saleor's
+        backoff leaves (some 10 s), e.g. another transaction's request.
         """
         request = Event(ACTION_REQUEST[event], "", Decimal(str(payload["action"]["amount"])))
+        tx = self.transaction(payload["transaction"]["id"])
+        tx.events.append(request)
+        request.include = False
         responses: list[httpx.Response] = []
         body: bytes | None = None
         for _attempt in range(max_retries + 1):
@@ -583,9 +601,12 @@ class FakeSaleor:
             if response.status_code < 500:
                 break
             body = b""  # the bug: Saleor re-sends the delivery without its payload
+            if before_retry is not None:
+                await before_retry()
         last = responses[-1]
         answer = _json_or_none(last) if last.status_code < 500 else None
-        self.transaction(payload["transaction"]["id"]).add_response(request, answer, session=False)
+        tx.events.remove(request)
+        tx.add_response(request, answer, session=False)
         return responses
 
     async def app_event(

@@ -759,6 +759,51 @@ def test_two_cards_and_another_method_on_one_checkout(e2e: E2E) -> None:
     assert order_status(e2e, order)[0] == "PARTIAL"
 
 
+def test_a_lost_refund_answer_stays_on_its_own_card(e2e: E2E) -> None:
+    """Staff refund card A, the App's answer is lost (502), and before Saleor's empty-body
+    retry (~10 s later) they refund card B: the retry must not be answered with B's
+    reference, which Saleor would file A's request under, leaving it pending for ever."""
+    set_flow(e2e, "CHARGE")
+    checkout, total = new_checkout(e2e, quantity=2)
+    part_a, part_b, rest = split(total)
+    card_a, card_b = e2e.card(str(part_a)), e2e.card(str(part_b))
+    tx_a = initialize(e2e, checkout, card_a, part_a)["transaction"]["id"]
+    tx_b = initialize(e2e, checkout, card_b, part_b)["transaction"]["id"]
+    wait_amounts(e2e, tx_a, charged=str(part_a), chargePending="0")
+    wait_amounts(e2e, tx_b, charged=str(part_b), chargePending="0")
+    staff_payment(e2e, checkout, rest)
+    order = complete(e2e, checkout)
+    half = (part_a / 2).quantize(Decimal("0.01"))
+    seen = len(refunds_of(e2e))
+    e2e.proxy.lose_next.add("transaction_refund_requested")
+    request_action(e2e, tx_a, "REFUND", half)
+    eventually(
+        lambda: [status for _, status in refunds_of(e2e)[seen:]][:1] == [502],
+        "A's refund answered and the answer lost",
+    )
+    request_action(e2e, tx_b, "REFUND", part_b)  # answered while A's retry waits
+    eventually(
+        lambda: any(length == 0 for length, _ in refunds_of(e2e)[seen:]),
+        "Saleor's empty-body retry of A's refund",
+        timeout=120,
+    )
+    wait_amounts(e2e, tx_b, refunded=str(part_b), refundPending="0", charged="0")
+    time.sleep(2)  # let Saleor book its answer to the retry
+    print("refund deliveries (body length, status):", refunds_of(e2e)[seen:])
+    print("A once the retry is answered:", amounts(e2e, tx_a), transaction(e2e, tx_a)["events"])
+    wait_amounts(e2e, tx_a, refunded=str(half), refundPending="0", charged=str(part_a - half))
+    booked_a = transaction(e2e, tx_a)["events"]
+    print("A after its lost refund answer:", amounts(e2e, tx_a), booked_a)
+    psp_b = {
+        e["pspReference"] for e in transaction(e2e, tx_b)["events"] if e["type"] == "REFUND_REQUEST"
+    }
+    assert not [e for e in booked_a if e["pspReference"] in psp_b], booked_a
+    assert "REFUND_FAILURE" not in [e["type"] for e in booked_a], booked_a
+    assert e2e.books(card_a) == (half, part_a)
+    assert e2e.books(card_b) == (part_b, part_b)
+    assert order_status(e2e, order)[0] == "PARTIAL"
+
+
 def test_one_card_in_two_transactions_of_one_checkout(e2e: E2E) -> None:
     """The same barcode added twice: the second capture waits its turn in the card queue."""
     set_flow(e2e, "CHARGE")

@@ -227,3 +227,72 @@ async def test_the_same_card_charged_twice_at_once(world: World) -> None:
     assert booked(world, "tx-1") == (Decimal(0), Decimal("40.00"), Decimal(0))
     assert booked(world, "tx-2") == (Decimal(0), Decimal("35.00"), Decimal(0))
     assert books(world, CARD_A) == (Decimal(0), Decimal("75.00"))
+
+
+async def test_a_lost_refund_answer_is_not_filed_under_the_other_cards_refund(
+    world: World,
+) -> None:
+    """Saleor's empty-body retry says neither transaction nor request. Staff refund card A,
+    the answer is lost on the way back, and before Saleor retries (~10 s) they refund card
+    B. Answering the retry with the newest refund answer (B's) would make Saleor file A's
+    refund request under B's reference on A's transaction, where nothing ever closes it:
+    A's refund would stay pending and its charged amount be taken twice."""
+    await two_cards_and_the_rest(world)
+    world.saleor.complete(CHECKOUT)
+
+    async def refund_b() -> None:
+        await request(world, REFUND, "tx-b", "45.00", "2026-01-01T12:10:05Z")
+
+    responses = await world.saleor.request_action(
+        world.client,
+        REFUND,
+        action_payload("tx-a", Decimal("10.00"), "REFUND", issued_at="2026-01-01T12:10:00Z"),
+        lose_answers=1,
+        before_retry=refund_b,
+    )
+    assert [r.status_code for r in responses] == [502, 200]
+    await settle(world)
+    values = world.saleor.transaction("tx-a").amounts()
+    assert (values["charged"], values["refunded"], values["refund_pending"]) == (
+        Decimal("20.00"),
+        Decimal("10.00"),
+        Decimal(0),
+    ), values
+    assert booked(world, "tx-b") == (Decimal(0), Decimal(0), Decimal("45.00"))
+    psp_b = {e.psp for e in world.saleor.transaction("tx-b").events if e.type == "REFUND_REQUEST"}
+    assert not [e for e in world.saleor.transaction("tx-a").events if e.psp in psp_b]
+    # And staff see no failed refund on A.
+    assert "REFUND_FAILURE" not in [e.type for e in world.saleor.transaction("tx-a").events]
+    assert books(world, CARD_A) == (Decimal("10.00"), Decimal("30.00"))
+    assert books(world, CARD_B) == (Decimal("45.00"), Decimal("45.00"))
+
+
+async def test_when_saleor_cannot_say_which_refund_was_lost_the_retry_gets_an_error(
+    world: World,
+) -> None:
+    """Saleor's events cannot be read during the retry: an error answer (a REFUND_FAILURE
+    that Saleor does not count) is better than filing A's request under B's reference."""
+    await two_cards_and_the_rest(world)
+
+    async def refund_b_then_saleor_fails() -> None:
+        await request(world, REFUND, "tx-b", "45.00", "2026-01-01T12:10:05Z")
+        world.saleor.graphql_failures.append(503)  # the App's look at the events
+
+    await world.saleor.request_action(
+        world.client,
+        REFUND,
+        action_payload("tx-a", Decimal("10.00"), "REFUND", issued_at="2026-01-01T12:10:00Z"),
+        lose_answers=1,
+        before_retry=refund_b_then_saleor_fails,
+    )
+    await settle(world)
+    values = world.saleor.transaction("tx-a").amounts()
+    assert (values["charged"], values["refunded"], values["refund_pending"]) == (
+        Decimal("20.00"),
+        Decimal("10.00"),
+        Decimal(0),
+    ), values
+    failures = [e for e in world.saleor.transaction("tx-a").events if e.type == "REFUND_FAILURE"]
+    assert [e.include for e in failures] == [False]  # shown, not counted
+    assert booked(world, "tx-b") == (Decimal(0), Decimal(0), Decimal("45.00"))
+    assert books(world, CARD_A) == (Decimal("10.00"), Decimal("30.00"))
