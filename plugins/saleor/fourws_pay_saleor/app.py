@@ -10,9 +10,11 @@ Every webhook goes through the same gate before any business code runs:
 4. the body parses as the expected payload, else 400 -- except a signed body that is
    empty or not JSON on a ``*_REQUESTED`` endpoint: that is Saleor retrying a sync webhook
    (since late 2024 Saleor re-sends such retries without their body). Nothing is acted on:
-   the App answers 200 with the bare ``pspReference`` of its newest answer to that webhook
-   (Saleor then books no event; an error answer would be booked as a ``*_FAILURE``), or an
-   error when it answered none recently, and re-arms the reports of what it answered to
+   the App answers 200 with the bare ``pspReference`` of its answer that was lost -- the
+   newest to that webhook, or, when recent answers span several transactions, the one
+   Saleor has not filed (``_lost_answer``) -- so Saleor books no event (an error answer
+   would be booked as a ``*_FAILURE``); an error when it answered none recently or cannot
+   tell which it was; and it re-arms the reports of what it answered to
    that Saleor recently, so an outcome whose answer Saleor lost still reaches it by
    ``transactionEventReport``.
 

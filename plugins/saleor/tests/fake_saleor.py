@@ -21,7 +21,9 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   ``create_transaction_event_from_request_and_webhook_response``
   (``saleor/payment/utils.py``): no ``pspReference`` means a ``*_FAILURE`` event that is not
   counted; a bare ``pspReference`` makes the request pending under it; a ``result`` adds
-  that event.
+  that event. The request event exists, under no reference, from before the first delivery
+  (``transactionRequestAction`` creates it); the App may read a transaction's events
+  (``transaction(id:) { events }``, HANDLE_PAYMENTS) to tell which request a retry repeats.
 - ``FakeSaleor.initialize`` -- ``create_transaction_event_for_transaction_session``
   (same file): ``*_REQUEST`` answers turn the request event into a pending one.
 - ``transactionEventReport`` -- ``deduplicate_event`` (same file): the same reference and
