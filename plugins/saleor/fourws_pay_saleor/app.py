@@ -10,9 +10,11 @@ Every webhook goes through the same gate before any business code runs:
 4. the body parses as the expected payload, else 400 -- except a signed body that is
    empty or not JSON on a ``*_REQUESTED`` endpoint: that is Saleor retrying a sync webhook
    (since late 2024 Saleor re-sends such retries without their body). Nothing is acted on:
-   the App answers 200 with the bare ``pspReference`` of its newest answer to that webhook
-   (Saleor then books no event; an error answer would be booked as a ``*_FAILURE``), or an
-   error when it answered none recently, and re-arms the reports of what it answered to
+   the App answers 200 with the bare ``pspReference`` of its answer that was lost -- the
+   newest to that webhook, or, when recent answers span several transactions, the one
+   Saleor has not filed (``_lost_answer``) -- so Saleor books no event (an error answer
+   would be booked as a ``*_FAILURE``); an error when it answered none recently or cannot
+   tell which it was; and it re-arms the reports of what it answered to
    that Saleor recently, so an outcome whose answer Saleor lost still reaches it by
    ``transactionEventReport``.
 
@@ -102,6 +104,20 @@ def _error(status: int, message: str) -> JSONResponse:
 
 # Saleor's webhook retries (handle_webhook_retry) back off 10 s * 2^n, five times: ~5 min.
 RETRY_WINDOW = timedelta(minutes=10)
+
+# An empty retry that may repeat a request of several transactions: which of them Saleor
+# has not booked an answer for (its request event carries no reference yet).
+TRANSACTION_EVENTS_QUERY = (
+    "query FourWSTransactionEvents($id: ID!) {"
+    " transaction(id: $id) { id events { type pspReference } } }"
+)
+REQUEST_EVENT = {
+    WebhookEvent.TRANSACTION_CHARGE_REQUESTED: "CHARGE_REQUEST",
+    WebhookEvent.TRANSACTION_REFUND_REQUESTED: "REFUND_REQUEST",
+    WebhookEvent.TRANSACTION_CANCELATION_REQUESTED: "CANCEL_REQUEST",
+}
+# The newest transactions looked at; the lost answer is one of the latest (seconds ago).
+RETRY_CANDIDATES = 20
 
 
 @dataclass
@@ -347,7 +363,7 @@ class SaleorApp:
             except _Reject as reject:
                 return _error(reject.status, reject.message)
             except _EmptyRetry as retry:
-                return self._empty_retry(retry.api_url, event)
+                return await self._empty_retry(retry.api_url, event)
             except _KeysDown as down:
                 return self._hold_until_verifiable(request, down, event)
             try:
@@ -414,7 +430,7 @@ class SaleorApp:
                 self.handlers.report_answer(response)
             self.store.drop_unverified(key)
 
-    def _empty_retry(self, api_url: str, event: WebhookEvent) -> Response:
+    async def _empty_retry(self, api_url: str, event: WebhookEvent) -> Response:
         """A signed ``*_REQUESTED`` delivery without a usable body: Saleor's retry.
 
         Saleor books whatever this answer says against the request event it retries
@@ -422,14 +438,17 @@ class SaleorApp:
         ``saleor/payment/utils.py``): an answer without ``pspReference`` becomes a
         ``*_FAILURE`` event staff see beside the outcome the App reported, while a bare
         ``{"pspReference": P}`` only files the request under ``P`` and books no event, and
-        the outcome under ``P`` (already reported, or re-armed here) closes it. So the
-        retry is answered with the reference of the newest answer to that webhook, and
-        with an error only when the App answered none recently.
+        the outcome under ``P`` (already reported, or re-armed here) closes it -- provided
+        ``P`` belongs to the same transaction (``_lost_answer``). So the retry is answered
+        with the reference of the lost answer, and with an error only when the App answered
+        none recently or cannot tell which transaction's it was.
         """
         now = self.clock.now()
         since = now - RETRY_WINDOW
         rearmed = self.store.rearm_answered(api_url, event.value, since, now)
-        psp = self.store.last_answered_psp(api_url, event.value, since)
+        psp = await self._lost_answer(
+            api_url, event, self.store.answered_since(api_url, event.value, since)
+        )
         log.warning(
             "saleor.empty_retry",
             webhook=event.value,
@@ -454,6 +473,80 @@ class SaleorApp:
             status_code=200,
             background=BackgroundTask(self.flush_reports),
         )
+
+    async def _lost_answer(
+        self, api_url: str, event: WebhookEvent, answers: list[tuple[str, str]]
+    ) -> str | None:
+        """The ``pspReference`` of the answer the empty retry most likely repeats, or None.
+
+        The retry names no transaction. With answers of one transaction only, the newest
+        is taken: filed under another reference of the same transaction, the request is
+        still closed by that reference's outcome. With answers to several transactions (a
+        checkout paid with several cards, whose refunds staff send one after the other)
+        the newest may be another transaction's, under which Saleor would file this
+        request on its own transaction where no outcome ever closes it: the refund would
+        show pending for ever and its amount be taken from ``charged`` twice. So the App
+        asks Saleor which of those transactions still has a request event of this kind
+        without the App's reference -- the one whose answer never arrived -- and takes
+        that one when it is a single transaction; else None (an error answer: a visible
+        ``*_FAILURE`` that Saleor does not count, the outcome still reported).
+        """
+        if not answers:
+            return None
+        if len({tx for tx, _ in answers}) == 1:
+            return answers[0][1]
+        installation = self.store.get_installation(api_url)
+        if installation is None:
+            return None
+        transactions = list(dict.fromkeys(tx for tx, _ in answers))[:RETRY_CANDIDATES]
+        booked = await asyncio.gather(
+            *(
+                self._request_references(api_url, installation.token, tx, event)
+                for tx in transactions
+            )
+        )
+        by_tx = dict(zip(transactions, booked, strict=True))
+        if any(refs is None for refs in by_tx.values()):
+            return None  # Saleor did not say: better a visible failure than a wrong filing
+        unbooked = [
+            (tx, psp) for tx, psp in answers if tx in by_tx and psp not in (by_tx[tx] or set())
+        ]
+        if len({tx for tx, _ in unbooked}) != 1:
+            log.warning(
+                "saleor.empty_retry_ambiguous",
+                webhook=event.value,
+                api_url=api_url,
+                candidates=len(unbooked),
+            )
+            return None
+        return unbooked[0][1]
+
+    async def _request_references(
+        self, api_url: str, token: str, transaction_id: str, event: WebhookEvent
+    ) -> set[str] | None:
+        """The references Saleor filed this transaction's requests of ``event``'s kind under
+        (None when Saleor cannot be asked now)."""
+        try:
+            response = await self.http.post(
+                api_url,
+                json={"query": TRANSACTION_EVENTS_QUERY, "variables": {"id": transaction_id}},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self.config.http_timeout,
+            )
+            document = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        data = document.get("data") if isinstance(document, dict) else None
+        item = data.get("transaction") if isinstance(data, dict) else None
+        events = item.get("events") if isinstance(item, dict) else None
+        if not isinstance(events, list):
+            return None
+        kind = REQUEST_EVENT[event]
+        return {
+            str(e.get("pspReference") or "")
+            for e in events
+            if isinstance(e, dict) and e.get("type") == kind
+        } - {""}
 
     async def _dispatch(
         self,

@@ -654,23 +654,23 @@ class AppStore:
                 (at.isoformat(), psp_reference),
             )
 
-    def last_answered_psp(self, api_url: str, event: str, since: datetime) -> str | None:
-        """The ``pspReference`` of the newest answer to an ``event`` delivery since ``since``.
-
-        Saleor's empty-body retry does not say which request it repeats; the newest answer
-        to that webhook is the one most likely lost (Saleor retries within seconds).
-        """
+    def answered_since(self, api_url: str, event: str, since: datetime) -> list[tuple[str, str]]:
+        """(transaction id, ``pspReference``) of each answer to an ``event`` delivery since
+        ``since``, newest first, each reference once."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT response FROM deliveries WHERE api_url = ? AND event = ?"
+                "SELECT transaction_id, response FROM deliveries WHERE api_url = ? AND event = ?"
                 " AND created_at >= ? ORDER BY created_at DESC, rowid DESC",
                 (api_url, event, since.isoformat()),
             ).fetchall()
+        seen: set[str] = set()
+        answers = []
         for row in rows:
-            psp = loads(row["response"]).get("pspReference")
-            if psp:
-                return str(psp)
-        return None
+            psp = str(loads(row["response"]).get("pspReference") or "")
+            if psp and psp not in seen:
+                seen.add(psp)
+                answers.append((str(row["transaction_id"]), psp))
+        return answers
 
     def rearm_answered(self, api_url: str, event: str, since: datetime, at: datetime) -> int:
         """Queue again the reports of outcomes answered to ``event`` deliveries since ``since``.

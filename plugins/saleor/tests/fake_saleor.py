@@ -11,7 +11,8 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   events grouped by ``pspReference``; a ``*_REQUEST`` counts as pending only until a
   success/failure with the same reference exists; ``CHARGE_SUCCESS`` moves its amount out of
   ``authorized_value``, ``REFUND_SUCCESS`` out of ``charged_value``, ``CANCEL_SUCCESS`` out
-  of ``authorized_value``; ``AUTHORIZATION_ADJUSTMENT`` overwrites the authorized total and
+  of ``authorized_value`` (which, like ``authorize_pending_value``, never goes below 0);
+  ``AUTHORIZATION_ADJUSTMENT`` overwrites the authorized total and
   hides older authorization events; ``CHARGE_BACK`` / ``REFUND_REVERSE`` turn amounts back.
 - ``FakeSaleor.request_action`` -- ``handle_transaction_request_task`` in
   ``saleor/webhook/transport/synchronous/transport.py``: an answer >= 500 is retried (Celery
@@ -20,12 +21,23 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   ``create_transaction_event_from_request_and_webhook_response``
   (``saleor/payment/utils.py``): no ``pspReference`` means a ``*_FAILURE`` event that is not
   counted; a bare ``pspReference`` makes the request pending under it; a ``result`` adds
-  that event.
+  that event. The request event exists, under no reference, from before the first delivery
+  (``transactionRequestAction`` creates it); the App may read a transaction's events
+  (``transaction(id:) { events }``, HANDLE_PAYMENTS) to tell which request a retry repeats.
 - ``FakeSaleor.initialize`` -- ``create_transaction_event_for_transaction_session``
   (same file): ``*_REQUEST`` answers turn the request event into a pending one.
 - ``transactionEventReport`` -- ``deduplicate_event`` (same file): the same reference and
   type again is ``alreadyProcessed`` when the amount matches and an error when it does not;
   a second ``AUTHORIZATION_SUCCESS`` is refused.
+- ``FakeCheckout`` -- ``saleor/checkout/payment_utils.py`` and ``saleor/order/utils.py``: a
+  checkout is paid by any number of ``TransactionItem``s (each gift card the shopper adds is
+  its own ``transactionInitialize``, so its own transaction; a staff ``transactionCreate``
+  with ``amountCharged`` is another method, booked as one CHARGE_SUCCESS). Its authorize
+  status sums authorized + authorize-pending + charged + charge-pending over them, its
+  charge status charged + charge-pending; ``checkoutComplete`` needs the authorize status
+  FULL, and an order's statuses leave the pending amounts out (so an order placed while a
+  charge is pending is PARTIAL until the charge is reported). Without an
+  amount, ``paymentGatewayInitialize`` sends what is still to pay (``amount_to_pay``).
 - tokens of an App installed with ``activateAfterInstallation: false`` (and unknown tokens)
   are anonymous to Saleor until the App is activated: ``query { app { id } }`` gets HTTP 200,
   ``app: null`` and a ``PermissionDenied`` error (``saleor/graphql/core/...``: the API
@@ -35,6 +47,7 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -190,6 +203,10 @@ class SaleorTransaction:
                     out[field_name] += success.amount
                     if previous:
                         out[previous] -= success.amount
+        # recalculate_transaction_amounts: a charge without an authorization (CHARGE at
+        # initialize, a staff transactionCreate) leaves no negative authorized amount.
+        out["authorized"] = max(out["authorized"], zero)
+        out["authorize_pending"] = max(out["authorize_pending"], zero)
         return out
 
     def add_response(self, request: Event, response: Any, *, session: bool) -> None:
@@ -244,6 +261,51 @@ class SaleorTransaction:
         )
 
 
+def _status(covered: Decimal, total: Decimal, *, charge: bool = True) -> str:
+    """Saleor's NONE/PARTIAL/FULL(/OVERCHARGED, charge status only) for ``covered`` of
+    ``total`` (> 0)."""
+    if covered <= 0:
+        return "NONE"
+    if covered < total:
+        return "PARTIAL"
+    return "OVERCHARGED" if charge and covered > total else "FULL"
+
+
+@dataclass
+class FakeCheckout:
+    """A checkout (or, once completed, its order) and the transactions that pay it."""
+
+    id: str
+    total: Decimal
+    transaction_ids: list[str] = field(default_factory=list)
+    order: bool = False
+
+    def statuses(self, transactions: dict[str, SaleorTransaction]) -> tuple[str, str]:
+        """(authorize status, charge status) the way Saleor sums the transactions."""
+        amounts = [transactions[t].amounts() for t in self.transaction_ids]
+        charged = sum((a["charged"] for a in amounts), Decimal(0))
+        if self.order:  # update_order_charge_data / _authorize_data: no pending amounts
+            authorized = sum((a["authorized"] for a in amounts), Decimal(0))
+        else:
+            charged += sum((a["charge_pending"] for a in amounts), Decimal(0))
+            authorized = sum(
+                (a["authorized"] + a["authorize_pending"] for a in amounts), Decimal(0)
+            )
+        authorize = _status(authorized + charged, self.total, charge=False)
+        return authorize, _status(charged, self.total)
+
+    def amount_to_pay(self, transactions: dict[str, SaleorTransaction]) -> Decimal:
+        """What Saleor sends as the amount when the storefront gives none
+        (``BaseMutation.get_amount``, saleor/graphql/payment/mutations/base.py): the total
+        less, per transaction, the larger of authorized and charged, and what is pending."""
+        amount = self.total
+        for tx in self.transaction_ids:
+            values = transactions[tx].amounts()
+            amount -= max(values["authorized"], values["charged"])
+            amount -= values["authorize_pending"] + values["charge_pending"]
+        return max(amount, Decimal(0))
+
+
 @dataclass
 class FakeSaleor:
     """Holds Saleor's signing key(s) and what the App told it."""
@@ -263,9 +325,56 @@ class FakeSaleor:
     deliveries: list[tuple[WebhookEvent, bytes, int]] = field(default_factory=list)
     private_metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # by object id
     metadata_failures: int = 0  # updatePrivateMetadata answers to refuse next
+    checkouts: dict[str, FakeCheckout] = field(default_factory=dict)
 
     def transaction(self, transaction_id: str) -> SaleorTransaction:
         return self.transactions.setdefault(transaction_id, SaleorTransaction(transaction_id))
+
+    def checkout(self, checkout_id: str, total: Decimal | None = None) -> FakeCheckout:
+        """The checkout ``checkout_id`` (made with ``total`` the first time)."""
+        if checkout_id not in self.checkouts:
+            assert total is not None, f"unknown checkout {checkout_id}"
+            self.checkouts[checkout_id] = FakeCheckout(checkout_id, total)
+        return self.checkouts[checkout_id]
+
+    def checkout_statuses(self, checkout_id: str) -> tuple[str, str]:
+        return self.checkout(checkout_id).statuses(self.transactions)
+
+    def transaction_create(self, checkout_id: str, charged: Decimal, psp: str = "") -> str:
+        """Staff ``transactionCreate`` with ``amountCharged``: another payment method, booked
+        as one CHARGE_SUCCESS (Saleor's manual adjustment) on a transaction of its own."""
+        paying = self.checkout(checkout_id)
+        tx = self.transaction(f"staff-{len(self.transactions)}")
+        tx.events.append(Event("CHARGE_SUCCESS", psp, charged, message="Manual adjustment"))
+        paying.transaction_ids.append(tx.id)
+        return tx.id
+
+    async def gateway_initialize(
+        self,
+        app: httpx.AsyncClient,
+        checkout_id: str,
+        code: str,
+        amount: Decimal | None = None,
+        currency: str = "EUR",
+    ) -> httpx.Response:
+        """``paymentGatewayInitialize`` on a checkout; without ``amount`` Saleor sends what
+        is still to pay (``FakeCheckout.amount_to_pay``)."""
+        paying = self.checkout(checkout_id)
+        if amount is None:
+            amount = paying.amount_to_pay(self.transactions)
+        payload = gateway_payload(amount, code, currency)
+        payload["sourceObject"] = checkout(paying.total, currency, checkout_id)
+        return await self.send(app, WebhookEvent.PAYMENT_GATEWAY_INITIALIZE_SESSION, payload)
+
+    def complete(self, checkout_id: str) -> FakeCheckout:
+        """``checkoutComplete``: refused unless the transactions cover the total."""
+        paying = self.checkout(checkout_id)
+        authorize_status, _ = paying.statuses(self.transactions)
+        assert authorize_status in ("FULL", "OVERCHARGED"), (
+            f"checkoutComplete refused: authorize status {authorize_status}"
+        )
+        paying.order = True
+        return paying
 
     # -- signing -------------------------------------------------------------------------
 
@@ -314,6 +423,16 @@ class FakeSaleor:
             return JSONResponse({"data": _nulls(query), "errors": [PERMISSION_DENIED]})
         if "app {" in query or "app{" in query:
             return JSONResponse({"data": {"app": {"id": APP_ID}}})
+        if "transaction(id:" in query:
+            # A transaction's events, as the App (HANDLE_PAYMENTS) may read them.
+            tx_id = document["variables"]["id"]
+            known = self.transactions.get(tx_id)
+            events = [
+                {"type": e.type, "pspReference": e.psp}
+                for e in (known.events if known is not None else [])
+            ]
+            data = {"transaction": {"id": tx_id, "events": events} if known else None}
+            return JSONResponse({"data": data})
         if "updatePrivateMetadata" in query:
             # Saleor's updatePrivateMetadata: needs MANAGE_ORDERS on an order (the App has
             # it when it sells cards); items are merged key by key.
@@ -433,6 +552,12 @@ class FakeSaleor:
         event: WebhookEvent = WebhookEvent.TRANSACTION_INITIALIZE_SESSION,
     ) -> httpx.Response:
         """transactionInitialize/Process: one try (no retry), the answer booked as Saleor does."""
+        source = payload.get("sourceObject") or {}
+        if source.get("__typename") == "Checkout":
+            total = Decimal(str(source["totalPrice"]["gross"]["amount"]))
+            paying = self.checkout(source["id"], total)
+            if payload["transaction"]["id"] not in paying.transaction_ids:
+                paying.transaction_ids.append(payload["transaction"]["id"])
         response = await self.send(app, event, payload)
         kind = "AUTHORIZATION" if payload["action"]["actionType"] == "AUTHORIZATION" else "CHARGE"
         request = Event(f"{kind}_REQUEST", "", Decimal(str(payload["action"]["amount"])))
@@ -450,13 +575,20 @@ class FakeSaleor:
         *,
         lose_answers: int = 0,
         max_retries: int = 5,
+        before_retry: Callable[[], Awaitable[Any]] | None = None,
     ) -> list[httpx.Response]:
         """A ``*_REQUESTED`` webhook as Saleor's Celery task sends it, retries included.
 
         ``lose_answers`` answers are replaced by a 502 on the way back (a proxy timing out
-        after the App did its work). Retries carry an empty body, as Saleor's do.
+        after the App did its work). Retries carry an empty body, as Saleor's do; the
+        request event exists from the start, under no reference (transactionRequestAction
+        creates it before the Celery task runs). ``before_retry`` runs in the gap Saleor's
+        backoff leaves (some 10 s), e.g. another transaction's request.
         """
         request = Event(ACTION_REQUEST[event], "", Decimal(str(payload["action"]["amount"])))
+        tx = self.transaction(payload["transaction"]["id"])
+        tx.events.append(request)
+        request.include = False
         responses: list[httpx.Response] = []
         body: bytes | None = None
         for _attempt in range(max_retries + 1):
@@ -471,9 +603,12 @@ class FakeSaleor:
             if response.status_code < 500:
                 break
             body = b""  # the bug: Saleor re-sends the delivery without its payload
+            if before_retry is not None:
+                await before_retry()
         last = responses[-1]
         answer = _json_or_none(last) if last.status_code < 500 else None
-        self.transaction(payload["transaction"]["id"]).add_response(request, answer, session=False)
+        tx.events.remove(request)
+        tx.add_response(request, answer, session=False)
         return responses
 
     async def app_event(
@@ -575,7 +710,10 @@ def session_payload(
     idempotency_key: str | None = "idem-1",
     currency: str = "EUR",
     issued_at: str = "2026-01-01T12:00:00+00:00",
+    checkout_total: Decimal | None = None,
+    checkout_id: str = "Q2hlY2tvdXQ6MQ==",
 ) -> dict[str, Any]:
+    """``checkout_total``: the checkout's total when this transaction pays only part of it."""
     payload: dict[str, Any] = {
         "version": SALEOR_VERSION,
         "issuedAt": issued_at,
@@ -584,7 +722,9 @@ def session_payload(
         "customerIpAddress": "203.0.113.7",
         "transaction": {"id": transaction_id, "pspReference": ""},
         "action": {"amount": amount, "currency": currency, "actionType": action_type},
-        "sourceObject": checkout(amount, currency),
+        "sourceObject": checkout(
+            amount if checkout_total is None else checkout_total, currency, checkout_id
+        ),
     }
     if idempotency_key is not None:
         payload["idempotencyKey"] = idempotency_key
