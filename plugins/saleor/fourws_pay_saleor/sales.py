@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fourws_pay_saleor.jsonutil import dumps, loads
+from fourws_pay_saleor.store import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sales (
@@ -113,15 +114,7 @@ class SaleStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.executescript(_SCHEMA)
+        self._conn = connect(self.path, _SCHEMA)
 
     def __repr__(self) -> str:
         return f"SaleStore({self.path!r})"

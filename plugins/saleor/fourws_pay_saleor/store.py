@@ -255,6 +255,19 @@ class Installation:
     active: bool = True
 
 
+def connect(path: str, schema: str) -> sqlite3.Connection:
+    """One connection of the App's SQLite file, shared by threads (callers hold a lock):
+    autocommit (transactions are explicit), WAL so several processes can share the file,
+    a 30 s busy timeout, and ``schema`` created if missing."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.row_factory = sqlite3.Row
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(schema)
+    return conn
+
+
 class AppStore:
     """SQLite-backed state of the App; safe to share between threads of one process.
 
@@ -265,15 +278,8 @@ class AppStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.row_factory = sqlite3.Row
         with self._lock:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.executescript(_SCHEMA)
+            self._conn = connect(self.path, _SCHEMA)
             self._migrate()
 
     def _migrate(self) -> None:
