@@ -20,6 +20,7 @@ Environment variables:
 import os
 from pathlib import Path
 
+from fourws_pay_oscar.nav import backoffice_navigation
 from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403
 
@@ -119,6 +120,8 @@ MEDIA_URL = "/media/"
 OSCAR_SHOP_NAME = "4WS gift card shop"
 OSCAR_DEFAULT_CURRENCY = "EUR"
 OSCAR_ALLOW_ANON_CHECKOUT = True
+# the gift-card back office (fourws_pay_oscar.nav): review queue, card look-up, daily report
+OSCAR_DASHBOARD_NAVIGATION = [*OSCAR_DASHBOARD_NAVIGATION, backoffice_navigation()]  # noqa: F405
 
 SHOP_PUBLIC_URL = os.environ.get("SHOP_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 

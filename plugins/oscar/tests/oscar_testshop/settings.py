@@ -5,6 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from fourws_pay_oscar.nav import backoffice_navigation
 from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403
 
@@ -82,6 +83,8 @@ MEDIA_URL = "/media/"
 LOGGING_CONFIG = None
 
 OSCAR_DEFAULT_CURRENCY = "EUR"
+# the back office's "Gift cards" menu (fourws_pay_oscar.nav), after Oscar's own entries
+OSCAR_DASHBOARD_NAVIGATION = [*OSCAR_DASHBOARD_NAVIGATION, backoffice_navigation()]  # noqa: F405
 OSCAR_ALLOW_ANON_CHECKOUT = True
 
 FOURWS_PAY = {
