@@ -207,18 +207,21 @@ class SaleorStaffGate:
         return None if session is None else Staff(name=session.email)
 
     def set_cookie(self, response: Response, session: StaffSession, path: str) -> None:
+        """Written by hand: ``Partitioned`` (CHIPS, for a Dashboard on another site) is not
+        available from the standard library's cookie module before Python 3.14."""
         same_site = self.config.backoffice_cookie_samesite
-        secure = self.config.app_url.startswith("https://") or same_site == "none"
-        response.set_cookie(
-            SESSION_COOKIE,
-            self.cookie_value(session),
-            max_age=int(self.config.backoffice_session_ttl),
-            path=path or "/",
-            secure=secure,
-            httponly=True,
-            samesite=same_site,
-            partitioned=same_site == "none",
-        )
+        attributes = [
+            f"{SESSION_COOKIE}={self.cookie_value(session)}",
+            f"Max-Age={int(self.config.backoffice_session_ttl)}",
+            f"Path={path or '/'}",
+            "HttpOnly",
+            f"SameSite={same_site.capitalize()}",
+        ]
+        if self.config.app_url.startswith("https://") or same_site == "none":
+            attributes.append("Secure")
+        if same_site == "none":
+            attributes.append("Partitioned")
+        response.raw_headers.append((b"set-cookie", "; ".join(attributes).encode("latin-1")))
 
 
 # -- pages -----------------------------------------------------------------------------------

@@ -233,3 +233,51 @@ async def test_a_resolve_is_recorded_with_the_saleor_staff_members_email(world: 
     final = await world.payments.get_operation(op.id)
     assert final.state is OperationState.SUCCEEDED
     assert final.message == f"resolved by operator {STAFF}: 4WS shows it"
+
+
+async def test_a_cookie_signed_under_another_secret_is_refused(world: World) -> None:
+    from fourws_pay_saleor.backoffice import SaleorStaffGate, StaffSession
+
+    state = world.state
+    stranger = SaleorStaffGate(state.config, state.store, state.http, state.clock, b"another")
+    far = int(world.clock.now().timestamp()) + 600
+    value = stranger.cookie_value(StaffSession(email=STAFF, api_url=API_URL, expires=far))
+    world.client.cookies.set(SESSION_COOKIE, value, domain="app.test", path="/backoffice")
+    assert (await world.client.get("/backoffice/")).status_code == 303
+
+
+async def test_refused_sign_ins_are_logged_without_the_token(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = world.saleor.user_token(STAFF, permissions=("MANAGE_ORDERS",))
+    assert (await login(world, token)).status_code == 403
+    logged = [r.getMessage() for r in caplog.records if "backoffice_login" in r.getMessage()]
+    assert logged
+    assert all(token not in line and token.split(".")[1] not in line for line in logged)
+
+
+@pytest.mark.parametrize(
+    "app_options",
+    [{"config": {"app_url": "https://app.test", "backoffice_cookie_samesite": "none"}}],
+)
+async def test_a_dashboard_on_another_site_gets_a_secure_partitioned_cookie(
+    world: World,
+) -> None:
+    response = await world.client.post(
+        "https://app.test/backoffice/login",
+        data={"saleor_api_url": API_URL, "token": world.saleor.user_token(STAFF)},
+    )
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"].lower()
+    for attribute in ("secure", "samesite=none", "partitioned", "httponly"):
+        assert attribute in cookie, cookie
+
+
+def test_samesite_none_needs_an_https_app(tmp_path: Path) -> None:
+    from fourws_pay_saleor import AppConfig
+
+    from fourws_pay.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        AppConfig.from_env({}, app_url="http://app.test", backoffice_cookie_samesite="none")
+    assert make_config(tmp_path, app_url="https://app.test", backoffice_cookie_samesite="none")
