@@ -40,13 +40,14 @@ import httpx
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from fourws_pay.clock import Clock, SystemClock
 from fourws_pay.errors import CallbackRejected
 from fourws_pay.logs import get_logger
 from fourws_pay_saleor.actions import ACTION_PREFIX
+from fourws_pay_saleor.backoffice import BACKOFFICE_PATH, LOGIN_PATH, backoffice_app, login_redirect
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.events import PLUGIN_NAME, SaleorEventListener
 from fourws_pay_saleor.gateway import Gateway
@@ -136,6 +137,7 @@ class SaleorApp:
     verifier: JWKSVerifier = field(init=False)
     reporter: SaleorReporter = field(init=False)
     listener: SaleorEventListener = field(init=False)
+    backoffice_mounted: bool = field(init=False, default=False)
     _flush_wanted: asyncio.Event | None = field(init=False, default=None)
     _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
 
@@ -238,10 +240,17 @@ class SaleorApp:
         return JSONResponse(build_manifest(self.config))
 
     async def home(self, request: Request) -> Response:
+        if self.backoffice_mounted:
+            if "saleorApiUrl" in request.query_params:
+                # The Dashboard opening the App: its iframe goes on to the back office.
+                return RedirectResponse(login_redirect(request.url.query), status_code=303)
+            link = f'<p><a href="{BACKOFFICE_PATH}{LOGIN_PATH}">Staff back office</a></p>'
+        else:
+            link = ""
         return HTMLResponse(
             "<!doctype html><title>4WS gift cards</title>"
             "<h1>4WS gift cards for Saleor</h1>"
-            "<p>This App accepts 4WS Suite gift cards through Saleor's Transaction API.</p>"
+            "<p>This App accepts 4WS Suite gift cards through Saleor's Transaction API.</p>" + link
         )
 
     async def register(self, request: Request) -> Response:
@@ -756,7 +765,7 @@ def create_app(
         channel_gateways=dict(channel_gateways or {}),
         deliver_giftcards=deliver_giftcards,
     )
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", saleor.home, methods=["GET"]),
         Route(MANIFEST_PATH, saleor.manifest, methods=["GET"]),
         Route(REGISTER_PATH, saleor.register, methods=["POST"]),
@@ -771,6 +780,18 @@ def create_app(
     routes.append(Route(APP_EVENTS_PATH, saleor.app_event, methods=["POST"]))
     if saleor.selling is not None:
         routes.append(Route(ORDER_FULLY_PAID_PATH, saleor.order_fully_paid, methods=["POST"]))
+    if config.backoffice:
+        payments = getattr(gateway, "payments", None)
+        if payments is None:
+            log.warning(
+                "saleor.backoffice_unavailable",
+                hint="the gateway exposes no payments ledger (gateway.payments): the back"
+                " office is not served",
+            )
+        else:
+            console = backoffice_app(config, saleor.store, saleor.http, saleor.clock, payments)
+            routes.append(Mount(BACKOFFICE_PATH, app=console))
+            saleor.backoffice_mounted = True
     app = Starlette(routes=routes, lifespan=saleor.lifespan)
     app.state.saleor = saleor
     return app

@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fourws_pay.errors import ConfigurationError
 
@@ -84,6 +91,19 @@ class AppConfig(BaseModel):
     # "package.module:function" called as function(sale, cards, pdf_url) to hand sold cards
     # to the buyer (e-mail); create_app(deliver_giftcards=...) takes precedence.
     giftcard_delivery: str = ""
+    # The staff back office at /backoffice (``backoffice.py``): Saleor staff with
+    # HANDLE_PAYMENTS sign in with their Saleor token; the manifest adds it to the
+    # Dashboard's Orders menu. On by default: it is where manual reviews are resolved.
+    backoffice: bool = True
+    # Signs back office sessions and form tokens; give every worker the same one. Empty: a
+    # random one per process (sessions end on restart).
+    backoffice_secret: str = Field(default="", repr=False)
+    # Seconds a back office sign-in lasts.
+    backoffice_session_ttl: float = Field(default=3600.0, gt=0, le=24 * 3600)
+    # The session cookie's SameSite: "strict" works when the Dashboard and the App are on
+    # the same site (or the console is opened on its own); a Dashboard on another site
+    # needs "none" (then the cookie is Secure and Partitioned, and the App must be https).
+    backoffice_cookie_samesite: Literal["strict", "lax", "none"] = "strict"
 
     @field_validator("app_url")
     @classmethod
@@ -119,6 +139,12 @@ class AppConfig(BaseModel):
         if not value.startswith("/"):
             raise ValueError("must start with /")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cookie(self) -> AppConfig:
+        if self.backoffice_cookie_samesite == "none" and not self.app_url.startswith("https://"):
+            raise ValueError("backoffice_cookie_samesite 'none' needs an https:// app_url")
+        return self
 
     def url(self, path: str) -> str:
         """An absolute URL of this App."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fourws_pay_saleor.backoffice import BACKOFFICE_PATH, LOGIN_PATH
 from fourws_pay_saleor.config import AppConfig
 from fourws_pay_saleor.payloads import WebhookEvent
 from fourws_pay_saleor.selling import ORDER_FULLY_PAID_PATH, ORDER_FULLY_PAID_QUERY
@@ -101,6 +102,21 @@ def build_manifest(config: AppConfig) -> dict[str, Any]:
         else ["HANDLE_PAYMENTS"],
         "appUrl": config.url("/"),
         "tokenTargetUrl": config.url(REGISTER_PATH),
+        "extensions": [
+            {
+                # Saleor 3.24 (manifest_validations.py): a relative url is joined to appUrl;
+                # APP_PAGE opens it inside the Dashboard, which hands it a token over
+                # AppBridge; the extension's permissions must be the App's own.
+                "identifier": "fourws-backoffice",
+                "label": "Gift card back office",
+                "mount": "NAVIGATION_ORDERS",
+                "target": "APP_PAGE",
+                "url": BACKOFFICE_PATH + LOGIN_PATH,
+                "permissions": ["HANDLE_PAYMENTS"],
+            }
+        ]
+        if config.backoffice
+        else [],
         "webhooks": [
             {
                 "name": f"4WS gift cards: {event.enum_name}",

@@ -42,10 +42,16 @@ What else follows real Saleor, file by file (saleor/saleor, 3.24):
   are anonymous to Saleor until the App is activated: ``query { app { id } }`` gets HTTP 200,
   ``app: null`` and a ``PermissionDenied`` error (``saleor/graphql/core/...``: the API
   authenticates active Apps only), not a 401.
+- ``me`` (``saleor/graphql/account/schema.py``, ``core/auth_backend.py``): a user's JWT
+  answers the user, with ``isStaff`` and ``userPermissions`` as the token grants them (a
+  Dashboard token for an App carries the user's and the App's common permissions, and its
+  ``app`` claim names the App); an App's token has no user (``me: null``); an unknown,
+  expired or foreign JWT is ``me: null`` with an error (PyJWTError is a handled error).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -326,6 +332,30 @@ class FakeSaleor:
     private_metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # by object id
     metadata_failures: int = 0  # updatePrivateMetadata answers to refuse next
     checkouts: dict[str, FakeCheckout] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # JWT -> ``me``
+
+    def user_token(
+        self,
+        email: str,
+        *,
+        is_staff: bool = True,
+        permissions: tuple[str, ...] = ("HANDLE_PAYMENTS",),
+        app: str | None = None,
+    ) -> str:
+        """A JWT this Saleor accepts for a user (``app``: minted for that App's page)."""
+        claims: dict[str, Any] = {"email": email, "type": "thirdparty" if app else "access"}
+        if app is not None:
+            claims["app"] = app
+            claims["permissions"] = list(permissions)
+        header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=")
+        body = base64.urlsafe_b64encode(dumps(claims).encode()).rstrip(b"=")
+        token = f"{header.decode()}.{body.decode()}.sig{len(self.users)}"
+        self.users[token] = {
+            "email": email,
+            "isStaff": is_staff,
+            "userPermissions": [{"code": code} for code in permissions],
+        }
+        return token
 
     def transaction(self, transaction_id: str) -> SaleorTransaction:
         return self.transactions.setdefault(transaction_id, SaleorTransaction(transaction_id))
@@ -417,6 +447,16 @@ class FakeSaleor:
         token = auth.removeprefix("Bearer ")
         document = loads(await request.body())
         query = document.get("query", "")
+        if "me {" in query:
+            if token in self.users:
+                return JSONResponse({"data": {"me": self.users[token]}})
+            if token in self.valid_tokens:  # an App is no user
+                return JSONResponse({"data": {"me": None}})
+            invalid = {
+                "message": "Invalid token. Create new one by using tokenCreate mutation.",
+                "extensions": {"exception": {"code": "InvalidTokenError"}},
+            }
+            return JSONResponse({"data": {"me": None}, "errors": [invalid]})
         if token not in self.valid_tokens or token in self.inactive_tokens:
             # Saleor 3.24 authenticates active Apps only; any other token is anonymous, and
             # an App query or mutation is then denied with HTTP 200 (seen on real Saleor).

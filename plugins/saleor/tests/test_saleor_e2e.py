@@ -91,7 +91,8 @@ def eventually(
 
 @dataclass
 class Proxy:
-    """Forwards to the App; can replace one answer by a 502 after the App handled it."""
+    """Forwards to the App (query strings and answer headers too: the back office's
+    redirects and cookies); can replace one answer by a 502 after the App handled it."""
 
     app: Any
     lose_next: set[str] = field(default_factory=set)  # Saleor-Event values
@@ -112,7 +113,7 @@ class Proxy:
         ) as client:
             answer = await client.request(
                 request.method,
-                request.url.path,
+                request.url.path + (f"?{request.url.query}" if request.url.query else ""),
                 content=body,
                 headers={k: v for k, v in request.headers.items() if k != "host"},
             )
@@ -127,6 +128,9 @@ class Proxy:
             status_code=status,
             media_type=answer.headers.get("content-type"),
         )
+        for key, value in answer.headers.multi_items():  # redirects, cookies (back office)
+            if key.lower() not in ("content-length", "content-type", "transfer-encoding"):
+                response.raw_headers.append((key.encode("latin-1"), value.encode("latin-1")))
         await response(scope, receive, send)
 
 
@@ -1044,6 +1048,163 @@ def test_a_paid_order_sells_one_active_card_also_when_redelivered(e2e: E2E) -> N
     assert len(loads) == 1, loads
     assert e2e.books(card.barcode) == (face, Decimal(0))
     assert len([m for m in e2e.mail if m[0].order_id == order]) == 1
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic"]
+REPO = Path(__file__).resolve().parents[3]
+
+# A stand-in for the Dashboard's side of AppBridge: frame the App page, wait for its
+# notifyReady, answer with the handshake carrying the staff member's token.
+DASHBOARD_PAGE = """<!doctype html><html><body><iframe id="app" width="1200" height="800"
+src="{src}"></iframe><script>
+window.addEventListener("message", function (event) {{
+  var frame = document.getElementById("app").contentWindow;
+  if (event.source !== frame || !event.data || event.data.type !== "notifyReady") {{ return; }}
+  frame.postMessage({{type: "handshake", payload: {{token: "{token}", version: 1}}}},
+                    event.origin);
+}});
+</script></body></html>"""
+
+
+def _on_app_loop(e2e: E2E, coroutine: Any) -> Any:
+    """Run a payments call on the App's own event loop (its clients live there)."""
+    import asyncio
+
+    loop = e2e.state._loop
+    assert loop is not None, "the App is not serving"
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+
+def _in_review(e2e: E2E) -> Any:
+    """A capture 4WS never confirmed, moved to manual review as ``reconcile`` does once the
+    reconcile window (an hour) has passed: the only step this test does not wait for."""
+    from dataclasses import replace
+
+    from fourws_pay.payments.models import OperationState
+    from fourws_pay.sandbox import Fault
+
+    payments = e2e.state.gateway.payments
+    card = e2e.card("80.00")
+    hold = _on_app_loop(
+        e2e, payments.reserve(card, amount=Decimal("25.00"), currency="USD", order_ref="BO-1")
+    )
+    e2e.sandbox.faults.add("update_giftcard", Fault.drop_callback())
+    op = _on_app_loop(e2e, payments.capture(hold.id))
+    assert op.state is OperationState.ENQUEUED, op.state
+    moved = replace(
+        op,
+        state=OperationState.MANUAL_REVIEW,
+        message="balance inconclusive after the window",
+        updated_at=datetime.now(UTC),
+    )
+    with payments.store.card_transaction(card) as ledger:
+        assert ledger.update_operation(moved, OperationState.ENQUEUED)
+    return op
+
+
+def _sign_in(e2e: E2E, token: str) -> httpx.Response:
+    return httpx.post(
+        e2e.app_url + "/backoffice/login",
+        data={"saleor_api_url": e2e.saleor.url, "token": token},
+        timeout=30,
+    )
+
+
+def _customer_token(e2e: E2E) -> str:
+    import secrets
+
+    email = f"buyer-{secrets.token_hex(4)}@example.com"
+    e2e.saleor.mutate(
+        f"mutation {{ shopSettingsUpdate(input: {{enableAccountConfirmationByEmail: false}})"
+        f" {{ {ERRORS} }} }}"
+    )
+    Saleor(e2e.saleor.url).mutate(
+        "mutation($e: String!) { accountRegister(input: {email: $e, password:"
+        f' "Customer-pw-1", channel: "{CHANNEL}"}}) {{ {ERRORS} }} }}',
+        e=email,
+    )
+    token: str = Saleor(e2e.saleor.url).mutate(
+        'mutation($e: String!) { tokenCreate(email: $e, password: "Customer-pw-1")'
+        f" {{ token {ERRORS} }} }}",
+        e=email,
+    )["token"]
+    return token
+
+
+def test_staff_open_the_back_office_in_chromium(e2e: E2E) -> None:
+    """Saleor's own tokens decide: the superuser's (tokenCreate) and the Dashboard's for this
+    App (``App.accessToken``, what AppBridge hands the iframe) open the console; a customer's
+    and the App's own are refused."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed")
+    if installation(e2e) is None:  # run on its own
+        e2e.app_id = install(e2e, active=True)
+    op = _in_review(e2e)
+    dashboard_token = e2e.saleor.query(
+        "query($id: ID!) { app(id: $id) { accessToken } }", id=e2e.app_id
+    )["app"]["accessToken"]
+    for refused in (_customer_token(e2e), installation(e2e).token):
+        answer = _sign_in(e2e, refused)
+        assert answer.status_code == 403, answer.text
+        assert "set-cookie" not in answer.headers
+    login = f"{e2e.app_url}/backoffice/login?{httpx.QueryParams(saleorApiUrl=e2e.saleor.url)}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            # Standalone: the superuser pastes a tokenCreate token.
+            page = browser.new_page(viewport={"width": 1200, "height": 700})
+            page.goto(login)
+            assert page.input_value("input[name=saleor_api_url]") == e2e.saleor.url
+            page.fill("input[name=token]", e2e.saleor.token)
+            page.click("button")
+            page.wait_for_selector("h1:has-text('Review queue')")
+            assert real_saleor.SUPERUSER[0] in page.inner_text("header")
+            assert op.id in page.content()
+            assert op.barcode not in page.content()  # masked
+            if os.environ.get("FOURWS_PAY_SCREENSHOTS") == "1":
+                target = REPO / "docs" / "images" / "saleor-backoffice.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(target))
+                assert target.stat().st_size < 200_000
+            page.close()
+            # In the Dashboard: the page gets the token over AppBridge and signs itself in.
+            framed = browser.new_page()
+            dashboard = e2e.app_url + "/dashboard-stand-in"
+            framed.route(
+                dashboard,
+                lambda route: route.fulfill(
+                    content_type="text/html",
+                    body=DASHBOARD_PAGE.format(src=login, token=dashboard_token),
+                ),
+            )
+            framed.goto(dashboard)
+            frame = framed.frame_locator("#app")
+            frame.locator("h1:has-text('Review queue')").wait_for(timeout=30_000)
+            assert op.id in frame.locator("main").inner_text()
+            # 4WS applied the capture (its callback was lost): say so, as the staff member.
+            frame.locator("select[name=verdict]").select_option("applied")
+            frame.locator("input[name=note]").fill("4WS shows the capture")
+            frame.locator("button:has-text('Resolve')").click()
+            frame.locator(f"text={op.id} is succeeded now").wait_for(timeout=30_000)
+            framed.close()
+            final = e2e.state.gateway.payments.store.get_operation(op.id)
+            assert final.message == (
+                f"resolved by operator {real_saleor.SUPERUSER[0]}: 4WS shows the capture"
+            )
+            # A customer pasting their token gets the refusal, no console.
+            other = browser.new_context().new_page()
+            other.goto(login)
+            other.fill("input[name=token]", _customer_token(e2e))
+            other.click("button")
+            other.wait_for_selector("text=not a staff member")
+            assert "Review queue" not in other.content()
+        finally:
+            browser.close()
 
 
 def test_app_deleted(e2e: E2E) -> None:

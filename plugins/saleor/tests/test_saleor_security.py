@@ -179,8 +179,9 @@ async def test_jwks_unreachable_is_503_so_saleor_retries(world: World) -> None:
 
 @pytest.fixture
 async def bare(tmp_path: Path, saleor: FakeSaleor) -> httpx.AsyncClient:
-    """An App with nothing installed; the gateway is never reached in these tests."""
-    config = make_config(tmp_path)
+    """An App with nothing installed; the gateway is never reached in these tests (nor its
+    ledger: no back office)."""
+    config = make_config(tmp_path, backoffice=False)
     store = AppStore(config.store_path)
     app = create_app(
         config, _NoGateway(), store=store, http=saleor.http_client(), clock=ManualClock()
