@@ -18,6 +18,7 @@ order status) with the sandbox card's books.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import sys
@@ -58,14 +59,17 @@ def run_reason(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str | 
     reason = real_saleor.unavailable_reason(environ)
     required = environ.get("FOURWS_PAY_REQUIRE_SERVICES", "") not in ("", "0")
     wanted = environ.get("FOURWS_PAY_SALEOR_E2E", "") not in ("", "0")
-    if real_saleor.tarball() is None:
-        return False, reason
+    # A folder named by FOURWS_PAY_SALEOR_SOURCE was asked for: once the run is wanted, a
+    # missing or unusable Saleor there fails instead of skipping (a typo must not pass).
+    explicit = real_saleor.other_source(environ) and (wanted or required)
+    if real_saleor.tarball(real_saleor.source(environ)) is None:
+        return explicit, reason
     if not (wanted or required):
         return False, (
             "real Saleor e2e is opt-in (minutes): set FOURWS_PAY_SALEOR_E2E=1 "
             "(CI runs it under FOURWS_PAY_REQUIRE_SERVICES=1)"
         )
-    return required, reason
+    return required or explicit, reason
 
 
 def _free_port() -> int:
@@ -129,6 +133,24 @@ class Proxy:
         await response(scope, receive, send)
 
 
+def release(version: str) -> tuple[int, ...]:
+    """``"3.23.28"`` -> ``(3, 23, 28)``; ``"3.24.0-a.0"`` (a pre-release) -> ``(3, 24, 0)``."""
+    numbers: list[int] = []
+    for part in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def needs(e2e: E2E, oldest: tuple[int, ...], why: str) -> None:
+    """Skip a flow the running Saleor cannot do, naming its version and the reason."""
+    if e2e.version < oldest:
+        shown = ".".join(map(str, e2e.version))
+        pytest.skip(f"Saleor {shown} < {'.'.join(map(str, oldest))}: {why}")
+
+
 class MutationFailed(AssertionError):
     pass
 
@@ -170,6 +192,7 @@ class E2E:
     app_url: str
     cards: Iterator[str] = field(default_factory=lambda: iter(range(10**6)))  # type: ignore[arg-type]
     app_id: str = ""
+    version: tuple[int, ...] = ()  # the running Saleor's release, from { shop { version } }
     mail: list[tuple[Any, list[Any], str | None]] = field(default_factory=list)
 
     def card(self, amount: str, **kwargs: Any) -> str:
@@ -202,7 +225,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         if required:
             pytest.fail(f"{reason} (FOURWS_PAY_REQUIRE_SERVICES=1)", pytrace=False)
         pytest.skip(reason)
-    archive = real_saleor.tarball()
+    archive = real_saleor.tarball(real_saleor.source(os.environ))
     assert archive is not None
     folder = tmp_path_factory.mktemp("saleor-e2e")
     build = real_saleor.SaleorBuild.of(archive)
@@ -215,6 +238,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             p=real_saleor.SUPERUSER[1],
         )["token"]
         world.saleor = staff
+        world.version = release(staff.query("{ shop { version } }")["shop"]["version"])
+        print(f"running against Saleor {'.'.join(map(str, world.version))}")
         # populatedb makes a refund reason reference REQUIRED: this shop does not use one.
         staff.mutate("mutation { refundReasonReferenceClear { errors { field message code } } }")
         yield world
@@ -479,6 +504,7 @@ def test_install_inactive_then_activate(e2e: E2E) -> None:
     e2e.saleor.mutate(
         f"mutation($id: ID!) {{ appActivate(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id
     )
+    needs(e2e, (3, 23, 5), "Saleor sends an App no webhook of its own lifecycle before 3.23.5")
     eventually(lambda: installation(e2e).active, "APP_STATUS_CHANGED to reach the App")
 
 
@@ -802,6 +828,7 @@ def test_a_paid_order_sells_one_active_card_also_when_redelivered(e2e: E2E) -> N
 
 
 def test_app_deleted(e2e: E2E) -> None:
+    needs(e2e, (3, 23, 5), "Saleor sends no APP_DELETED webhook to the App before 3.23.5")
     e2e.saleor.mutate(f"mutation($id: ID!) {{ appDelete(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id)
     eventually(lambda: installation(e2e) is None, "APP_DELETED to reach the App")
     assert app_installed(e2e) is None
@@ -831,3 +858,57 @@ def test_with_the_tarball_it_is_opt_in_unless_services_are_required(
     required, reason = run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})
     assert required
     assert reason is not None
+
+
+def test_another_release_is_chosen_by_its_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """FOURWS_PAY_SALEOR_SOURCE picks the build; without it the shared folder is used (CI)."""
+    shared, other = tmp_path / "shared", tmp_path / "saleor-3.23"
+    for folder, name in ((shared, "saleor-3.24.0a0-x.tar.gz"), (other, "saleor-3.23.28.tar.gz")):
+        folder.mkdir()
+        (folder / name).write_bytes(name.encode())
+        (folder / "requirements-py312.txt").write_text("django==5.2\n")
+    monkeypatch.setattr(real_saleor, "SHARED", shared)
+    monkeypatch.setattr(real_saleor, "python312", lambda: Path(sys.executable))
+    monkeypatch.delenv("FOURWS_PAY_SALEOR_SOURCE", raising=False)
+    chosen = {"FOURWS_PAY_SALEOR_SOURCE": str(other)}
+
+    assert real_saleor.source({}) == shared
+    assert real_saleor.source({"FOURWS_PAY_SALEOR_SOURCE": " "}) == shared
+    assert real_saleor.source(chosen) == other
+    assert real_saleor.tarball() == shared / "saleor-3.24.0a0-x.tar.gz"
+    monkeypatch.setenv("FOURWS_PAY_SALEOR_SOURCE", str(other))
+    archive = real_saleor.tarball()
+    assert archive == other / "saleor-3.23.28.tar.gz"
+    # Its own cache folder and template database, keyed by its tarball: never the shared one's.
+    builds = [real_saleor.SaleorBuild.of(a) for a in (archive, shared / "saleor-3.24.0a0-x.tar.gz")]
+    assert builds[0].key != builds[1].key
+    assert builds[0].root == real_saleor.CACHE_ROOT / builds[0].key
+    assert builds[0].template != builds[1].template
+
+    # Still opt-in; once wanted, the named folder's Saleor must start (failure, not a skip).
+    assert run_reason(chosen)[0] is False
+    assert run_reason({**chosen, "FOURWS_PAY_SALEOR_E2E": "1"}) == (True, None)
+    # CI's environment (no FOURWS_PAY_SALEOR_SOURCE) still means the shared folder, as before.
+    assert run_reason({"FOURWS_PAY_SALEOR_E2E": "1"}) == (False, None)
+    assert run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"}) == (True, None)
+
+
+def test_a_named_folder_without_a_saleor_fails_once_wanted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(real_saleor, "SHARED", tmp_path / "absent")
+    typo = {"FOURWS_PAY_SALEOR_SOURCE": str(tmp_path / "saleor-3.2"), "FOURWS_PAY_SALEOR_E2E": "1"}
+    required, reason = run_reason(typo)
+    assert required is True
+    assert reason is not None
+    assert str(tmp_path / "saleor-3.2") in reason
+    # No folder named and no shared tarball: a skip, wherever it runs (as before).
+    assert run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})[0] is False
+
+
+def test_the_running_release_is_read_from_its_version() -> None:
+    assert release("3.23.28") == (3, 23, 28)
+    assert release("3.24.0-a.0") == (3, 24, 0)
+    assert release("3.22.67") < (3, 23, 5) <= release("3.23.5")
