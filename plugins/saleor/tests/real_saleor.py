@@ -51,6 +51,15 @@ ADMIN_URL = os.environ.get(
     "FOURWS_PAY_SALEOR_ADMIN_DB", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS = os.environ.get("FOURWS_PAY_SALEOR_REDIS", "redis://127.0.0.1:6379")
+QUEUE_SETTINGS = Path("fourws_e2e_settings.py")
+QUEUE_SETTINGS_TEXT = '''"""Saleor's settings plus the run's Celery queue."""
+
+import os
+
+from saleor.settings import *  # noqa: F403
+
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+'''
 SUPERUSER = ("admin@example.com", "admin")  # what populatedb --createsuperuser creates
 
 
@@ -233,7 +242,31 @@ class SaleorBuild:
             SEND_USAGE_TELEMETRY="False",
             PYTHONPATH=str(self.source),
         )
+        if not self.reads_queue_from_environment():
+            env.update(
+                DJANGO_SETTINGS_MODULE=QUEUE_SETTINGS.stem,
+                PYTHONPATH=os.pathsep.join((str(self.source), str(self._queue_settings()))),
+            )
         return env
+
+    def reads_queue_from_environment(self) -> bool:
+        """Whether this release's settings take ``CELERY_TASK_DEFAULT_QUEUE`` from the env.
+
+        Saleor 3.24 does; 3.23 and older do not, and their tasks would go to the shared
+        ``celery`` queue that the run's worker does not listen to (an App install that
+        never finishes), or that another run's worker would take.
+        """
+        settings = (self.source / "saleor" / "settings.py").read_text(encoding="utf-8")
+        return 'environ.get("CELERY_TASK_DEFAULT_QUEUE"' in settings
+
+    def _queue_settings(self) -> Path:
+        """A folder with a settings module of ours: Saleor's, plus the run's queue."""
+        folder = self.root / "settings"
+        folder.mkdir(exist_ok=True)
+        target = folder / QUEUE_SETTINGS.name
+        if not target.is_file() or target.read_text() != QUEUE_SETTINGS_TEXT:
+            target.write_text(QUEUE_SETTINGS_TEXT)
+        return folder
 
 
 @dataclass
