@@ -2,7 +2,9 @@
 
 Saleor comes from ``../shared/saleor/`` (``real_saleor.py``: venv built once per machine,
 a migrated and populated template database, a copy of it per run, uvicorn and a Celery
-worker on loopback). It runs when
+worker on loopback), or from the folder ``FOURWS_PAY_SALEOR_SOURCE`` names: another
+release of the same shape, opt-in; a flow that release cannot do skips, naming its version
+(read from ``{ shop { version } }``). It runs when
 
 - ``FOURWS_PAY_SALEOR_E2E=1`` (opt-in anywhere), or
 - ``FOURWS_PAY_REQUIRE_SERVICES=1`` (CI, ``.ci/run``) *and* the tarball is there: then a
