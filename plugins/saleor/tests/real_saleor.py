@@ -2,6 +2,9 @@
 
 The source is the tarball in ``../shared/saleor/`` (beside the repository; CI copies
 ``shared/`` next to its fresh clone). Nothing of Saleor is copied into the repository.
+``FOURWS_PAY_SALEOR_SOURCE=<folder>`` points at another folder of the same shape (one
+``saleor-*.tar.gz`` and its ``requirements-py312*.txt``), e.g. an older release built by hand
+to check the App against what shops run; opt-in only, CI never sets it.
 
 - **Build, once per machine** (``prepare``): the tarball is extracted and a Python 3.12
   virtual environment is installed with ``uv`` from ``requirements-py312.txt`` under
@@ -48,12 +51,38 @@ ADMIN_URL = os.environ.get(
     "FOURWS_PAY_SALEOR_ADMIN_DB", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS = os.environ.get("FOURWS_PAY_SALEOR_REDIS", "redis://127.0.0.1:6379")
+QUEUE_SETTINGS = Path("fourws_e2e_settings.py")
+QUEUE_SETTINGS_TEXT = '''"""Saleor's settings plus the run's Celery queue."""
+
+import os
+
+from saleor.settings import *  # noqa: F403
+
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+'''
 SUPERUSER = ("admin@example.com", "admin")  # what populatedb --createsuperuser creates
 
 
-def tarball(shared: Path = SHARED) -> Path | None:
-    """The Saleor source tarball in ``../shared/saleor/``, or None when there is none."""
-    found = sorted(shared.glob("saleor-*.tar.gz"))
+def source(environ: Mapping[str, str] | None = None) -> Path:
+    """The folder Saleor is built from: ``FOURWS_PAY_SALEOR_SOURCE``, else ``../shared/saleor/``.
+
+    A folder of the same shape as the shared one lets the test run against another Saleor
+    release (what shops run) without that release's code ever entering the repository.
+    """
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("FOURWS_PAY_SALEOR_SOURCE", "").strip()
+    return Path(chosen).expanduser() if chosen else SHARED
+
+
+def other_source(environ: Mapping[str, str]) -> bool:
+    """True when the environment points at a folder other than ``../shared/saleor/``."""
+    return bool(environ.get("FOURWS_PAY_SALEOR_SOURCE", "").strip())
+
+
+def tarball(shared: Path | None = None) -> Path | None:
+    """The Saleor source tarball in ``shared`` (default: ``source()``), or None."""
+    folder = source() if shared is None else shared
+    found = sorted(folder.glob("saleor-*.tar.gz"))
     return found[-1] if found else None
 
 
@@ -213,7 +242,31 @@ class SaleorBuild:
             SEND_USAGE_TELEMETRY="False",
             PYTHONPATH=str(self.source),
         )
+        if not self.reads_queue_from_environment():
+            env.update(
+                DJANGO_SETTINGS_MODULE=QUEUE_SETTINGS.stem,
+                PYTHONPATH=os.pathsep.join((str(self.source), str(self._queue_settings()))),
+            )
         return env
+
+    def reads_queue_from_environment(self) -> bool:
+        """Whether this release's settings take ``CELERY_TASK_DEFAULT_QUEUE`` from the env.
+
+        Saleor 3.24 does; 3.23 and older do not, and their tasks would go to the shared
+        ``celery`` queue that the run's worker does not listen to (an App install that
+        never finishes), or that another run's worker would take.
+        """
+        settings = (self.source / "saleor" / "settings.py").read_text(encoding="utf-8")
+        return 'environ.get("CELERY_TASK_DEFAULT_QUEUE"' in settings
+
+    def _queue_settings(self) -> Path:
+        """A folder with a settings module of ours: Saleor's, plus the run's queue."""
+        folder = self.root / "settings"
+        folder.mkdir(exist_ok=True)
+        target = folder / QUEUE_SETTINGS.name
+        if not target.is_file() or target.read_text() != QUEUE_SETTINGS_TEXT:
+            target.write_text(QUEUE_SETTINGS_TEXT)
+        return folder
 
 
 @dataclass
@@ -329,8 +382,9 @@ def started(build: SaleorBuild, log_dir: Path) -> Iterator[RunningSaleor]:
             _psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def unavailable_reason(environ: Mapping[str, str], shared: Path = SHARED) -> str | None:
+def unavailable_reason(environ: Mapping[str, str], shared: Path | None = None) -> str | None:
     """Why the real-Saleor test cannot run here, or None when it can."""
+    shared = source(environ) if shared is None else shared
     if tarball(shared) is None:
         return (
             f"real Saleor not available: no saleor-*.tar.gz in {shared} "
@@ -347,7 +401,7 @@ def main(argv: list[str]) -> int:
         return 2
     archive = tarball()
     if archive is None:
-        _log(f"no Saleor tarball in {SHARED}: nothing to prepare")
+        _log(f"no Saleor tarball in {source()}: nothing to prepare")
         return 0
     SaleorBuild.of(archive).prepare()
     return 0

@@ -2,7 +2,9 @@
 
 Saleor comes from ``../shared/saleor/`` (``real_saleor.py``: venv built once per machine,
 a migrated and populated template database, a copy of it per run, uvicorn and a Celery
-worker on loopback). It runs when
+worker on loopback), or from the folder ``FOURWS_PAY_SALEOR_SOURCE`` names: another
+release of the same shape, opt-in; a flow that release cannot do skips, naming its version
+(read from ``{ shop { version } }``). It runs when
 
 - ``FOURWS_PAY_SALEOR_E2E=1`` (opt-in anywhere), or
 - ``FOURWS_PAY_REQUIRE_SERVICES=1`` (CI, ``.ci/run``) *and* the tarball is there: then a
@@ -18,6 +20,7 @@ order status) with the sandbox card's books.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import sys
@@ -58,14 +61,17 @@ def run_reason(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str | 
     reason = real_saleor.unavailable_reason(environ)
     required = environ.get("FOURWS_PAY_REQUIRE_SERVICES", "") not in ("", "0")
     wanted = environ.get("FOURWS_PAY_SALEOR_E2E", "") not in ("", "0")
-    if real_saleor.tarball() is None:
-        return False, reason
+    # A folder named by FOURWS_PAY_SALEOR_SOURCE was asked for: once the run is wanted, a
+    # missing or unusable Saleor there fails instead of skipping (a typo must not pass).
+    explicit = real_saleor.other_source(environ) and (wanted or required)
+    if real_saleor.tarball(real_saleor.source(environ)) is None:
+        return explicit, reason
     if not (wanted or required):
         return False, (
             "real Saleor e2e is opt-in (minutes): set FOURWS_PAY_SALEOR_E2E=1 "
             "(CI runs it under FOURWS_PAY_REQUIRE_SERVICES=1)"
         )
-    return required, reason
+    return required or explicit, reason
 
 
 def _free_port() -> int:
@@ -134,6 +140,24 @@ class Proxy:
         await response(scope, receive, send)
 
 
+def release(version: str) -> tuple[int, ...]:
+    """``"3.23.28"`` -> ``(3, 23, 28)``; ``"3.24.0-a.0"`` (a pre-release) -> ``(3, 24, 0)``."""
+    numbers: list[int] = []
+    for part in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def needs(e2e: E2E, oldest: tuple[int, ...], why: str) -> None:
+    """Skip a flow the running Saleor cannot do, naming its version and the reason."""
+    if e2e.version < oldest:
+        shown = ".".join(map(str, e2e.version))
+        pytest.skip(f"Saleor {shown} < {'.'.join(map(str, oldest))}: {why}")
+
+
 class MutationFailed(AssertionError):
     pass
 
@@ -175,6 +199,7 @@ class E2E:
     app_url: str
     cards: Iterator[str] = field(default_factory=lambda: iter(range(10**6)))  # type: ignore[arg-type]
     app_id: str = ""
+    version: tuple[int, ...] = ()  # the running Saleor's release, from { shop { version } }
     mail: list[tuple[Any, list[Any], str | None]] = field(default_factory=list)
 
     def card(self, amount: str, **kwargs: Any) -> str:
@@ -207,7 +232,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         if required:
             pytest.fail(f"{reason} (FOURWS_PAY_REQUIRE_SERVICES=1)", pytrace=False)
         pytest.skip(reason)
-    archive = real_saleor.tarball()
+    archive = real_saleor.tarball(real_saleor.source(os.environ))
     assert archive is not None
     folder = tmp_path_factory.mktemp("saleor-e2e")
     build = real_saleor.SaleorBuild.of(archive)
@@ -220,6 +245,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             p=real_saleor.SUPERUSER[1],
         )["token"]
         world.saleor = staff
+        world.version = release(staff.query("{ shop { version } }")["shop"]["version"])
+        print(f"running against Saleor {'.'.join(map(str, world.version))}")
         # populatedb makes a refund reason reference REQUIRED: this shop does not use one.
         staff.mutate("mutation { refundReasonReferenceClear { errors { field message code } } }")
         yield world
@@ -316,6 +343,27 @@ def events(e2e: E2E, tx: str) -> list[tuple[str, Decimal]]:
         (event["type"], Decimal(str(event["amount"]["amount"])))
         for event in transaction(e2e, tx)["events"]
     ]
+
+
+def assert_payment_method(e2e: E2E, tx: str, card: str) -> None:
+    """The card as Saleor stored it: the shape the App chose for the running release."""
+    if e2e.version < (3, 22):
+        print(f"Saleor {e2e.version}: transactions expose no paymentMethodDetails")
+        return
+    # GiftCardPaymentMethodDetails (and its lastChars) is a 3.23 type: 3.22 refuses the query.
+    gift = " ... on GiftCardPaymentMethodDetails { lastChars }" if e2e.version >= (3, 23) else ""
+    details = e2e.saleor.query(
+        "query($id: ID!) { transaction(id: $id) { paymentMethodDetails { __typename name"
+        f"{gift} }} }} }}",
+        id=tx,
+    )["transaction"]["paymentMethodDetails"]
+    print(f"paymentMethodDetails on Saleor {e2e.version}: {details}")
+    if e2e.version >= (3, 23):
+        assert details["__typename"] == "GiftCardPaymentMethodDetails", details
+        assert details["lastChars"] == card[-4:], details
+    else:  # 3.22 rejects type GIFT_CARD (and would drop the whole answer): OTHER it is
+        assert details["__typename"] == "OtherPaymentMethodDetails", details
+    assert details["name"], details
 
 
 def wait_amounts(e2e: E2E, tx: str, **wanted: str) -> dict[str, Decimal]:
@@ -484,6 +532,7 @@ def test_install_inactive_then_activate(e2e: E2E) -> None:
     e2e.saleor.mutate(
         f"mutation($id: ID!) {{ appActivate(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id
     )
+    needs(e2e, (3, 23, 5), "Saleor sends an App no webhook of its own lifecycle before 3.23.5")
     eventually(lambda: installation(e2e).active, "APP_STATUS_CHANGED to reach the App")
 
 
@@ -538,6 +587,7 @@ def test_authorize_charge_in_parts_cancel_refund_across_charges(e2e: E2E) -> Non
     started = initialize(e2e, checkout, card, total)
     assert started["transactionEvent"]["type"] == "AUTHORIZATION_SUCCESS", started
     tx = started["transaction"]["id"]
+    assert_payment_method(e2e, tx, card)
     order = complete(e2e, checkout)
     assert order_status(e2e, order) == ("NONE", "FULL")
 
@@ -978,6 +1028,9 @@ def order_giftcards(e2e: E2E, order: str) -> list[dict[str, Any]] | None:
     return None if raw is None else list(json.loads(raw))
 
 
+BUYER = "buyer@example.com"  # only the gift card sale's order has this email
+
+
 def fully_paid_deliveries(e2e: E2E, order: str) -> list[int]:
     """Statuses of the ORDER_FULLY_PAID deliveries of ``order``, in order."""
     return [
@@ -993,7 +1046,7 @@ def test_a_paid_order_sells_one_active_card_also_when_redelivered(e2e: E2E) -> N
     variant = giftcard_variant(e2e, "50.00")
     checkout = e2e.saleor.mutate(
         "mutation($v: ID!, $a: AddressInput!) { checkoutCreate(input: {channel:"
-        f' "{CHANNEL}", email: "buyer@example.com", lines: [{{quantity: 1, variantId: $v}}],'
+        f' "{CHANNEL}", email: "{BUYER}", lines: [{{quantity: 1, variantId: $v}}],'
         f" billingAddress: $a}}) {{ checkout {{ id }} {ERRORS} }} }}",
         v=variant,
         a=ADDRESS,
@@ -1032,7 +1085,7 @@ def test_a_paid_order_sells_one_active_card_also_when_redelivered(e2e: E2E) -> N
     shown = eventually(lambda: order_giftcards(e2e, order), "fourws.giftcards on the order")
     assert [(c["code"], c["state"]) for c in shown] == [(card.masked_barcode, "delivered")]
     [(sale, mailed, _pdf)] = [m for m in e2e.mail if m[0].order_id == order]
-    assert sale.email == "buyer@example.com"
+    assert sale.email == BUYER
     assert [c.barcode for c in mailed] == [card.barcode]
 
     # Delivered twice: the App's answer to the first delivery is lost on the way back (a
@@ -1208,6 +1261,7 @@ def test_staff_open_the_back_office_in_chromium(e2e: E2E) -> None:
 
 
 def test_app_deleted(e2e: E2E) -> None:
+    needs(e2e, (3, 23, 5), "Saleor sends no APP_DELETED webhook to the App before 3.23.5")
     e2e.saleor.mutate(f"mutation($id: ID!) {{ appDelete(id: $id) {{ {ERRORS} }} }}", id=e2e.app_id)
     eventually(lambda: installation(e2e) is None, "APP_DELETED to reach the App")
     assert app_installed(e2e) is None
@@ -1237,3 +1291,88 @@ def test_with_the_tarball_it_is_opt_in_unless_services_are_required(
     required, reason = run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})
     assert required
     assert reason is not None
+
+
+def test_another_release_is_chosen_by_its_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """FOURWS_PAY_SALEOR_SOURCE picks the build; without it the shared folder is used (CI)."""
+    shared, other = tmp_path / "shared", tmp_path / "saleor-3.23"
+    for folder, name in ((shared, "saleor-3.24.0a0-x.tar.gz"), (other, "saleor-3.23.28.tar.gz")):
+        folder.mkdir()
+        (folder / name).write_bytes(name.encode())
+        (folder / "requirements-py312.txt").write_text("django==5.2\n")
+    monkeypatch.setattr(real_saleor, "SHARED", shared)
+    monkeypatch.setattr(real_saleor, "python312", lambda: Path(sys.executable))
+    monkeypatch.delenv("FOURWS_PAY_SALEOR_SOURCE", raising=False)
+    chosen = {"FOURWS_PAY_SALEOR_SOURCE": str(other)}
+
+    assert real_saleor.source({}) == shared
+    assert real_saleor.source({"FOURWS_PAY_SALEOR_SOURCE": " "}) == shared
+    assert real_saleor.source(chosen) == other
+    assert real_saleor.tarball() == shared / "saleor-3.24.0a0-x.tar.gz"
+    monkeypatch.setenv("FOURWS_PAY_SALEOR_SOURCE", str(other))
+    archive = real_saleor.tarball()
+    assert archive == other / "saleor-3.23.28.tar.gz"
+    # Its own cache folder and template database, keyed by its tarball: never the shared one's.
+    builds = [real_saleor.SaleorBuild.of(a) for a in (archive, shared / "saleor-3.24.0a0-x.tar.gz")]
+    assert builds[0].key != builds[1].key
+    assert builds[0].root == real_saleor.CACHE_ROOT / builds[0].key
+    assert builds[0].template != builds[1].template
+
+    # Still opt-in; once wanted, the named folder's Saleor must start (failure, not a skip).
+    assert run_reason(chosen)[0] is False
+    assert run_reason({**chosen, "FOURWS_PAY_SALEOR_E2E": "1"}) == (True, None)
+    # CI's environment (no FOURWS_PAY_SALEOR_SOURCE) still means the shared folder, as before.
+    assert run_reason({"FOURWS_PAY_SALEOR_E2E": "1"}) == (False, None)
+    assert run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"}) == (True, None)
+
+
+def test_a_named_folder_without_a_saleor_fails_once_wanted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(real_saleor, "SHARED", tmp_path / "absent")
+    typo = {"FOURWS_PAY_SALEOR_SOURCE": str(tmp_path / "saleor-3.2"), "FOURWS_PAY_SALEOR_E2E": "1"}
+    required, reason = run_reason(typo)
+    assert required is True
+    assert reason is not None
+    assert str(tmp_path / "saleor-3.2") in reason
+    # No folder named and no shared tarball: a skip, wherever it runs (as before).
+    assert run_reason({"FOURWS_PAY_REQUIRE_SERVICES": "1"})[0] is False
+
+
+def test_the_running_release_is_read_from_its_version() -> None:
+    assert release("3.23.28") == (3, 23, 28)
+    assert release("3.24.0-a.0") == (3, 24, 0)
+    assert release("3.22.67") < (3, 23, 5) <= release("3.23.5")
+
+
+@pytest.mark.parametrize(
+    ("settings", "module"),
+    [
+        (
+            'CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")\n',
+            "saleor.settings",
+        ),
+        ("CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL\n", "fourws_e2e_settings"),
+    ],
+    ids=["3.24-reads-the-queue", "3.23-does-not"],
+)
+def test_the_run_private_queue_reaches_every_release(
+    tmp_path: Path, settings: str, module: str
+) -> None:
+    """A release whose settings ignore CELERY_TASK_DEFAULT_QUEUE gets it from our module."""
+    source = tmp_path / "src" / "saleor-x"
+    (source / "saleor").mkdir(parents=True)
+    (source / "manage.py").write_text("")
+    (source / "saleor" / "settings.py").write_text(f"import os\n{settings}")
+    build = real_saleor.SaleorBuild(tmp_path / "saleor-x.tar.gz", "k", tmp_path)
+    env = build.environment("postgres://db", port=1, queue="fourws-e2e-run")
+    assert env["CELERY_TASK_DEFAULT_QUEUE"] == "fourws-e2e-run"
+    assert env["DJANGO_SETTINGS_MODULE"] == module
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(source)
+    if module == "fourws_e2e_settings":
+        folder = Path(env["PYTHONPATH"].split(os.pathsep)[1])
+        text = (folder / "fourws_e2e_settings.py").read_text()
+        assert "from saleor.settings import *" in text
+        assert 'CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE"' in text
