@@ -108,7 +108,13 @@ def _e(value: object) -> str:
 
 
 def _money(amount: Decimal | None, currency: str | None = "") -> str:
-    return "" if amount is None else f"{format_amount(amount)} {currency or ''}".strip()
+    """At least two decimals (4WS may answer ``100`` for a card of two): ``100.00 EUR``."""
+    if amount is None:
+        return ""
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        amount = amount.quantize(Decimal("0.01"))
+    return f"{format_amount(amount)} {currency or ''}".strip()
 
 
 def _time(moment: datetime | None) -> str:
@@ -178,14 +184,14 @@ class _Pages:
                 f"<tr><td>{_e(op.id)}</td><td>{_e(op.kind.value)}</td>"
                 f'<td><a href="{base}/card/{quote(op.id)}">{_e(op.masked_barcode)}</a></td>'
                 f"<td>{_e(_money(op.amount, op.currency))}</td><td>{_e(op.state.value)}</td>"
+                f"<td>{_e(_money(op.balance_before, op.currency))}</td>"
                 f"<td>{_e(_time(op.updated_at))}</td><td>{_e(op.message)}</td>"
                 f"<td>{action}</td></tr>"
             )
         return (
             "<table><tr><th>operation</th><th>kind</th><th>card</th><th>amount</th>"
-            "<th>state</th><th>updated</th><th>message</th><th></th></tr>"
-            + "".join(rows)
-            + "</table>"
+            "<th>state</th><th>balance before (evidence)</th><th>updated</th><th>message</th>"
+            "<th></th></tr>" + "".join(rows) + "</table>"
         )
 
     def resolve_form(self, request: Request, staff: Staff, op: Operation) -> str:
@@ -234,7 +240,8 @@ class _Pages:
                 f" {_e(_time(live.expiration_date))}</td></tr>"
                 f"<tr><th>partial use</th><td>{'yes' if live.flg_partially_usage else 'no'}</td>"
                 f"</tr><tr><th>network use</th><td>{'yes' if live.flg_network_usage else 'no'}"
-                f"</td></tr><tr><th>held by the ledger</th><td>{_e(_money(view.held))}</td></tr>"
+                f"</td></tr><tr><th>held by the ledger</th>"
+                f"<td>{_e(_money(view.held, live.currency))}</td></tr>"
                 "</table>"
             )
         reveal = ""

@@ -94,6 +94,8 @@ async def test_lists_show_masked_codes_and_the_lookup_is_a_post(
     )
     assert found.status_code == 200
     assert "4WS balance" in found.text
+    assert "balance before (evidence)" in found.text
+    assert "100.00 EUR" in found.text  # the capture's evidence: the balance read before it
     assert CARD not in found.text  # masked until someone asks
     forged = await console.post("/card", headers=auth(), content=f"csrf=00&barcode={CARD}")
     assert forged.status_code == 403
