@@ -101,27 +101,53 @@ Flow = Generator[Step, Outcome, T]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """What the core needs to know about one 4WS operation."""
+    """One 4WS operation, described once for everything that must know it.
+
+    ``ENDPOINTS`` is the single list: the client core builds its requests from it, the
+    sandbox routes and scripts faults from it, and the CLI tells which base URL an error
+    was about from it, so adding an operation here is what makes all of them know it.
+    """
 
     name: str
     method: str
-    family: str  # "documents" or "data"
+    family: str  # which API: "documents" (``/api?cmd=``) or "data" (Data management paths)
     idempotent: bool
+    setting: str  # the Settings field holding its ``cmd`` (documents) or path (data)
+    callback: bool = False  # queued by 4WS, which answers later on the request's callback URL
+
+    def address(self, settings: Settings) -> str:
+        """The tenant's ``cmd`` (Documents API) or path template (Data management)."""
+        return str(getattr(settings, self.setting))
 
 
-GET_GIFTCARD = Endpoint("get_giftcard", "GET", "documents", True)
-UPDATE_GIFTCARD = Endpoint("update_giftcard", "POST", "documents", False)
-GENERATE_GIFTCARDS = Endpoint("generate_giftcards", "POST", "documents", False)
-GIFTCARD_PDF = Endpoint("giftcard_pdf", "POST", "documents", True)
-LOYALTY_VOUCHERS = Endpoint("loyalty_vouchers", "GET", "documents", True)
-LOYALTY_VOUCHERS_BETWEEN = Endpoint("loyalty_vouchers_between", "GET", "documents", True)
-LAST_LOYALTY_VOUCHERS = Endpoint("last_loyalty_vouchers", "GET", "documents", True)
-LOGIN = Endpoint("login", "POST", "data", True)
-INSERT_BARCODE = Endpoint("insert_barcode", "POST", "data", True)
-SKU_FROM_BARCODE = Endpoint("sku_from_barcode", "GET", "data", True)
-DELETE_BARCODE = Endpoint("delete_barcode", "DELETE", "data", True)
-GENERATE_MISSING_BARCODES = Endpoint("generate_missing_barcodes", "POST", "data", True)
+GET_GIFTCARD = Endpoint("get_giftcard", "GET", "documents", True, "cmd_get_giftcard")
+UPDATE_GIFTCARD = Endpoint(
+    "update_giftcard", "POST", "documents", False, "cmd_update_giftcard", callback=True
+)
+GENERATE_GIFTCARDS = Endpoint(
+    "generate_giftcards", "POST", "documents", False, "cmd_generate_giftcards", callback=True
+)
+# the callback is optional here: without one 4WS answers with the PDF's URL at once
+GIFTCARD_PDF = Endpoint(
+    "giftcard_pdf", "POST", "documents", True, "cmd_giftcard_pdf", callback=True
+)
+LOYALTY_VOUCHERS = Endpoint("loyalty_vouchers", "GET", "documents", True, "cmd_loyalty_vouchers")
+LOYALTY_VOUCHERS_BETWEEN = Endpoint(
+    "loyalty_vouchers_between", "GET", "documents", True, "cmd_loyalty_vouchers_between"
+)
+LAST_LOYALTY_VOUCHERS = Endpoint(
+    "last_loyalty_vouchers", "GET", "documents", True, "cmd_last_loyalty_vouchers"
+)
+LOGIN = Endpoint("login", "POST", "data", True, "path_login")
+INSERT_BARCODE = Endpoint("insert_barcode", "POST", "data", True, "path_insert_barcode")
+SKU_FROM_BARCODE = Endpoint("sku_from_barcode", "GET", "data", True, "path_sku_from_barcode")
+DELETE_BARCODE = Endpoint("delete_barcode", "DELETE", "data", True, "path_delete_barcode")
+GENERATE_MISSING_BARCODES = Endpoint(
+    "generate_missing_barcodes", "POST", "data", True, "path_generate_missing_barcodes"
+)
 
+# Data management paths in the order the sandbox routes them: ``.../barcodes/generate``
+# before the paths whose ``{barcode}`` parameter would also match it.
 ENDPOINTS = (
     GET_GIFTCARD,
     UPDATE_GIFTCARD,
@@ -131,10 +157,10 @@ ENDPOINTS = (
     LOYALTY_VOUCHERS_BETWEEN,
     LAST_LOYALTY_VOUCHERS,
     LOGIN,
+    GENERATE_MISSING_BARCODES,
     INSERT_BARCODE,
     SKU_FROM_BARCODE,
     DELETE_BARCODE,
-    GENERATE_MISSING_BARCODES,
 )
 
 
@@ -467,7 +493,7 @@ class ClientCore:
 
         def build(_: LoginToken | None) -> httpx.Request:
             body = {"username": s.username, "password": s.password.get_secret_value()}
-            return self.data_request("POST", s.path_login, None, body)
+            return self.data_request(LOGIN.method, LOGIN.address(s), None, body)
 
         def parse(response: httpx.Response) -> LoginToken:
             return parse_model(LoginToken, json_body(response, LOGIN), endpoint=LOGIN.name)
@@ -484,7 +510,7 @@ class ClientCore:
 
         def build(_: LoginToken | None) -> httpx.Request:
             return self.documents_request(
-                "GET", s.cmd_get_giftcard, {s.param_giftcard_barcode: barcode}
+                GET_GIFTCARD.method, GET_GIFTCARD.address(s), {s.param_giftcard_barcode: barcode}
             )
 
         def parse(response: httpx.Response) -> GiftCard:
@@ -505,8 +531,8 @@ class ClientCore:
 
         def build(_: LoginToken | None) -> httpx.Request:
             return self.documents_request(
-                "POST",
-                s.cmd_update_giftcard,
+                UPDATE_GIFTCARD.method,
+                UPDATE_GIFTCARD.address(s),
                 body=body,
                 content_type=s.update_giftcard_content_type,
             )
@@ -529,7 +555,9 @@ class ClientCore:
         body = request.wire()
 
         def build(_: LoginToken | None) -> httpx.Request:
-            return self.documents_request("POST", s.cmd_generate_giftcards, body=body)
+            return self.documents_request(
+                GENERATE_GIFTCARDS.method, GENERATE_GIFTCARDS.address(s), body=body
+            )
 
         return (
             yield from self.exchange(
@@ -553,7 +581,7 @@ class ClientCore:
             body["callback"] = callback
 
         def build(_: LoginToken | None) -> httpx.Request:
-            return self.documents_request("POST", s.cmd_giftcard_pdf, body=body)
+            return self.documents_request(GIFTCARD_PDF.method, GIFTCARD_PDF.address(s), body=body)
 
         def parse(response: httpx.Response) -> GiftCardPdf:
             body = require_success(json_body(response, GIFTCARD_PDF), GIFTCARD_PDF)
@@ -571,7 +599,7 @@ class ClientCore:
             query["start"] = str(start)
 
         def build(_: LoginToken | None) -> httpx.Request:
-            return self.documents_request("GET", cmd, query)
+            return self.documents_request(endpoint.method, cmd, query)
 
         def parse(response: httpx.Response) -> VoucherPage:
             body = require_success(json_body(response, endpoint), endpoint)
@@ -585,7 +613,7 @@ class ClientCore:
         params = {self.settings.param_card_barcode: _require_text(card_barcode, "card_barcode")}
         if pk_field_name:
             params["pkFieldName"] = pk_field_name
-        return LOYALTY_VOUCHERS, self.settings.cmd_loyalty_vouchers, params
+        return LOYALTY_VOUCHERS, LOYALTY_VOUCHERS.address(self.settings), params
 
     def loyalty_vouchers_between_query(
         self, start: datetime, end: datetime, card_barcode: str | None
@@ -601,7 +629,7 @@ class ClientCore:
         }
         if card_barcode:
             params[s.param_card_barcode] = card_barcode
-        return LOYALTY_VOUCHERS_BETWEEN, s.cmd_loyalty_vouchers_between, params
+        return LOYALTY_VOUCHERS_BETWEEN, LOYALTY_VOUCHERS_BETWEEN.address(s), params
 
     def last_loyalty_vouchers_query(self, since: datetime) -> tuple[Endpoint, str, dict[str, str]]:
         if since.tzinfo is None:
@@ -609,7 +637,7 @@ class ClientCore:
         s = self.settings
         return (
             LAST_LOYALTY_VOUCHERS,
-            s.cmd_last_loyalty_vouchers,
+            LAST_LOYALTY_VOUCHERS.address(s),
             {s.param_last_from: format_datetime(since)},
         )
 
@@ -634,11 +662,11 @@ class ClientCore:
         return start + len(page.value_object_list)
 
     def insert_barcode(self, item_code: str, barcode: BarcodeInsert) -> Flow[InsertedBarcode]:
-        path = self.settings.path_insert_barcode.format(item_code=_path_part(item_code))
+        path = INSERT_BARCODE.address(self.settings).format(item_code=_path_part(item_code))
         body = barcode.wire()
 
         def build(token: LoginToken | None) -> httpx.Request:
-            return self.data_request("POST", path, token, body)
+            return self.data_request(INSERT_BARCODE.method, path, token, body)
 
         def parse(response: httpx.Response) -> InsertedBarcode:
             data = _data_success(json_body(response, INSERT_BARCODE), INSERT_BARCODE)
@@ -657,10 +685,10 @@ class ClientCore:
         )
 
     def sku_from_barcode(self, barcode: str) -> Flow[Sku]:
-        path = self.settings.path_sku_from_barcode.format(barcode=_path_part(barcode))
+        path = SKU_FROM_BARCODE.address(self.settings).format(barcode=_path_part(barcode))
 
         def build(token: LoginToken | None) -> httpx.Request:
-            return self.data_request("GET", path, token)
+            return self.data_request(SKU_FROM_BARCODE.method, path, token)
 
         def parse(response: httpx.Response) -> Sku:
             data = _data_success(json_body(response, SKU_FROM_BARCODE), SKU_FROM_BARCODE)
@@ -676,13 +704,13 @@ class ClientCore:
     def delete_barcode(
         self, item_code: str, barcode: str, *, ignore_movements: bool = False
     ) -> Flow[None]:
-        path = self.settings.path_delete_barcode.format(
+        path = DELETE_BARCODE.address(self.settings).format(
             item_code=_path_part(item_code), barcode=_path_part(barcode)
         )
         params = {"ignore_movements": "true"} if ignore_movements else None
 
         def build(token: LoginToken | None) -> httpx.Request:
-            return self.data_request("DELETE", path, token, params=params)
+            return self.data_request(DELETE_BARCODE.method, path, token, params=params)
 
         def parse(response: httpx.Response) -> None:
             if response.content.strip():
@@ -700,11 +728,13 @@ class ClientCore:
     def generate_missing_barcodes(
         self, item_code: str, dimensions: dict[str, str] | None
     ) -> Flow[list[InsertedBarcode]]:
-        path = self.settings.path_generate_missing_barcodes.format(item_code=_path_part(item_code))
+        path = GENERATE_MISSING_BARCODES.address(self.settings).format(
+            item_code=_path_part(item_code)
+        )
         body = dict(dimensions or {})
 
         def build(token: LoginToken | None) -> httpx.Request:
-            return self.data_request("POST", path, token, body)
+            return self.data_request(GENERATE_MISSING_BARCODES.method, path, token, body)
 
         def parse(response: httpx.Response) -> list[InsertedBarcode]:
             data = _data_success(

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from fourws_pay.api.core import ENDPOINTS
 from fourws_pay.cli import argv, exitcodes
 from fourws_pay.cli.config import CliContext, Runtime, configure_logging
 from fourws_pay.errors import (
@@ -33,9 +34,8 @@ _json_errors: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "fourws_pay_cli_json_errors", default=False
 )
 
-DATA_API_ENDPOINTS = frozenset(
-    {"login", "insert_barcode", "sku_from_barcode", "delete_barcode", "generate_missing_barcodes"}
-)
+# endpoints whose errors are about ``data_url``; every other one is about the Documents API
+DATA_API_ENDPOINTS = frozenset(e.name for e in ENDPOINTS if e.family == "data")
 
 
 def tried_url(exc: FourWSError, state: object) -> str | None:

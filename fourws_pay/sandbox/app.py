@@ -41,6 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fourws_pay.api import wirejson
+from fourws_pay.api.core import ENDPOINTS
 from fourws_pay.api.fields import parse_datetime
 from fourws_pay.sandbox import relaxed_json
 from fourws_pay.sandbox.auth import LOGIN_COOKIE, documents_credentials_ok
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 FAULT_HEADER = "x-fourws-sandbox-fault"
 ACCESS_DENIED = "Access Denied."
-ASYNC_ENDPOINTS = frozenset({"update_giftcard", "generate_giftcards", "giftcard_pdf"})
+ASYNC_ENDPOINTS = frozenset(e.name for e in ENDPOINTS if e.callback)
 
 
 class SandboxHang(Exception):
@@ -169,40 +170,28 @@ class SandboxRoutes:
         self.sb = sandbox
         self.inprocess = inprocess
         s = sandbox.settings
-        self.get_cmds: dict[str, tuple[str, Handler]] = {
-            s.cmd_get_giftcard: ("get_giftcard", self.get_giftcard),
-            s.cmd_loyalty_vouchers: ("loyalty_vouchers", self.loyalty_vouchers),
-            s.cmd_loyalty_vouchers_between: (
-                "loyalty_vouchers_between",
-                self.loyalty_vouchers_between,
-            ),
-            s.cmd_last_loyalty_vouchers: ("last_loyalty_vouchers", self.last_loyalty_vouchers),
-        }
-        self.post_cmds: dict[str, tuple[str, Handler]] = {
-            s.cmd_update_giftcard: ("update_giftcard", self.update_giftcard),
-            s.cmd_generate_giftcards: ("generate_giftcards", self.generate_giftcards),
-            s.cmd_giftcard_pdf: ("giftcard_pdf", self.giftcard_pdf),
-        }
+        # every endpoint is served by the handler of the same name (a missing one fails here)
+        self.get_cmds: dict[str, tuple[str, Handler]] = {}
+        self.post_cmds: dict[str, tuple[str, Handler]] = {}
+        for endpoint in ENDPOINTS:
+            if endpoint.family == "documents":
+                table = self.get_cmds if endpoint.method == "GET" else self.post_cmds
+                table[endpoint.address(s)] = (endpoint.name, self.handler(endpoint.name))
 
     # ------------------------------------------------------------------ plumbing
 
+    def handler(self, name: str) -> Handler:
+        """The route handler serving endpoint ``name``: the method of that name."""
+        handler: Handler = getattr(self, name)
+        return handler
+
     def routes(self) -> list[Route]:
         s = self.sb.settings
-        data: list[tuple[str, str, str, Handler]] = [
-            (s.path_login, "POST", "login", self.login),
-            (
-                s.path_generate_missing_barcodes,
-                "POST",
-                "generate_missing_barcodes",
-                self.generate_missing_barcodes,
-            ),
-            (s.path_insert_barcode, "POST", "insert_barcode", self.insert_barcode),
-            (s.path_sku_from_barcode, "GET", "sku_from_barcode", self.sku_from_barcode),
-            (s.path_delete_barcode, "DELETE", "delete_barcode", self.delete_barcode),
-        ]
         routes = [Route("/api", self.documents, methods=["GET", "POST"])]
-        for path, method, name, handler in data:
-            routes.append(Route(path, self._data_route(name, handler), methods=[method]))
+        for endpoint in ENDPOINTS:  # in ENDPOINTS order, which puts specific paths first
+            if endpoint.family == "data":
+                route = self._data_route(endpoint.name, self.handler(endpoint.name))
+                routes.append(Route(endpoint.address(s), route, methods=[endpoint.method]))
         routes += control_routes(self.sb)
         return routes
 

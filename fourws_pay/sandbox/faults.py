@@ -1,10 +1,8 @@
 """Faults the sandbox injects on purpose, scripted per endpoint from tests or the CLI.
 
 A ``Fault`` says what goes wrong; ``FaultPlan.add(endpoint, fault, times=1)`` says where and
-how often (``times=None``: until cleared). Endpoint names are the client's
-(``get_giftcard``, ``update_giftcard``, ``generate_giftcards``, ``giftcard_pdf``,
-``loyalty_vouchers``, ``loyalty_vouchers_between``, ``last_loyalty_vouchers``, ``login``,
-``insert_barcode``, ``sku_from_barcode``, ``delete_barcode``, ``generate_missing_barcodes``)
+how often (``times=None``: until cleared). Endpoint names are the client's, those of
+``fourws_pay.api.core.ENDPOINTS`` (``get_giftcard``, ``update_giftcard``, ``login``, ...),
 or ``"*"`` for any.
 
 Two groups, taken independently so one request can suffer one of each:
@@ -30,6 +28,8 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+from fourws_pay.api.core import ENDPOINTS
+
 REQUEST_KINDS = frozenset(
     {
         "latency",
@@ -44,23 +44,8 @@ REQUEST_KINDS = frozenset(
     }
 )
 CALLBACK_KINDS = frozenset({"drop", "duplicate", "delay", "reorder", "before_response"})
-ENDPOINT_NAMES = frozenset(
-    {
-        "get_giftcard",
-        "update_giftcard",
-        "generate_giftcards",
-        "giftcard_pdf",
-        "loyalty_vouchers",
-        "loyalty_vouchers_between",
-        "last_loyalty_vouchers",
-        "login",
-        "insert_barcode",
-        "sku_from_barcode",
-        "delete_barcode",
-        "generate_missing_barcodes",
-        "*",
-    }
-)
+# the client's endpoint names (``fourws_pay.api.core.ENDPOINTS``) or "*" for any
+ENDPOINT_NAMES = frozenset({e.name for e in ENDPOINTS} | {"*"})
 
 
 @dataclass(frozen=True)
