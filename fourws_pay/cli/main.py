@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from fourws_pay.api.core import ENDPOINTS
+from fourws_pay.api.endpoints import ENDPOINTS
 from fourws_pay.cli import argv, exitcodes
 from fourws_pay.cli.config import CliContext, Runtime, configure_logging
 from fourws_pay.errors import (

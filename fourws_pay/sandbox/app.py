@@ -41,7 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fourws_pay.api import wirejson
-from fourws_pay.api.core import ENDPOINTS
+from fourws_pay.api.endpoints import ENDPOINTS
 from fourws_pay.api.fields import parse_datetime
 from fourws_pay.sandbox import relaxed_json
 from fourws_pay.sandbox.auth import LOGIN_COOKIE, documents_credentials_ok

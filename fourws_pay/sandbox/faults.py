@@ -2,7 +2,7 @@
 
 A ``Fault`` says what goes wrong; ``FaultPlan.add(endpoint, fault, times=1)`` says where and
 how often (``times=None``: until cleared). Endpoint names are the client's, those of
-``fourws_pay.api.core.ENDPOINTS`` (``get_giftcard``, ``update_giftcard``, ``login``, ...),
+``fourws_pay.api.endpoints.ENDPOINTS`` (``get_giftcard``, ``update_giftcard``, ``login``, ...),
 or ``"*"`` for any.
 
 Two groups, taken independently so one request can suffer one of each:
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from fourws_pay.api.core import ENDPOINTS
+from fourws_pay.api.endpoints import ENDPOINTS
 
 REQUEST_KINDS = frozenset(
     {
@@ -44,7 +44,7 @@ REQUEST_KINDS = frozenset(
     }
 )
 CALLBACK_KINDS = frozenset({"drop", "duplicate", "delay", "reorder", "before_response"})
-# the client's endpoint names (``fourws_pay.api.core.ENDPOINTS``) or "*" for any
+# the client's endpoint names (``fourws_pay.api.endpoints.ENDPOINTS``) or "*" for any
 ENDPOINT_NAMES = frozenset({e.name for e in ENDPOINTS} | {"*"})
 
 

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 import httpx
 import pytest
 
-import fourws_pay.api.core
+import fourws_pay.api.data_flows
+import fourws_pay.api.documents_flows
 import fourws_pay.logs
 from fourws_pay.clock import ManualClock
 from fourws_pay.errors import FourWSError
@@ -138,7 +139,8 @@ def test_the_hygiene_test_fails_without_masking(
     fake: FakeFourWS, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Remove masking at the call site and in the log processor: the leak is caught."""
-    monkeypatch.setattr(fourws_pay.api.core, "mask_barcode", str)
+    monkeypatch.setattr(fourws_pay.api.documents_flows, "mask_barcode", str)
+    monkeypatch.setattr(fourws_pay.api.data_flows, "mask_barcode", str)
     monkeypatch.setattr(fourws_pay.logs, "mask_barcode", str)
     caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
     case = CASES[0]

@@ -294,10 +294,12 @@ def test_the_resend_check_fails_without_the_protection(
     exactly what ``test_balance_changes_are_never_resent_once_maybe_applied`` rules out."""
     import dataclasses
 
-    from fourws_pay.api import core
+    from fourws_pay.api import documents_flows
 
     monkeypatch.setattr(
-        core, "UPDATE_GIFTCARD", dataclasses.replace(core.UPDATE_GIFTCARD, idempotent=True)
+        documents_flows,
+        "UPDATE_GIFTCARD",
+        dataclasses.replace(documents_flows.UPDATE_GIFTCARD, idempotent=True),
     )
     fake4.on(fake4.settings.cmd_update_giftcard, TRANSIENT["503"], case_ok_update())
     make_client(fake4, clock=ManualClock()).update_giftcard(CONSUMPTION)

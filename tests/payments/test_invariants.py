@@ -421,11 +421,13 @@ def log_hygiene(ctx: Context) -> None:
 
 
 def break_log_hygiene(mp: pytest.MonkeyPatch) -> None:
-    import fourws_pay.api.core
+    import fourws_pay.api.data_flows
+    import fourws_pay.api.documents_flows
     import fourws_pay.logs
 
     identity = str
-    for module in (fourws_pay.logs, fourws_pay.api.core, base):
+    modules = (fourws_pay.logs, fourws_pay.api.documents_flows, fourws_pay.api.data_flows, base)
+    for module in modules:
         mp.setattr(module, "mask_barcode", identity)
 
 

@@ -1,4 +1,4 @@
-"""``fourws_pay.api.core.ENDPOINTS`` is the one list of 4WS operations (issue 22).
+"""``fourws_pay.api.endpoints.ENDPOINTS`` is the one list of 4WS operations (issue 22).
 
 The client core, the sandbox's router and fault plan and the CLI's error hints all derive
 from it; these tests fail as soon as one of them names an endpoint the list lacks or misses
@@ -12,7 +12,7 @@ import re
 import httpx
 import pytest
 
-from fourws_pay.api.core import ENDPOINTS, Endpoint
+from fourws_pay.api.endpoints import ENDPOINTS, Endpoint
 from fourws_pay.cli import main as cli_main
 from fourws_pay.sandbox import Sandbox, app, faults
 from fourws_pay.settings import Settings
