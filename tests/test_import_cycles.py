@@ -28,9 +28,6 @@ ROOT = "fourws_pay"
 # a new module drawn into one of these, fails it (and so does removing one, so that the
 # list is kept honest).
 KNOWN_CYCLES: set[frozenset[str]] = {
-    # errors names RefusalReason (type-only) for PaymentRefused; models clips messages with
-    # limits, which raises InvalidInputError.
-    frozenset({"fourws_pay.errors", "fourws_pay.limits", "fourws_pay.payments.models"}),
     # The Sandbox facade builds its app, transports and callback sender, which call back
     # into the app / the Sandbox.
     frozenset(
