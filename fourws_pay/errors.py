@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from fourws_pay.payments.models import RefusalReason
+    from fourws_pay.payments.reasons import RefusalReason
 
 
 class FourWSError(Exception):

@@ -140,10 +140,8 @@ def test_an_installed_plugin_can_replace_the_gift_card_provider() -> None:
 
     pm = make_plugin_manager(load_entrypoints=False)
     pm.register(Shop(), name="entry-point-like")  # as if found on the entry-point group
-    pm.unregister(name="fourws_pay.giftcard")
-    from fourws_pay.default_plugins import giftcard
-
-    pm.register(giftcard, name="fourws_pay.giftcard")  # defaults come after installed ones
+    builtin = pm.unregister(name="fourws_pay.giftcard")
+    pm.register(builtin, name="fourws_pay.giftcard")  # defaults come after installed ones
     assert payment_method("giftcard", plugin_manager=pm) is custom
     assert payment_method("giftcard", plugin_manager=pm, asynchronous=True) is custom
 

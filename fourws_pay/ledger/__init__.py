@@ -14,8 +14,8 @@ import importlib
 from typing import Any
 
 from fourws_pay.errors import ConfigurationError
-from fourws_pay.ledger.base import LedgerStore, LedgerTransaction
 from fourws_pay.ledger.sqlite import SQLiteStore
+from fourws_pay.payments.ports import LedgerStore, LedgerTransaction
 
 _SCHEMES = {
     "postgresql": "fourws_pay.ledger.postgres",

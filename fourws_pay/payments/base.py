@@ -37,7 +37,7 @@ from fourws_pay.payments.throttle import LookupThrottle
 from fourws_pay.settings import Settings
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerStore, LedgerTransaction
+    from fourws_pay.payments.ports import LedgerStore, LedgerTransaction
 
 log = get_logger()
 

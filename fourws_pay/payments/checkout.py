@@ -48,7 +48,7 @@ from fourws_pay.payments.rules import UNIFORM_REASONS, PaymentRequest, evaluate,
 from fourws_pay.payments.transitions import _total, live_captures
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerTransaction
+    from fourws_pay.payments.ports import LedgerTransaction
 
 # How many times ``reserve`` reads a card whose captures keep settling under it.
 RESERVE_READS = 3

@@ -101,7 +101,7 @@ from fourws_pay.payments.states import (
 from fourws_pay.payments.transitions import Transitions, token_hash
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerTransaction
+    from fourws_pay.payments.ports import LedgerTransaction
 
 log = get_logger()
 _S = IssuedCardState

@@ -5,7 +5,8 @@ the negative-amount update when the order is confirmed, *settle* applies 4WS's c
 *release* drops a hold, *refund* posts a positive amount back, *reconcile* resolves
 operations whose outcome is unknown.
 
-The state machines (states, moves, groupings) live in ``states`` and are re-exported here.
+The state machines (states, moves, groupings) live in ``states`` and are re-exported here;
+so is ``RefusalReason`` (``reasons``), which ``fourws_pay.errors`` needs without this module.
 
 Amounts are positive magnitudes everywhere in this module; the sign on the wire is decided
 by the operation kind (a capture posts ``-amount``, a refund ``+amount``).
@@ -22,6 +23,7 @@ from typing import Any
 
 from fourws_pay.limits import clip_message
 from fourws_pay.logs import mask_barcode
+from fourws_pay.payments.reasons import RefusalReason
 from fourws_pay.payments.states import (
     IN_FLIGHT_OPERATION_STATES,
     ISSUED_CARD_TRANSITIONS,
@@ -35,22 +37,6 @@ from fourws_pay.payments.states import (
     RefundStrategy,
     ReservationState,
 )
-
-
-class RefusalReason(StrEnum):
-    """Why a card cannot pay. Shown to staff; customers see ``public_message``."""
-
-    NOT_FOUND = "not_found"
-    INACTIVE = "inactive"
-    NOT_YET_VALID = "not_yet_valid"
-    EXPIRED = "expired"
-    EMPTY = "empty"
-    INSUFFICIENT_BALANCE = "insufficient_balance"
-    PARTIAL_USAGE_NOT_ALLOWED = "partial_usage_not_allowed"
-    CURRENCY_MISMATCH = "currency_mismatch"
-    NETWORK_RESTRICTED = "network_restricted"
-    NOT_A_GIFT_CARD = "not_a_gift_card"
-    INVALID_AMOUNT = "invalid_amount"
 
 
 @dataclass(frozen=True)

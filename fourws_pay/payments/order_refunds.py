@@ -66,7 +66,7 @@ from fourws_pay.payments.models import (
 from fourws_pay.payments.states import order_refund_lock_key
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerTransaction
+    from fourws_pay.payments.ports import LedgerTransaction
 
 log = get_logger()
 

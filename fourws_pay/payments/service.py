@@ -34,6 +34,7 @@ from fourws_pay.errors import FourWSError, LedgerClosedError
 from fourws_pay.payments.cache import CardRead
 from fourws_pay.payments.callbacks import CallbackApp
 from fourws_pay.payments.core import PaymentsCore
+from fourws_pay.payments.defaults import default_plugin_manager, default_store
 from fourws_pay.payments.effects import (
     Pause,
     PaymentFlow,
@@ -58,7 +59,7 @@ from fourws_pay.payments.models import (
 from fourws_pay.settings import Settings
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerStore
+    from fourws_pay.payments.ports import LedgerStore
 
 T = TypeVar("T")
 
@@ -89,14 +90,10 @@ class _Provider:
     ) -> None:
         settings = settings or client_settings or Settings.from_env()
         if plugin_manager is None:
-            from fourws_pay.plugins import make_plugin_manager
-
-            plugin_manager = make_plugin_manager()
+            plugin_manager = default_plugin_manager(GiftCardPayments, AsyncGiftCardPayments)
         self.clock: Clock = clock or SystemClock()
         if store is None:
-            from fourws_pay.ledger import open_store
-
-            store = open_store(settings.ledger_url)
+            store = default_store(settings)
         self.core = PaymentsCore(settings, store, self.clock, plugin_manager)
 
     @property

@@ -49,7 +49,7 @@ from fourws_pay.payments.states import (
 )
 
 if TYPE_CHECKING:
-    from fourws_pay.ledger.base import LedgerTransaction
+    from fourws_pay.payments.ports import LedgerTransaction
 
 __all__ = [
     "CARD_BUSY_STATES",

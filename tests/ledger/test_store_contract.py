@@ -1,6 +1,6 @@
 """One contract for every ledger store: SQLite, PostgreSQL, MariaDB and Redis behave alike.
 
-The provider's money invariants rest on these promises (fourws_pay/ledger/base.py): exact
+The provider's money invariants rest on these promises (fourws_pay/payments/ports.py): exact
 round trips, compare-and-set that detects a lost race, rollback on error, consistent
 snapshots, durability across a reopen, and a per-card critical section that holds across
 threads *and* processes. The unlocked variants show that the critical section is what stops
