@@ -28,9 +28,10 @@ office's handful of requests, and the reason none of this runs inside a payment)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
@@ -232,15 +233,22 @@ class BackOffice:
             raise InvalidInputError("a resolve needs the staff member's name (actor)")
         if not isinstance(note, str) or not note.strip():
             raise InvalidInputError("say why in a note: what did 4WS confirm?")
-        op = (
-            self.payments.store.get_operation(operation_id)
-            if isinstance(operation_id, str)
-            else None
-        )
+        op = self._store.get_operation(operation_id) if isinstance(operation_id, str) else None
         if op is None:
             raise InvalidInputError(f"no operation {operation_id!r} in the ledger")
         if seen_state is not None and op.state is not _state(seen_state):
             raise _stale(op)
+
+    @contextlib.contextmanager
+    def _stale_if_lost(self, operation_id: str) -> Iterator[None]:
+        """The core's compare-and-set refused (the operation moved on after ``_check``):
+        say so as ``StaleResolveError`` with the state it is in now."""
+        try:
+            yield
+        except StaleResolveError:
+            raise
+        except InvalidStateError:
+            raise _stale(self._store.get_operation(operation_id)) from None
 
     def resolve(
         self,
@@ -252,14 +260,10 @@ class BackOffice:
         seen_state: OperationState | str | None = OperationState.MANUAL_REVIEW,
     ) -> Operation:
         self._check(operation_id, note, actor, seen_state)
-        try:
+        with self._stale_if_lost(operation_id):
             done: Operation = self.payments.resolve(
                 operation_id, applied=applied, note=note, actor=actor
             )
-        except StaleResolveError:
-            raise
-        except InvalidStateError:
-            raise _stale(self.payments.store.get_operation(operation_id)) from None
         _log_resolved(done, actor, applied)
         return done
 
@@ -273,14 +277,10 @@ class BackOffice:
         seen_state: OperationState | str | None = OperationState.MANUAL_REVIEW,
     ) -> Operation:
         self._check(operation_id, note, actor, seen_state)
-        try:
+        with self._stale_if_lost(operation_id):
             done: Operation = await self.payments.resolve(
                 operation_id, applied=applied, note=note, actor=actor
             )
-        except StaleResolveError:
-            raise
-        except InvalidStateError:
-            raise _stale(self.payments.store.get_operation(operation_id)) from None
         _log_resolved(done, actor, applied)
         return done
 

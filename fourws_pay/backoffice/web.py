@@ -126,6 +126,8 @@ class _Pages:
         self.office = office
         self.authenticate = authenticate
         self.secret = secret
+        # The asyncio provider is awaited; the blocking one runs on Starlette's threads.
+        self.awaited = inspect.iscoroutinefunction(getattr(office.payments, "resolve", None))
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -342,8 +344,7 @@ class _Pages:
         return self.page(request, staff, "Card", self.card_body(request, staff, view, whole))
 
     async def _find_card(self, barcode: str) -> CardLookup:
-        client = self.office.payments.client
-        if inspect.iscoroutinefunction(getattr(client, "get_giftcard", None)):
+        if self.awaited:
             return await self.office.afind_card(barcode)
         from starlette.concurrency import run_in_threadpool
 
@@ -366,7 +367,7 @@ class _Pages:
             "seen_state": fields.get("seen_state") or OperationState.MANUAL_REVIEW,
         }
         try:
-            if inspect.iscoroutinefunction(getattr(self.office.payments, "resolve", None)):
+            if self.awaited:
                 done = await self.office.aresolve(operation_id, **kwargs)
             else:
                 from starlette.concurrency import run_in_threadpool
